@@ -1,0 +1,273 @@
+"""The model as a networkx DAG: node = op, edge = the tensors one op hands to another.
+
+Built from an in-memory model whose shapes are already inferred (see `shapes`). Validation that needs the
+whole structure lives here: dangling inputs, duplicate producers, cycles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import networkx as nx
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .errors import HwUtilError
+from .shapes import graph_inputs, tensor_shapes
+
+Dims = tuple[int | None, ...]
+# The default-domain ops that carry subgraphs; other domains are checked attribute by attribute.
+_CONTROL_FLOW = {"If", "Loop", "Scan", "SequenceMap"}
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    name: str
+    shape: Dims | None  # None: rank unknown; a None dim: that dim unknown
+    dtype: int
+    const: bool  # an initializer, a Constant output or a ConstantOfShape of constants: a weight, not data
+    static: bool = field(init=False)  # every dim known
+    numel: int = field(init=False)  # 0 unless static
+
+    def __post_init__(self):
+        static = self.shape is not None and None not in self.shape
+        n = 1
+        if static:
+            for d in self.shape:
+                n *= d
+        object.__setattr__(self, "static", static)
+        object.__setattr__(self, "numel", n if static else 0)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Node:
+    name: str
+    op_type: str
+    domain: str  # "" for the default ONNX domain
+    inputs: tuple[str, ...]  # "" marks an omitted optional input
+    outputs: tuple[str, ...]
+    proto: onnx.NodeProto
+
+    def attr(self, name: str, default=None):
+        for a in self.proto.attribute:
+            if a.name == name:
+                return helper.get_attribute_value(a)
+        return default
+
+    def subgraphs(self) -> dict[str, onnx.GraphProto]:
+        if self.op_type not in _CONTROL_FLOW and self.domain == "":
+            return {}
+        return {a.name: a.g for a in self.proto.attribute if a.type == onnx.AttributeProto.GRAPH}
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.domain, self.op_type)
+
+
+class Graph:
+    """One (sub)graph with every tensor's shape and dtype, in execution order."""
+
+    def __init__(self, proto: onnx.GraphProto, opsets: dict[str, int], outer: Graph | None = None,
+                 known: dict | None = None):
+        self.proto = proto
+        self.opsets = opsets
+        self.outer = outer
+        self.depth = 0 if outer is None else outer.depth + 1
+        known = tensor_shapes(proto) if known is None else known
+        init_names = {i.name for i in proto.initializer}
+        self.inputs = [v.name for v in (graph_inputs(proto) if outer is None else proto.input)]
+        self.outputs = [v.name for v in proto.output]
+
+        nodes: list[Node] = []
+        seen: dict[str, int] = {}
+        for i, p in enumerate(proto.node):
+            name = p.name or f"{p.op_type}_{i}"
+            if name in seen:
+                seen[name] += 1
+                name = f"{name}#{seen[name]}"
+            else:
+                seen[name] = 0
+            domain = "" if p.domain == "ai.onnx" else p.domain
+            nodes.append(Node(name, p.op_type, domain, tuple(p.input), tuple(p.output), p))
+
+        producer: dict[str, Node] = {}
+        for n in nodes:
+            for o in n.outputs:
+                if not o:
+                    continue
+                if o in producer or o in init_names:
+                    raise HwUtilError(f"tensor {o!r} is produced twice (by node {n.name!r} and "
+                                      f"{producer[o].name if o in producer else 'an initializer'!r})")
+                producer[o] = n
+        self.producer = producer
+
+        const = set(init_names)
+        for n in nodes:
+            if n.domain == "" and n.op_type == "Constant":
+                const.update(o for o in n.outputs if o)
+        # ConstantOfShape fed by constants is a weight computed at load time, as exporters emit for zeros.
+        for n in nodes:
+            if n.domain == "" and n.op_type == "ConstantOfShape" and all(i in const for i in n.inputs if i):
+                const.update(o for o in n.outputs if o)
+
+        tensors: dict[str, Tensor] = {}
+        for name, (shape, dtype) in known.items():
+            tensors[name] = Tensor(name, shape, dtype, name in const)
+        for n in nodes:
+            if n.domain == "" and n.op_type == "Constant" and n.outputs and n.outputs[0]:
+                shape, dtype = _constant_meta(n)
+                prev = tensors.get(n.outputs[0])
+                if shape is not None or prev is None:
+                    tensors[n.outputs[0]] = Tensor(n.outputs[0], shape, dtype, True)
+            for o in n.outputs:
+                if o and o not in tensors:
+                    tensors[o] = Tensor(o, None, 0, o in const)
+        self.tensors = tensors
+
+        graph_level = set(self.inputs) | init_names
+        dag = nx.DiGraph()
+        for n in nodes:
+            dag.add_node(n.name)
+        for n in nodes:
+            for t in _all_inputs(n):
+                if t in producer:
+                    src = producer[t].name
+                    if dag.has_edge(src, n.name):
+                        dag.edges[src, n.name]["tensors"].append(t)
+                    else:
+                        dag.add_edge(src, n.name, tensors=[t])
+                elif t not in graph_level and (outer is None or outer.lookup(t) is None):
+                    raise HwUtilError(f"node {n.name!r} ({n.op_type}) reads tensor {t!r}, which no node, "
+                                      "initializer or graph input produces")
+        for o in self.outputs:
+            if o not in producer and o not in graph_level and (outer is None or outer.lookup(o) is None):
+                raise HwUtilError(f"graph output {o!r} is produced by nothing")
+        self.dag = dag
+        self.nodes = _execution_order(nodes, dag)
+        self.by_name = {n.name: n for n in self.nodes}
+
+    def lookup(self, name: str) -> Tensor | None:
+        """A tensor visible in this scope: this graph's, or an enclosing graph's."""
+        g: Graph | None = self
+        while g is not None:
+            t = g.tensors.get(name)
+            if t is not None:
+                return t
+            g = g.outer
+        return None
+
+    def tensor(self, name: str) -> Tensor:
+        t = self.lookup(name)
+        return t if t is not None else Tensor(name, None, 0, False)
+
+    @cached_property
+    def consumers(self) -> dict[str, list[Node]]:
+        out: dict[str, list[Node]] = {}
+        for n in self.nodes:
+            for t in n.inputs:
+                if t:
+                    out.setdefault(t, []).append(n)
+        return out
+
+    @cached_property
+    def small_constants(self) -> dict[str, np.ndarray]:
+        """Values of constants small enough to keep (trip counts, conditions, axes)."""
+        out: dict[str, np.ndarray] = {}
+        for init in self.proto.initializer:
+            _try_value(out, init.name, init)
+        for n in self.nodes:
+            if n.domain == "" and n.op_type == "Constant" and n.outputs:
+                for a in n.proto.attribute:
+                    if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+                        _try_value(out, n.outputs[0], a.t)
+                    elif a.name in ("value_int", "value_float"):
+                        out[n.outputs[0]] = np.array(helper.get_attribute_value(a))
+        return out
+
+    def constant_value(self, name: str) -> np.ndarray | None:
+        g: Graph | None = self
+        while g is not None:
+            if name in g.small_constants:
+                return g.small_constants[name]
+            g = g.outer
+        return None
+
+
+def _all_inputs(n: Node) -> list[str]:
+    """Inputs, plus outer-scope tensors that the node's subgraphs read (they are real dependencies)."""
+    ins = [t for t in n.inputs if t]
+    for g in n.subgraphs().values():
+        ins.extend(sorted(outer_references(g)))
+    return list(dict.fromkeys(ins))
+
+
+def outer_references(g: onnx.GraphProto) -> set[str]:
+    local = {v.name for v in g.input} | {i.name for i in g.initializer}
+    for node in g.node:
+        local.update(node.output)
+    refs: set[str] = set()
+    for node in g.node:
+        refs.update(t for t in node.input if t and t not in local)
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                refs.update(t for t in outer_references(a.g) if t not in local)
+    refs.update(o.name for o in g.output if o.name not in local)
+    return refs
+
+
+def _execution_order(nodes: list[Node], dag: nx.DiGraph) -> list[Node]:
+    """The file's order when it is topological (as it must be, and as runtimes run it), else a sort."""
+    done: set[str] = set()
+    ok = True
+    for n in nodes:
+        for pred in dag.predecessors(n.name):
+            if pred not in done:
+                ok = False
+                break
+        if not ok:
+            break
+        done.add(n.name)
+    if ok:
+        return nodes
+    index = {n.name: i for i, n in enumerate(nodes)}
+    try:
+        order = list(nx.lexicographical_topological_sort(dag, key=index.__getitem__))
+    except nx.NetworkXUnfeasible:
+        cycle = [u for u, _ in nx.find_cycle(dag)]
+        shown = " -> ".join(cycle[:6]) + (" -> ..." if len(cycle) > 6 else "") + f" -> {cycle[0]}"
+        raise HwUtilError(f"the graph has a cycle: {shown}") from None
+    by_name = {n.name: n for n in nodes}
+    return [by_name[k] for k in order]
+
+
+def _constant_meta(n: Node) -> tuple[Dims | None, int]:
+    for a in n.proto.attribute:
+        if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+            return tuple(a.t.dims), a.t.data_type
+        if a.name == "sparse_value":
+            return tuple(a.sparse_tensor.dims), a.sparse_tensor.values.data_type
+        if a.name in ("value_int", "value_float"):
+            return (), onnx.TensorProto.INT64 if a.name == "value_int" else onnx.TensorProto.FLOAT
+        if a.name in ("value_ints", "value_floats"):
+            vals = helper.get_attribute_value(a)
+            dtype = onnx.TensorProto.INT64 if a.name == "value_ints" else onnx.TensorProto.FLOAT
+            return (len(vals),), dtype
+        if a.name == "value_string":
+            return (), onnx.TensorProto.STRING
+        if a.name == "value_strings":
+            return (len(a.strings),), onnx.TensorProto.STRING
+    return None, 0
+
+
+def _try_value(out: dict[str, np.ndarray], name: str, t: onnx.TensorProto) -> None:
+    n = 1
+    for d in t.dims:
+        n *= d
+    if n > 64:
+        return
+    # Stripped payloads (see loader) and odd dtypes simply have no known value.
+    with contextlib.suppress(Exception):
+        out[name] = numpy_helper.to_array(t)

@@ -1,0 +1,73 @@
+"""Peak memory: weights plus the largest set of activations alive at once along the execution order.
+
+A tensor is alive from the step that produces it (graph inputs: from the start) to the last step that
+reads it (graph outputs: to the end). Outputs of shape-only ops (Reshape, Squeeze...) are views of their
+input, as in every runtime, so they extend its life instead of adding a buffer.
+"""
+
+from __future__ import annotations
+
+from .dtypes import nbytes
+from .graph import Graph
+from .ops import GraphCosts, OpKind
+
+
+def activation_buffers(graph: Graph, costs: GraphCosts,
+                       precision: str) -> tuple[dict[str, int], dict[str, str]]:
+    """(buffer root -> bytes, tensor -> buffer root) for every non-constant tensor of the graph."""
+    root: dict[str, str] = {}
+    size: dict[str, int] = {}
+
+    def add(name: str) -> None:
+        t = graph.tensor(name)
+        if t.const:
+            return
+        root[name] = name
+        size[name] = nbytes(t.numel, t.dtype, precision) if t.static else 0
+
+    for name in graph.inputs:
+        add(name)
+    for nc in costs.nodes:
+        n = nc.node
+        view = nc.cost.kind == OpKind.SHAPE and n.op_type not in ("Shape", "Size", "Constant",
+                                                                  "ConstantOfShape", "Range")
+        for o in n.outputs:
+            if not o:
+                continue
+            src = n.inputs[0] if view and n.inputs and n.inputs[0] in root else None
+            if src is not None:
+                root[o] = root[src]
+            else:
+                add(o)
+    return size, root
+
+
+def peak_activation_bytes(graph: Graph, costs: GraphCosts, precision: str) -> tuple[int, int]:
+    """(peak bytes of live activations, total bytes of all activation buffers)."""
+    size, root = activation_buffers(graph, costs, precision)
+    n = len(graph.nodes)
+    start: dict[str, int] = dict.fromkeys(graph.inputs, 0)
+    end: dict[str, int] = {}
+    for i, node in enumerate(graph.nodes):
+        for o in node.outputs:
+            if o in root and root[o] == o:
+                start[o] = i
+                end.setdefault(o, i)  # an output nobody reads still exists while its producer runs
+        for t in node.inputs:
+            if t in root:
+                r = root[t]
+                end[r] = max(end.get(r, i), i)
+    for o in graph.outputs:
+        if o in root:
+            end[root[o]] = n
+    alloc = [0] * (n + 1)
+    free = [0] * (n + 1)
+    for r, b in size.items():
+        alloc[start.get(r, 0)] += b
+        free[end.get(r, start.get(r, 0))] += b
+    live = peak = 0
+    for i in range(n + 1):
+        live += alloc[i]
+        peak = max(peak, live)
+        live -= free[i]
+    return peak, sum(size.values())

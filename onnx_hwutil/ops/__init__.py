@@ -1,0 +1,68 @@
+"""Per-op cost formulas, one registry, grouped by op family; `cost_graph` applies them to a graph."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..graph import Graph, Node
+from . import control, elementwise, matrix, movement, normalization, pooling  # noqa: F401  (registration)
+from .registry import Cost, MissingShape, OpContext, OpKind, covered_ops, evaluate, formula_for
+
+__all__ = ["Cost", "GraphCosts", "NodeCost", "OpKind", "cost_graph", "covered_ops", "formula_for"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCost:
+    node: Node
+    cost: Cost
+    status: str  # "ok"; "uncovered": no formula, FLOPs unknown; "unresolved": a shape is unknown
+    notes: tuple[str, ...] = ()
+    missing: str | None = None  # the tensor whose shape was unknown
+
+
+@dataclass
+class GraphCosts:
+    nodes: list[NodeCost]
+    total: Cost
+    uncovered: Counter = field(default_factory=Counter)  # (domain, op_type) -> node count, nested included
+    unresolved: list[tuple[str, str, str]] = field(default_factory=list)  # (node, op_type, tensor)
+    notes: list[str] = field(default_factory=list)
+
+
+def cost_graph(graph: Graph, precision: str) -> GraphCosts:
+    def coster(proto, outer: Graph) -> GraphCosts:
+        return cost_graph(Graph(proto, graph.opsets, outer), precision)
+
+    nodes: list[NodeCost] = []
+    total = Cost(kind=OpKind.SHAPE)
+    uncovered: Counter = Counter()
+    unresolved: list[tuple[str, str, str]] = []
+    notes: list[str] = []
+    byte_cache: dict[str, int] = {}
+    for node in graph.nodes:
+        ctx = OpContext(node, graph, precision, coster, byte_cache)
+        if formula_for(node.domain, node.op_type) is None:
+            uncovered[(node.domain or "ai.onnx", node.op_type)] += 1
+            try:  # the bytes of an op we cannot price are still known from its shapes
+                read, written, weights = ctx.default_bytes()
+            except MissingShape:
+                read = written = weights = 0
+            c = Cost(bytes_read=read, bytes_written=written, weight_bytes=weights, kind=OpKind.OPAQUE)
+            nodes.append(NodeCost(node, c, "uncovered", ("no cost formula: FLOPs not counted",)))
+            total = total + c
+            continue
+        try:
+            c, work = evaluate(ctx)
+        except MissingShape as e:
+            unresolved.append((node.name, node.op_type, e.tensor))
+            nodes.append(NodeCost(node, Cost(kind=OpKind.OPAQUE), "unresolved",
+                                  (f"shape of {e.tensor!r} unknown: not costed",), e.tensor))
+            continue
+        for _label, child, _times in work.children:
+            uncovered.update(child.uncovered)
+            unresolved.extend(child.unresolved)
+        nodes.append(NodeCost(node, c, "ok", work.notes))
+        notes.extend(f"{node.name} ({node.op_type}): {n}" for n in work.notes)
+        total = total + c
+    return GraphCosts(nodes, total, uncovered, unresolved, notes)

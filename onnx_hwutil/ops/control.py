@@ -1,0 +1,69 @@
+"""Control flow: the cost of a nested graph times the number of times it runs.
+
+A Loop with a constant trip count is costed that many times; a Scan runs once per slice of its scan
+inputs; an If whose condition is a constant runs that branch, otherwise both branches are costed, the
+larger is counted, and the node says so.
+"""
+
+from __future__ import annotations
+
+from .registry import Cost, OpContext, OpKind, Work, cost
+
+# A trip count above this is a "loop until cond" sentinel (exporters write INT64_MAX), not a count.
+_MAX_STATIC_TRIPS = 1 << 31
+
+
+def _work(total: Cost, children, notes) -> Work:
+    return Work(macs=total.macs, flops=total.flops, kind=OpKind.OPAQUE, bytes_read=total.bytes_read,
+                bytes_written=total.bytes_written, weight_bytes=total.weight_bytes, notes=tuple(notes),
+                children=tuple(children))
+
+
+@cost("Loop")
+def _loop(ctx: OpContext) -> Work:
+    body = ctx.cost_subgraph("body")
+    m = ctx.const_value(0)
+    cond = ctx.const_value(1)
+    if cond is not None and cond.size == 1 and not bool(cond.reshape(-1)[0]):
+        return _work(Cost(), [("body", body, 0)], ["cond is false on entry: the body never runs"])
+    if m is not None and m.size == 1 and 0 <= int(m.reshape(-1)[0]) < _MAX_STATIC_TRIPS:
+        trips = int(m.reshape(-1)[0])
+        note = f"body costed {trips} times (trip count M)"
+        if ctx.has(1) and cond is None:
+            note += "; an upper bound, the loop may exit early on cond"
+        return _work(body.total.scaled(trips), [("body", body, trips)], [note])
+    return _work(body.total, [("body", body, 1)],
+                 ["trip count not static: body costed once; pass a constant M to cost it exactly"])
+
+
+@cost("Scan")
+def _scan(ctx: OpContext) -> Work:
+    body = ctx.cost_subgraph("body")
+    n_scan = int(ctx.attr("num_scan_inputs"))
+    first = ctx.n_inputs - n_scan
+    axes = ctx.attr("scan_input_axes") or [0] * n_scan
+    shape = ctx.shape(first)
+    trips = shape[int(axes[0]) % len(shape)]
+    return _work(body.total.scaled(trips), [("body", body, trips)], [f"body costed {trips} times"])
+
+
+@cost("If")
+def _if(ctx: OpContext) -> Work:
+    then_c, else_c = ctx.cost_subgraph("then_branch"), ctx.cost_subgraph("else_branch")
+    cond = ctx.const_value(0)
+    if cond is not None and cond.size == 1:
+        taken = bool(cond.reshape(-1)[0])
+        chosen = then_c if taken else else_c
+        children = [("then_branch", then_c, int(taken)), ("else_branch", else_c, int(not taken))]
+        branch = "then" if taken else "else"
+        return _work(chosen.total, children, [f"condition is constant {taken}: only the {branch} branch runs"
+                                              ])
+
+    def key(c):
+        return (c.total.flops, c.total.dram_bytes)
+
+    larger, name = (then_c, "then") if key(then_c) >= key(else_c) else (else_c, "else")
+    note = (f"condition not static: both branches costed (then {then_c.total.flops:,} FLOPs, "
+            f"else {else_c.total.flops:,} FLOPs), the larger ({name}) counted")
+    return _work(larger.total, [("then_branch", then_c, int(name == "then")),
+                                ("else_branch", else_c, int(name == "else"))], [note])

@@ -1,0 +1,335 @@
+"""Matrix-class ops: every multiply-accumulate counted as one MAC, FLOPs = 2 x MACs + epilogue.
+
+The pure `*_macs` functions take shapes and numbers only, so tests can check them by hand.
+"""
+
+from __future__ import annotations
+
+import string
+from math import prod
+
+from .elementwise import activation_flops
+from .registry import MissingShape, OpContext, OpKind, Work, cost
+
+MATRIX = OpKind.MATRIX
+
+# -- convolution ----------------------------------------------------------------------------------------
+
+
+def conv_macs(w_shape, y_shape) -> int:
+    """Each output element accumulates Cin/group x kernel products: W is [Cout, Cin/g, k...]."""
+    return prod(y_shape) * prod(w_shape[1:])
+
+
+def conv_transpose_macs(x_shape, w_shape) -> int:
+    """Each input element scatters into Cout/group x kernel outputs: W is [Cin, Cout/g, k...]."""
+    return prod(x_shape) * prod(w_shape[1:])
+
+
+def _epilogue(ctx: OpContext, macs: int, bias_input: int | None, per_out: int = 0) -> Work:
+    n_out = ctx.numel_out()
+    bias = n_out if bias_input is not None and ctx.has(bias_input) else 0
+    return Work(macs=macs, flops=2 * macs + bias + per_out * n_out, kind=MATRIX)
+
+
+@cost("Conv")
+def _conv(ctx: OpContext) -> Work:
+    return _epilogue(ctx, conv_macs(ctx.shape(1), ctx.out()), 2)
+
+
+@cost("ConvInteger")
+def _conv_integer(ctx: OpContext) -> Work:
+    return _epilogue(ctx, conv_macs(ctx.shape(1), ctx.out()), None)
+
+
+@cost("QLinearConv")
+def _qlinear_conv(ctx: OpContext) -> Work:
+    # Requantization per output: scale multiply and zero-point add.
+    return _epilogue(ctx, conv_macs(ctx.shape(3), ctx.out()), 8, per_out=2)
+
+
+@cost("ConvTranspose")
+def _conv_transpose(ctx: OpContext) -> Work:
+    return _epilogue(ctx, conv_transpose_macs(ctx.shape(0), ctx.shape(1)), 2)
+
+
+@cost("NhwcConv", domain="com.microsoft")
+def _nhwc_conv(ctx: OpContext) -> Work:
+    return _epilogue(ctx, conv_macs(ctx.shape(1), ctx.out()), 2)
+
+
+@cost("FusedConv", domain="com.microsoft")
+def _fused_conv(ctx: OpContext) -> Work:
+    act = activation_flops(ctx.attr("activation", b"") or b"")
+    residual = 1 if ctx.has(3) else 0
+    return _epilogue(ctx, conv_macs(ctx.shape(1), ctx.out()), 2, per_out=act + residual)
+
+
+# -- GEMM and MatMul ------------------------------------------------------------------------------------
+
+
+def matmul_macs(a_shape, y_shape, trans_a: bool = False) -> int:
+    """numpy matmul semantics (batch broadcast, 1-D operands): each output element sums K products."""
+    if len(a_shape) == 1:
+        k = a_shape[0]
+    else:
+        k = a_shape[-2] if trans_a else a_shape[-1]
+    return prod(y_shape) * k
+
+
+def _gemm_like(ctx: OpContext, a: int, bias_input: int | None, per_out: int = 0) -> Work:
+    a_shape = ctx.shape(a)
+    k = a_shape[0] if ctx.attr("transA", 0) else a_shape[-1]
+    return _epilogue(ctx, ctx.numel_out() * k, bias_input, per_out)
+
+
+@cost("Gemm")
+def _gemm(ctx: OpContext) -> Work:
+    return _gemm_like(ctx, 0, 2)
+
+
+@cost("QGemm", domain="com.microsoft")
+def _qgemm(ctx: OpContext) -> Work:
+    return _gemm_like(ctx, 0, 6, per_out=2)
+
+
+@cost("FusedGemm", domain="com.microsoft")
+def _fused_gemm(ctx: OpContext) -> Work:
+    return _gemm_like(ctx, 0, 2, per_out=activation_flops(ctx.attr("activation", b"") or b""))
+
+
+@cost("MatMul", "MatMulInteger")
+def _matmul(ctx: OpContext) -> Work:
+    return _epilogue(ctx, matmul_macs(ctx.shape(0), ctx.out()), None)
+
+
+@cost("QLinearMatMul")
+def _qlinear_matmul(ctx: OpContext) -> Work:
+    return _epilogue(ctx, matmul_macs(ctx.shape(0), ctx.out()), None, per_out=2)
+
+
+@cost("MatMulInteger16", domain="com.microsoft")
+def _matmul_integer16(ctx: OpContext) -> Work:
+    return _epilogue(ctx, matmul_macs(ctx.shape(0), ctx.out()), None)
+
+
+@cost("FusedMatMul", domain="com.microsoft")
+def _fused_matmul(ctx: OpContext) -> Work:
+    alpha = 1 if ctx.attr("alpha", 1.0) != 1.0 else 0
+    return _epilogue(ctx, matmul_macs(ctx.shape(0), ctx.out(), bool(ctx.attr("transA", 0))), None, alpha)
+
+
+@cost("MatMulIntegerToFloat", domain="com.microsoft")
+def _matmul_integer_to_float(ctx: OpContext) -> Work:
+    # Dequantize each output (one multiply by the combined scale), then the optional bias.
+    return _epilogue(ctx, matmul_macs(ctx.shape(0), ctx.out()), 6, per_out=1)
+
+
+@cost("DynamicQuantizeMatMul", domain="com.microsoft")
+def _dynamic_quantize_matmul(ctx: OpContext) -> Work:
+    w = _epilogue(ctx, matmul_macs(ctx.shape(0), ctx.out()), 4, per_out=1)
+    # A is quantized on the fly: min/max scan plus scale, round and shift per element.
+    return Work(macs=w.macs, flops=w.flops + 5 * ctx.numel(0), kind=MATRIX)
+
+
+@cost("MatMulNBits", domain="com.microsoft")
+def _matmul_nbits(ctx: OpContext) -> Work:
+    k, n = int(ctx.attr("K")), int(ctx.attr("N"))
+    macs = ctx.numel_out() * k
+    # Packed low-bit weights are dequantized once per call: subtract zero point, multiply scale.
+    return Work(macs=macs, flops=2 * macs + 2 * n * k + (ctx.numel_out() if ctx.has(5) else 0), kind=MATRIX)
+
+
+# -- Einsum ---------------------------------------------------------------------------------------------
+
+
+def einsum_macs(equation: str, shapes: list[tuple[int, ...]]) -> tuple[int, int]:
+    """(MACs, FLOPs) contracting operands left to right, as numpy's unoptimized einsum does.
+
+    One operand is a reduction or a relayout (no MACs); two or more are matrix work whose MACs are the
+    product of all index sizes of each pairwise step.
+    """
+    lhs, _, rhs = equation.replace(" ", "").partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(shapes):
+        raise ValueError(f"einsum {equation!r}: {len(terms)} terms for {len(shapes)} operands")
+    spare = iter(c for c in string.digits + "αβγδεζηθικλμνξοπρστυφχψω" if c not in equation)
+    max_ell = max((len(s) - len(t) + 3 for t, s in zip(terms, shapes, strict=True) if "..." in t),
+                  default=0)
+    ell = [next(spare) for _ in range(max_ell)]
+    labels: list[str] = []
+    sizes: dict[str, int] = {}
+    for t, s in zip(terms, shapes, strict=True):
+        if "..." in t:
+            n = len(s) - (len(t) - 3)
+            t = t.replace("...", "".join(ell[max_ell - n:]))
+        if len(t) != len(s):
+            raise ValueError(f"einsum {equation!r}: term {t!r} does not match rank {len(s)}")
+        for c, d in zip(t, s, strict=True):
+            sizes[c] = max(sizes.get(c, 1), d)
+        labels.append(t)
+    if _:
+        out = rhs.replace("...", "".join(ell))
+    else:
+        counts = {c: sum(t.count(c) for t in labels) for c in sizes}
+        out = "".join(ell) + "".join(sorted(c for c in sizes if counts[c] == 1 and c not in ell))
+    if len(labels) == 1:
+        summed = set(labels[0]) - set(out)
+        n = prod(sizes[c] for c in set(labels[0]))
+        return 0, (n if summed else 0)
+    macs = 0
+    cur = labels[0]
+    for i in range(1, len(labels)):
+        nxt = labels[i]
+        union = set(cur) | set(nxt)
+        macs += prod(sizes[c] for c in union)
+        needed = set(out).union(*labels[i + 1:]) if i + 1 < len(labels) else set(out)
+        cur = "".join(c for c in union if c in needed)
+    return macs, 2 * macs
+
+
+@cost("Einsum")
+def _einsum(ctx: OpContext) -> Work:
+    shapes = [ctx.shape(i) for i in range(ctx.n_inputs)]
+    eq = ctx.attr("equation")
+    eq = eq.decode() if isinstance(eq, bytes) else eq
+    try:
+        macs, flops = einsum_macs(eq, shapes)
+    except ValueError as e:
+        raise MissingShape(str(e)) from None
+    kind = MATRIX if len(shapes) > 1 else (OpKind.REDUCTION if flops else OpKind.INJECTIVE)
+    return Work(macs=macs, flops=flops, kind=kind)
+
+
+# -- recurrent ------------------------------------------------------------------------------------------
+
+# Elementwise FLOPs per hidden unit per step (Sigmoid 4, Tanh 1; see elementwise.FLOPS_PER_ELEMENT):
+# LSTM: 4 gate sums + 3 sigmoids + 2 tanh + c = f*c + i*g (3) + h = o*tanh(c) (1) = 22; bias adds 8.
+# GRU: 3 gate sums + 2 sigmoids + 1 tanh + r*(Rh) + h = (1-z)*n + z*h (3) = 16; bias adds 6.
+# RNN: 1 sum + 1 tanh = 2; bias adds 2.
+_RNN = {"LSTM": (4, 22, 8), "GRU": (3, 16, 6), "RNN": (1, 2, 2)}
+
+
+def rnn_macs(kind: str, seq: int, batch: int, dirs: int, input_size: int, hidden: int) -> int:
+    gates = _RNN[kind][0]
+    return dirs * seq * batch * gates * hidden * (input_size + hidden)
+
+
+def _rnn(ctx: OpContext, kind: str, w_transposed: bool = False) -> Work:
+    x = ctx.shape(0)
+    seq, batch = (x[1], x[0]) if ctx.attr("layout", 0) else (x[0], x[1])
+    w = ctx.shape(1)
+    dirs = w[0]
+    gates, per_unit, bias_per_unit = _RNN[kind]
+    hidden = int(ctx.attr("hidden_size", 0)) or (w[2] if w_transposed else w[1]) // gates
+    macs = rnn_macs(kind, seq, batch, dirs, x[2], hidden)
+    steps = dirs * seq * batch * hidden
+    flops = 2 * macs + steps * (per_unit + (bias_per_unit if ctx.has(3) else 0))
+    if kind == "LSTM" and ctx.has(7):
+        flops += steps * 6  # peepholes: three multiply-adds
+    return Work(macs=macs, flops=flops, kind=MATRIX)
+
+
+@cost("LSTM")
+def _lstm(ctx):
+    return _rnn(ctx, "LSTM")
+
+
+@cost("GRU")
+def _gru(ctx):
+    return _rnn(ctx, "GRU")
+
+
+@cost("RNN")
+def _rnn_op(ctx):
+    return _rnn(ctx, "RNN")
+
+
+@cost("DynamicQuantizeLSTM", domain="com.microsoft")
+def _dq_lstm(ctx):
+    # Weights are stored transposed, [dirs, input, 4H]; X is quantized per step.
+    w = _rnn(ctx, "LSTM", w_transposed=True)
+    return Work(macs=w.macs, flops=w.flops + 5 * ctx.numel(0), kind=MATRIX)
+
+
+# -- attention ------------------------------------------------------------------------------------------
+
+
+def attention_macs(batch: int, q_len: int, kv_len: int, qk_dim: int, v_dim: int) -> int:
+    """QK^T and scores x V summed over heads: dims are heads x head_size."""
+    return batch * q_len * kv_len * (qk_dim + v_dim)
+
+
+def _softmax_flops(batch: int, heads: int, q_len: int, kv_len: int) -> int:
+    # scale (1) + softmax (5) per score, plus the mask add (1)
+    return 7 * batch * heads * q_len * kv_len
+
+
+@cost("Attention", domain="com.microsoft")
+def _ms_attention(ctx: OpContext) -> Work:
+    b, s, d_in = ctx.shape(0)
+    w = ctx.shape(1)
+    heads = int(ctx.attr("num_heads"))
+    sizes = ctx.attr("qkv_hidden_sizes") or [w[1] // 3] * 3
+    dq, _, dv = (int(x) for x in sizes)
+    past = ctx.shape(4)[3] if ctx.has(4) else 0
+    total = s + past
+    proj = b * s * d_in * w[1]
+    att = attention_macs(b, s, total, dq, dv)
+    macs = proj + att
+    flops = 2 * macs + (b * s * w[1] if ctx.has(2) else 0) + _softmax_flops(b, heads, s, total)
+    return Work(macs=macs, flops=flops, kind=MATRIX)
+
+
+@cost("MultiHeadAttention", domain="com.microsoft")
+def _ms_mha(ctx: OpContext) -> Work:
+    heads = int(ctx.attr("num_heads"))
+    q = ctx.shape(0)
+    b, s = q[0], q[1]
+    if len(q) == 5:  # packed QKV [B, S, N, 3, H]
+        d = dv = q[2] * q[4]
+        kv = s
+    else:
+        d = q[2]
+        k = ctx.shape(1)
+        kv = k[2] if len(k) == 4 else k[1]
+        dv = ctx.out()[2]
+    if ctx.has(6):  # past_key [B, N, P, H]
+        kv += ctx.shape(6)[2]
+    macs = attention_macs(b, s, kv, d, dv)
+    bias = b * s * (2 * d + dv) if ctx.has(3) else 0
+    return Work(macs=macs, flops=2 * macs + bias + _softmax_flops(b, heads, s, kv), kind=MATRIX)
+
+
+@cost("GroupQueryAttention", domain="com.microsoft")
+def _ms_gqa(ctx: OpContext) -> Work:
+    heads = int(ctx.attr("num_heads"))
+    kv_heads = int(ctx.attr("kv_num_heads"))
+    q = ctx.shape(0)
+    b, s = q[0], q[1]
+    present = ctx.out(1)  # [B, kv_heads, total, H]: the key length every query attends to
+    head = present[3]
+    total = present[2]
+    d = heads * head
+    macs = attention_macs(b, s, total, d, d)
+    del kv_heads  # K/V heads are shared across query groups: the MACs depend on query heads only
+    return Work(macs=macs, flops=2 * macs + _softmax_flops(b, heads, s, total), kind=MATRIX)
+
+
+@cost("Attention")
+def _onnx_attention(ctx: OpContext) -> Work:
+    q, k, v = ctx.shape(0), ctx.shape(1), ctx.shape(2)
+    if len(q) == 4:  # [B, heads, S, head]
+        b, heads, s, hd = q
+        kv = k[2]
+        vd = v[3] * heads
+        qd = heads * hd
+    else:  # [B, S, hidden] with q_num_heads
+        heads = int(ctx.attr("q_num_heads"))
+        b, s, qd = q
+        kv = k[1]
+        vd = v[2] * heads // int(ctx.attr("kv_num_heads", heads))
+    if ctx.has(4):  # past_key
+        kv += ctx.shape(4)[2]
+    macs = attention_macs(b, s, kv, qd, vd)
+    return Work(macs=macs, flops=2 * macs + _softmax_flops(b, heads, s, kv), kind=MATRIX)

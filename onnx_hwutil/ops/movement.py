@@ -1,0 +1,140 @@
+"""Data movement, shape-only ops, constants and generators.
+
+Movement ops do no arithmetic but move every byte they touch: Transpose, Concat, Slice, Gather are
+injective kernels with full DRAM traffic. Shape-only ops (Reshape, Squeeze, Shape...) change metadata and
+move nothing. Gather-like ops read the rows they pick, not the whole table.
+"""
+
+from __future__ import annotations
+
+from math import log2
+
+from .registry import OpContext, OpKind, Work, cost
+
+INJ = OpKind.INJECTIVE
+
+cost("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Shape", "Size", "Identity", "Dropout",
+     "Optional", "OptionalGetElement", "OptionalHasElement")(lambda ctx: Work(kind=OpKind.SHAPE))
+
+
+@cost("Constant")
+def _constant(ctx: OpContext) -> Work:
+    return Work(kind=OpKind.SHAPE)  # its value is a weight, read by its consumers
+
+
+@cost("Transpose", "Concat", "Split", "Pad", "Tile", "DepthToSpace", "SpaceToDepth", "ReverseSequence",
+      "Trilu", "Compress", "MaxUnpool", "Col2Im", "CenterCropPad", "ScatterElements", "ScatterND",
+      "Scatter", "OneHot")
+def _move(ctx: OpContext) -> Work:
+    return Work(kind=INJ)
+
+
+@cost("Expand")
+def _expand(ctx: OpContext) -> Work:
+    return Work(kind=OpKind.BROADCAST)
+
+
+@cost("Slice")
+def _slice(ctx: OpContext) -> Work:
+    read = ctx.out_bytes() + sum(ctx.in_bytes(i) for i in range(1, ctx.n_inputs))
+    return Work(kind=INJ, bytes_read=read, bytes_written=ctx.out_bytes(), weight_bytes=0)
+
+
+def _gather_like(ctx: OpContext, extra_inputs: range) -> Work:
+    """Reads the picked elements (as many as it writes) plus the indices."""
+    picked = ctx.elem_bytes_of_input(0, ctx.numel_out())
+    indices = sum(ctx.in_bytes(i) for i in extra_inputs)
+    if ctx.is_weight(0):  # an embedding table: the rows touched are weight traffic
+        return Work(kind=INJ, bytes_read=indices, bytes_written=ctx.out_bytes(), weight_bytes=picked)
+    return Work(kind=INJ, bytes_read=picked + indices, bytes_written=ctx.out_bytes(), weight_bytes=0)
+
+
+@cost("Gather", "GatherElements", "GatherND")
+def _gather(ctx: OpContext) -> Work:
+    return _gather_like(ctx, range(1, 2))
+
+
+@cost("GatherBlockQuantized", domain="com.microsoft")
+def _gather_block_quantized(ctx: OpContext) -> Work:
+    return _gather_like(ctx, range(1, ctx.n_inputs))
+
+
+@cost("Resize", "Upsample")
+def _resize(ctx: OpContext) -> Work:
+    mode = ctx.attr("mode", b"nearest")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    x, y = ctx.shape(0), ctx.out()
+    k = sum(a != b for a, b in zip(x, y, strict=False))
+    if mode == "linear":  # 2^k - 1 one-dimensional lerps of 3 FLOPs per output
+        per = 3 * (2**k - 1)
+    elif mode == "cubic":  # (4^k - 1)/3 one-dimensional 4-tap filters of 7 FLOPs
+        per = 7 * (4**k - 1) // 3
+    else:
+        per = 0
+    return Work(flops=per * ctx.numel_out(), kind=INJ if per == 0 else OpKind.OPAQUE)
+
+
+@cost("GridSample")
+def _grid_sample(ctx: OpContext) -> Work:
+    return Work(flops=ctx.numel_out() * 12, kind=OpKind.OPAQUE)  # unnormalize (3) + bilinear (9)
+
+
+@cost("TopK")
+def _topk(ctx: OpContext) -> Work:
+    x = ctx.shape(0)
+    axis = int(ctx.attr("axis", -1)) % len(x)
+    k = max(int(ctx.out()[axis]), 1)
+    # a k-element heap per row: one compare per element plus log2(k) sift compares
+    return Work(flops=int(ctx.numel(0) * (1 + log2(k))) if k > 1 else ctx.numel(0), kind=OpKind.OPAQUE)
+
+
+@cost("NonMaxSuppression")
+def _nms(ctx: OpContext) -> Work:
+    b, classes, n = ctx.shape(1)
+    # sort scores (n log n) and, at worst, an IoU (about 15 FLOPs) for every pair of boxes per class
+    flops = b * classes * (int(n * log2(max(n, 2))) + 15 * n * (n - 1) // 2)
+    limit = ctx.const_value(2)
+    per_class = int(limit.reshape(-1)[0]) if limit is not None and limit.size else n
+    written = b * classes * min(per_class, n) * 3 * 8  # upper bound of the [selected, 3] int64 output
+    read = sum(ctx.in_bytes(i) for i in range(ctx.n_inputs))
+    return Work(flops=flops, kind=OpKind.OPAQUE, bytes_read=read, bytes_written=written, weight_bytes=0)
+
+
+@cost("NonZero")
+def _nonzero(ctx: OpContext) -> Work:
+    x = ctx.shape(0)
+    written = len(x) * ctx.numel(0) * 8  # upper bound: every element nonzero
+    return Work(flops=ctx.numel(0), kind=OpKind.OPAQUE, bytes_read=ctx.in_bytes(0), bytes_written=written,
+                weight_bytes=0)
+
+
+@cost("Unique")
+def _unique(ctx: OpContext) -> Work:
+    n = ctx.numel(0)
+    return Work(flops=int(n * log2(max(n, 2))), kind=OpKind.OPAQUE, bytes_read=ctx.in_bytes(0),
+                bytes_written=ctx.in_bytes(0) + 3 * n * 8, weight_bytes=0)
+
+
+def _folded(ctx: OpContext) -> bool:
+    """Generators fed only by constants are folded at load time by every runtime: they cost nothing."""
+    return all(ctx.graph.tensor(t).const for t in ctx.node.inputs if t)
+
+
+@cost("ConstantOfShape", "EyeLike")
+def _fill(ctx: OpContext) -> Work:
+    if ctx.node.op_type == "ConstantOfShape" and _folded(ctx):
+        return Work(kind=OpKind.SHAPE)
+    return Work(kind=INJ, bytes_read=0, bytes_written=ctx.out_bytes(), weight_bytes=0)
+
+
+@cost("Range")
+def _range(ctx: OpContext) -> Work:
+    if _folded(ctx):
+        return Work(kind=OpKind.SHAPE)
+    return Work(flops=ctx.numel_out(), kind=INJ)
+
+
+@cost("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli", "Multinomial")
+def _random(ctx: OpContext) -> Work:
+    # a counter-based generator plus the transform: a handful of operations, counted as 4
+    return Work(flops=4 * ctx.numel_out(), kind=OpKind.OPAQUE)

@@ -1,0 +1,229 @@
+"""The one registry of per-op cost formulas, keyed by (domain, op type).
+
+A formula sees shapes and attributes through an `OpContext` and returns `Work`: MACs, FLOPs and the op's
+pattern kind, plus byte counts only where the op does not simply read every input and write every output
+(a Gather reads the rows it picks, not the whole table). Conventions, stated once:
+
+- MAC: one multiply-accumulate of a matrix-class op. FLOPs of a matrix op = 2 x MACs, plus its epilogue
+  (bias add, alpha/beta scaling) per output element.
+- Other ops: FLOPs per element from the table in `elementwise.py`; data movement and casts do no arithmetic.
+- Bytes: every input read once, every output written once, at the element size of the chosen precision.
+  Constant inputs of a parameter dtype are weight bytes; shape-only ops move nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from ..dtypes import PARAM_TYPES, nbytes
+
+
+class OpKind(IntEnum):
+    """Pattern kinds on TVM's ordered scale (OpPatternKind); a fused group takes the max of its members."""
+
+    SHAPE = -1  # metadata only: Reshape, Shape, Squeeze... no data moves
+    ELEMENTWISE = 0
+    BROADCAST = 1
+    INJECTIVE = 2  # data movement: Transpose, Concat, Slice, Gather
+    REDUCTION = 3
+    MATRIX = 4  # TVM's out-elementwise-fusable: Conv, Gemm, MatMul
+    OPAQUE = 8
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    macs: int = 0
+    flops: int = 0
+    bytes_read: int = 0  # non-weight inputs
+    bytes_written: int = 0
+    weight_bytes: int = 0
+    kind: OpKind = OpKind.OPAQUE
+
+    @property
+    def dram_bytes(self) -> int:
+        return self.bytes_read + self.bytes_written + self.weight_bytes
+
+    def __add__(self, o: Cost) -> Cost:
+        return Cost(self.macs + o.macs, self.flops + o.flops, self.bytes_read + o.bytes_read,
+                    self.bytes_written + o.bytes_written, self.weight_bytes + o.weight_bytes,
+                    max(self.kind, o.kind))
+
+    def scaled(self, k: int) -> Cost:
+        return Cost(self.macs * k, self.flops * k, self.bytes_read * k, self.bytes_written * k,
+                    self.weight_bytes * k, self.kind)
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a formula returns. Byte fields left None take the default: all inputs read, outputs written."""
+
+    macs: int = 0
+    flops: int = 0
+    kind: OpKind = OpKind.ELEMENTWISE
+    bytes_read: int | None = None
+    bytes_written: int | None = None
+    weight_bytes: int | None = None
+    notes: tuple[str, ...] = ()
+    # Nested graphs costed for this node (control flow): (label, costs, times executed).
+    children: tuple = field(default=())
+
+
+class MissingShape(Exception):
+    """A formula needed a shape that inference left unknown."""
+
+    def __init__(self, tensor: str):
+        super().__init__(tensor)
+        self.tensor = tensor
+
+
+class OpContext:
+    """Shapes, dtypes and attributes of one node, as its cost formula sees them."""
+
+    def __init__(self, node, graph, precision: str, subgraph_coster=None, byte_cache: dict | None = None):
+        self.node = node
+        self.graph = graph
+        self.precision = precision
+        self._subgraph_coster = subgraph_coster
+        self._bytes = {} if byte_cache is None else byte_cache  # tensor name -> bytes, shared per graph
+
+    # -- inputs and outputs ---------------------------------------------------------------------------
+    def has(self, i: int) -> bool:
+        return i < len(self.node.inputs) and bool(self.node.inputs[i])
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.node.inputs)
+
+    def _static(self, name: str) -> tuple[int, ...]:
+        t = self.graph.tensor(name)
+        if not t.static:
+            raise MissingShape(name)
+        return t.shape  # type: ignore[return-value]
+
+    def shape(self, i: int) -> tuple[int, ...]:
+        if not self.has(i):
+            raise MissingShape(f"{self.node.name}:input{i}")
+        return self._static(self.node.inputs[i])
+
+    def out(self, i: int = 0) -> tuple[int, ...]:
+        if i >= len(self.node.outputs) or not self.node.outputs[i]:
+            raise MissingShape(f"{self.node.name}:output{i}")
+        return self._static(self.node.outputs[i])
+
+    def numel(self, i: int) -> int:
+        return _prod(self.shape(i))
+
+    def numel_out(self, i: int = 0) -> int:
+        return _prod(self.out(i))
+
+    def attr(self, name: str, default=None):
+        return self.node.attr(name, default)
+
+    def const_value(self, i: int):
+        return self.graph.constant_value(self.node.inputs[i]) if self.has(i) else None
+
+    # -- bytes ----------------------------------------------------------------------------------------
+    def tensor_bytes(self, name: str) -> int:
+        b = self._bytes.get(name)
+        if b is None:
+            t = self.graph.tensor(name)
+            if not t.static:
+                raise MissingShape(name)
+            b = self._bytes[name] = nbytes(t.numel, t.dtype, self.precision)
+        return b
+
+    def in_bytes(self, i: int) -> int:
+        return self.tensor_bytes(self.node.inputs[i]) if self.has(i) else 0
+
+    def out_bytes(self, i: int = 0) -> int:
+        return self.tensor_bytes(self.node.outputs[i])
+
+    def elem_bytes_of_input(self, i: int, numel: int) -> int:
+        """`numel` elements of input i's dtype at the chosen precision."""
+        return nbytes(numel, self.graph.tensor(self.node.inputs[i]).dtype, self.precision)
+
+    def is_weight(self, i: int) -> bool:
+        if not self.has(i):
+            return False
+        t = self.graph.tensor(self.node.inputs[i])
+        return t.const and t.dtype in PARAM_TYPES
+
+    def cost_subgraph(self, attr_name: str):
+        g = self.node.subgraphs().get(attr_name)
+        if g is None or self._subgraph_coster is None:
+            return None
+        return self._subgraph_coster(g, self.graph)
+
+    # -- the default traffic ---------------------------------------------------------------------------
+    def default_bytes(self) -> tuple[int, int, int]:
+        read = weights = 0
+        for i, name in enumerate(self.node.inputs):
+            if not name:
+                continue
+            b = self.tensor_bytes(name)
+            if self.is_weight(i):
+                weights += b
+            else:
+                read += b
+        written = sum(self.tensor_bytes(o) for o in self.node.outputs if o)
+        return read, written, weights
+
+
+def _prod(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+Formula = Callable[[OpContext], Work]
+_REGISTRY: dict[tuple[str, str], Formula] = {}
+
+
+def cost(*op_types: str, domain: str = ""):
+    """Register a formula for op types of a domain; registering an op twice is a bug, not an override."""
+
+    def deco(fn: Formula) -> Formula:
+        for op in op_types:
+            key = (domain, op)
+            if key in _REGISTRY:
+                raise RuntimeError(f"cost formula for {domain or 'ai.onnx'}::{op} registered twice")
+            _REGISTRY[key] = fn
+        return fn
+
+    return deco
+
+
+def formula_for(domain: str, op_type: str) -> Formula | None:
+    return _REGISTRY.get(("" if domain == "ai.onnx" else domain, op_type))
+
+
+def covered_ops() -> list[tuple[str, str]]:
+    return sorted(_REGISTRY)
+
+
+def evaluate(ctx: OpContext) -> tuple[Cost, Work]:
+    """Run a node's formula and settle its bytes. Raises KeyError if uncovered, MissingShape if unshaped."""
+    fn = _REGISTRY[(ctx.node.domain, ctx.node.op_type)]
+    work = fn(ctx)
+    if work.kind == OpKind.SHAPE:
+        read = written = weights = 0
+    elif work.bytes_read is None or work.bytes_written is None or work.weight_bytes is None:
+        read, written, weights = ctx.default_bytes()
+    else:
+        read = written = weights = 0
+    cost_ = Cost(
+        macs=work.macs,
+        flops=work.flops,
+        bytes_read=read if work.bytes_read is None else work.bytes_read,
+        bytes_written=written if work.bytes_written is None else work.bytes_written,
+        weight_bytes=weights if work.weight_bytes is None else work.weight_bytes,
+        kind=work.kind,
+    )
+    return cost_, work

@@ -1,0 +1,195 @@
+"""Whole-model characteristics of one bound model at one precision: the object `profile` JSON is made of."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from functools import cached_property
+
+from .dtypes import PARAM_TYPES, check_precision, dtype_name, nbytes
+from .errors import HwUtilError
+from .graph import Graph
+from .loader import load_model
+from .memory import peak_activation_bytes
+from .ops import GraphCosts, cost_graph
+from .shapes import Bindings, apply_bindings, bind_inputs, infer, parse_shape_flag
+
+SCHEMA = "onnx-hwutil/1"
+
+
+@dataclass(frozen=True)
+class BoundModel:
+    """A model with every input bound and every tensor's shape inferred: the input to costing."""
+
+    path: str
+    graph: Graph
+    inputs: dict[str, tuple[int, ...]]
+    symbols: dict[str, int]
+    opsets: dict[str, int]
+    shape_notes: tuple[str, ...]
+
+
+def bind(path: str | os.PathLike, bindings: Bindings | None = None) -> BoundModel:
+    bindings = bindings or Bindings()
+    model = load_model(path)
+    shapes, symbols = bind_inputs(model, bindings)
+    apply_bindings(model, shapes, symbols)
+    opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
+    inferred, notes, known = infer(model)
+    graph = Graph(inferred.graph, opsets, known=known)
+    return BoundModel(os.fspath(path), graph, shapes, symbols, opsets, tuple(notes))
+
+
+@dataclass(frozen=True)
+class Totals:
+    macs: int
+    flops: int
+    params: int
+    weight_bytes: int
+    activation_bytes: int
+    dram_bytes: int
+    arithmetic_intensity: float
+    peak_memory_bytes: int
+
+
+class Profile:
+    """Per-node costs and whole-model totals. Every view (tables, JSON, CSV) is made from this object."""
+
+    def __init__(self, bound: BoundModel, precision: str = "model"):
+        self.bound = bound
+        self.precision = check_precision(precision)
+        self.costs: GraphCosts = cost_graph(bound.graph, self.precision)
+
+    @property
+    def graph(self) -> Graph:
+        return self.bound.graph
+
+    @cached_property
+    def params(self) -> tuple[int, int]:
+        """(parameter count, weight bytes): constants of a parameter dtype that some node reads."""
+        count = size = 0
+        for t in _weights(self.graph):
+            if t.dtype in PARAM_TYPES and t.static:
+                count += t.numel
+                size += nbytes(t.numel, t.dtype, self.precision)
+        return count, size
+
+    @cached_property
+    def totals(self) -> Totals:
+        total = self.costs.total
+        peak_act, act_bytes = peak_activation_bytes(self.graph, self.costs, self.precision)
+        params, weight_bytes = self.params
+        return Totals(
+            macs=total.macs,
+            flops=total.flops,
+            params=params,
+            weight_bytes=weight_bytes,
+            activation_bytes=act_bytes,
+            dram_bytes=total.dram_bytes,
+            arithmetic_intensity=total.flops / total.dram_bytes if total.dram_bytes else 0.0,
+            peak_memory_bytes=weight_bytes + peak_act,
+        )
+
+    @property
+    def uncovered(self) -> list[dict]:
+        return [{"domain": d, "op_type": op, "count": n}
+                for (d, op), n in sorted(self.costs.uncovered.items())]
+
+    @property
+    def unresolved(self) -> list[dict]:
+        return [{"node": n, "op_type": op, "tensor": t} for n, op, t in self.costs.unresolved]
+
+    def by_op_type(self) -> list[dict]:
+        rows: dict[tuple[str, str], dict] = {}
+        for nc in self.costs.nodes:
+            key = (nc.node.domain or "ai.onnx", nc.node.op_type)
+            r = rows.setdefault(key, {"domain": key[0], "op_type": key[1], "count": 0, "macs": 0, "flops": 0,
+                                      "dram_bytes": 0, "status": Counter()})
+            r["count"] += 1
+            r["macs"] += nc.cost.macs
+            r["flops"] += nc.cost.flops
+            r["dram_bytes"] += nc.cost.dram_bytes
+            r["status"][nc.status] += 1
+        out = []
+        for r in rows.values():
+            status = r.pop("status")
+            mixed = ", ".join(f"{k} x{v}" for k, v in sorted(status.items()))
+            r["status"] = "ok" if set(status) == {"ok"} else mixed
+            out.append(r)
+        return sorted(out, key=lambda r: (-r["flops"], -r["dram_bytes"], r["op_type"]))
+
+    def to_dict(self) -> dict:
+        t = self.totals
+        return {
+            "schema": SCHEMA,
+            "model": {
+                "path": self.bound.path,
+                "opset": self.bound.opsets.get("", 0),
+                "opsets": {k or "ai.onnx": v for k, v in sorted(self.bound.opsets.items())},
+                "inputs": {k: list(v) for k, v in self.bound.inputs.items()},
+                "symbols": dict(sorted(self.bound.symbols.items())),
+            },
+            "precision": self.precision,
+            "totals": {
+                "macs": t.macs, "flops": t.flops, "params": t.params, "weight_bytes": t.weight_bytes,
+                "activation_bytes": t.activation_bytes, "dram_bytes": t.dram_bytes,
+                "arithmetic_intensity": round(t.arithmetic_intensity, 6),
+                "peak_memory_bytes": t.peak_memory_bytes, "nodes": len(self.costs.nodes),
+            },
+            "uncovered_ops": self.uncovered,
+            "unresolved_nodes": self.unresolved,
+            "notes": list(self.bound.shape_notes) + self.costs.notes,
+            "nodes": [
+                {"name": nc.node.name, "op_type": nc.node.op_type, "domain": nc.node.domain or "ai.onnx",
+                 "macs": nc.cost.macs, "flops": nc.cost.flops, "bytes_read": nc.cost.bytes_read,
+                 "bytes_written": nc.cost.bytes_written, "weight_bytes": nc.cost.weight_bytes,
+                 "kind": nc.cost.kind.label, "status": nc.status,
+                 "outputs": [_shape_str(self.graph, o) for o in nc.node.outputs if o]}
+                for nc in self.costs.nodes
+            ],
+        }
+
+
+def _shape_str(graph: Graph, name: str) -> str:
+    t = graph.tensor(name)
+    dims = "?" if t.shape is None else "x".join("?" if d is None else str(d) for d in t.shape) or "scalar"
+    return f"{dims} {dtype_name(t.dtype)}"
+
+
+def _weights(graph: Graph):
+    """Constant tensors read by some node, here and in nested graphs (each counted once)."""
+    seen: set[str] = set()
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        for name in g.consumers:
+            t = g.lookup(name)  # a body may read an enclosing graph's weights
+            if t is not None and t.const and name not in seen:
+                seen.add(name)
+                yield t
+        for n in g.nodes:
+            for sub in n.subgraphs().values():
+                stack.append(Graph(sub, g.opsets, g))
+
+
+def profile(path: str | os.PathLike, shapes: dict | None = None, dims: dict | None = None,
+            batch: int | None = None, precision: str = "model") -> Profile:
+    """Load, bind, infer and cost a model: the Python face of `onnx-hwutil profile`.
+
+    `shapes` maps input names to shapes (tuples, or strings like "1x3x224x224"); `dims` binds symbolic
+    dims by name; `batch` binds the leading symbolic dim of the inputs.
+    """
+    check_precision(precision)
+    if batch is not None and batch < 1:
+        raise HwUtilError(f"--batch {batch}: must be at least 1")
+    parsed = {}
+    for k, v in (shapes or {}).items():
+        if isinstance(v, str):
+            v = parse_shape_flag(f"{k}={v}")[1]
+        parsed[k] = tuple(int(d) for d in v)
+    bound = bind(path, Bindings(parsed, dict(dims or {}), batch))
+    return Profile(bound, precision)
+
+
+__all__ = ["SCHEMA", "BoundModel", "Profile", "Totals", "bind", "profile"]

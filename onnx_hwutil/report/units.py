@@ -1,0 +1,15 @@
+"""Human-readable numbers: SI prefixes for counts, binary prefixes for bytes."""
+
+
+def si(x: float, unit: str = "", digits: int = 3) -> str:
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= factor:
+            return f"{x / factor:.{digits}g} {prefix}{unit}".rstrip()
+    return f"{x:.{digits}g} {unit}".rstrip()
+
+
+def size(n: float) -> str:
+    for factor, prefix in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if abs(n) >= factor:
+            return f"{n / factor:.2f} {prefix}"
+    return f"{int(n)} B"

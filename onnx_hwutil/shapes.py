@@ -1,0 +1,423 @@
+"""Binding the user's shapes and dims to the model's inputs, then inferring every tensor's shape.
+
+Three layers, each only where the one before left tensors unresolved: ONNX shape inference with data
+propagation; onnxruntime's symbolic shape inference (it follows shapes through Shape/Gather/Concat/Reshape
+chains that TorchScript exporters emit); and our own constant folding of small shape subgraphs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .errors import HwUtilError
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Bindings:
+    """What the user told us about input shapes: whole shapes, named dims, and the batch size."""
+
+    shapes: dict[str, Shape] = field(default_factory=dict)
+    dims: dict[str, int] = field(default_factory=dict)
+    batch: int | None = None
+
+
+def parse_shape_flag(text: str) -> tuple[str, Shape]:
+    """`NAME=1x3x224x224` (or with commas; `NAME=` for a scalar)."""
+    name, sep, dims = text.rpartition("=")
+    if not sep or not name:
+        raise HwUtilError(f"--shape {text!r}: expected NAME=DIMS, for example input=1x3x224x224")
+    parts = [p for p in re.split(r"[x,]", dims.strip()) if p.strip()]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        raise HwUtilError(f"--shape {text!r}: dims must be integers separated by 'x'") from None
+    if any(d < 0 for d in shape):
+        raise HwUtilError(f"--shape {text!r}: dims must not be negative")
+    return name, shape
+
+
+def parse_dim_flag(text: str) -> tuple[str, int]:
+    name, sep, value = text.rpartition("=")
+    if not sep or not name:
+        raise HwUtilError(f"--dim {text!r}: expected NAME=VALUE, for example batch=8")
+    try:
+        v = int(value)
+    except ValueError:
+        raise HwUtilError(f"--dim {text!r}: value must be an integer") from None
+    if v < 0:
+        raise HwUtilError(f"--dim {text!r}: value must not be negative")
+    return name, v
+
+
+def graph_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
+    """Real inputs: IR < 4 files also list every initializer as an input."""
+    inits = {i.name for i in graph.initializer}
+    return [v for v in graph.input if v.name not in inits]
+
+
+def _dims_of(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:
+    """Declared dims: int for static, str for named, None for unnamed/unknown; None if rank unknown."""
+    t = vi.type
+    if t.WhichOneof("value") != "tensor_type":
+        return None
+    tt = t.tensor_type
+    if not tt.HasField("shape"):
+        return None
+    out: list[int | str | None] = []
+    for d in tt.shape.dim:
+        which = d.WhichOneof("value")
+        if which == "dim_value" and d.dim_value >= 0:
+            out.append(d.dim_value)
+        elif which == "dim_param" and d.dim_param:
+            out.append(d.dim_param)
+        else:  # unnamed, or a negative dim_value some exporters write for "dynamic"
+            out.append(None)
+    return out
+
+
+def bind_inputs(model: onnx.ModelProto, b: Bindings) -> tuple[dict[str, Shape], dict[str, int]]:
+    """Resolve every input's shape: (input shapes, symbol values), or an error listing what is unbound."""
+    inputs = graph_inputs(model.graph)
+    names = [v.name for v in inputs]
+    for name in b.shapes:
+        if name not in names:
+            raise HwUtilError(f"--shape {name}=...: the model has no input {name!r}; its inputs are: "
+                              + ", ".join(names))
+    declared = {v.name: _dims_of(v) for v in inputs}
+    symbols = {d for dims in declared.values() if dims for d in dims if isinstance(d, str)}
+    for sym in b.dims:
+        if sym not in symbols:
+            known = ", ".join(sorted(symbols)) or "none"
+            raise HwUtilError(f"--dim {sym}=...: the model has no symbolic dim {sym!r}; its symbolic dims: "
+                              f"{known}")
+
+    values = dict(b.dims)
+    # --batch binds the symbol that sits at position 0 of the inputs.
+    if b.batch is not None:
+        lead = {dims[0] for dims in declared.values() if dims and isinstance(dims[0], str)}
+        for sym in lead:
+            if sym in values and values[sym] != b.batch:
+                raise HwUtilError(f"--batch {b.batch} conflicts with --dim {sym}={values[sym]}")
+            values[sym] = b.batch
+
+    shapes: dict[str, Shape] = {}
+    unbound: list[str] = []
+    for name in names:
+        dims = declared[name]
+        if name in b.shapes:
+            given = b.shapes[name]
+            if dims is not None and len(dims) != len(given):
+                raise HwUtilError(f"--shape {name}={'x'.join(map(str, given))}: input {name!r} has rank "
+                                  f"{len(dims)} ({_fmt_dims(dims)}), not {len(given)}")
+            if dims is not None:
+                for i, (d, g) in enumerate(zip(dims, given, strict=True)):
+                    if isinstance(d, int) and d != g:
+                        raise HwUtilError(f"--shape {name}=...: dim {i} of input {name!r} is fixed at {d} in "
+                                          f"the model, not {g}")
+                    if isinstance(d, str):
+                        values.setdefault(d, g)
+            shapes[name] = given
+            continue
+        if dims is None:
+            unbound.append(f"input {name!r} has no declared shape (--shape {name}=DIMS)")
+            continue
+        resolved: list[int] = []
+        for i, d in enumerate(dims):
+            if isinstance(d, int):
+                resolved.append(d)
+            elif isinstance(d, str) and d in values:
+                resolved.append(values[d])
+            elif isinstance(d, str):
+                hint = f"--dim {d}=N" + (" or --batch N" if i == 0 else "")
+                unbound.append(f"input {name!r} dim {i} {d!r} ({hint})")
+            elif i == 0 and b.batch is not None:
+                resolved.append(b.batch)
+            else:
+                unbound.append(f"input {name!r} dim {i} unnamed (--shape {name}={_fmt_dims(dims, 'N')})")
+        if len(resolved) == len(dims):
+            shapes[name] = tuple(resolved)
+    if unbound:
+        raise HwUtilError("unbound dims: " + "; ".join(unbound))
+    if b.batch is not None and not any(s and s[0] == b.batch for s in shapes.values()):
+        raise HwUtilError(f"--batch {b.batch}: the model has no symbolic batch dim (its inputs are "
+                          + ", ".join(f"{n}={_fmt_dims(list(s))}" for n, s in shapes.items())
+                          + "); bind shapes with --shape instead")
+    return shapes, values
+
+
+def _fmt_dims(dims, unknown: str = "?") -> str:
+    return "x".join(str(d) if d is not None else unknown for d in dims) or "scalar"
+
+
+def apply_bindings(model: onnx.ModelProto, shapes: dict[str, Shape], values: dict[str, int]) -> None:
+    """Write the bound shapes into the (in-memory) model, and bound symbols wherever they appear."""
+    for vi in model.graph.input:
+        if vi.name in shapes:
+            tt = vi.type.tensor_type
+            tt.shape.Clear()
+            tt.shape.SetInParent()
+            for d in shapes[vi.name]:
+                tt.shape.dim.add().dim_value = d
+    for vi in list(model.graph.output) + list(model.graph.value_info):
+        t = vi.type
+        if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
+            continue
+        for d in t.tensor_type.shape.dim:
+            if d.HasField("dim_param") and d.dim_param in values:
+                d.dim_value = values[d.dim_param]
+
+
+# -- inference ------------------------------------------------------------------------------------------
+
+def tensor_shapes(graph: onnx.GraphProto) -> dict[str, tuple[tuple[int | None, ...] | None, int]]:
+    """name -> (shape with None for unknown dims, or None for unknown rank; elem dtype) from value infos."""
+    out: dict[str, tuple[tuple[int | None, ...] | None, int]] = {}
+    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+        t = vi.type
+        if t.WhichOneof("value") != "tensor_type":
+            continue
+        dims = _dims_of(vi)
+        shape = None if dims is None else tuple(d if type(d) is int else None for d in dims)
+        prev = out.get(vi.name)
+        if prev is None or _better(shape, prev[0]):
+            out[vi.name] = (shape, t.tensor_type.elem_type or (prev[1] if prev else 0))
+    for init in graph.initializer:
+        out[init.name] = (tuple(init.dims), init.data_type)
+    return out
+
+
+def _better(a, b) -> bool:
+    return _known(a) > _known(b)
+
+
+def _known(shape) -> int:
+    if shape is None:
+        return -1
+    return sum(d is not None for d in shape)
+
+
+def unresolved(model: onnx.ModelProto, known: dict | None = None) -> list[str]:
+    """Tensors produced in the main graph whose shape is not fully static."""
+    known = tensor_shapes(model.graph) if known is None else known
+    bad = []
+    for node in model.graph.node:
+        for o in node.output:
+            if not o:
+                continue
+            s = known.get(o, (None, 0))[0]
+            if s is None or any(d is None for d in s):
+                bad.append(o)
+    return bad
+
+
+def infer(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], dict]:
+    """Run the inference layers: (inferred model, notes on which layers were needed, its tensor shapes)."""
+    notes: list[str] = []
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False,
+                                                     data_prop=True)
+    except Exception as e:  # onnx raises a zoo of types here; any failure just hands over to the next layer
+        notes.append(f"onnx shape inference failed ({_first_line(e)})")
+        inferred = model
+    known = tensor_shapes(inferred.graph)
+    missing = unresolved(inferred, known)
+    if not missing:
+        return inferred, notes, known
+
+    ort = _ort_symbolic(inferred)
+    if ort is not None:
+        merged = _merge(inferred, ort)
+        if len(unresolved(merged)) < len(missing):
+            notes.append(f"onnxruntime symbolic shape inference resolved "
+                         f"{len(missing) - len(unresolved(merged))} tensors onnx left open")
+            inferred, missing = merged, unresolved(merged)
+    # Each round of folding can make more Shape inputs static, which the next round folds in turn.
+    current, folds, rounds = inferred, 0, 0
+    while missing and rounds < _FOLD_ROUNDS:
+        rounds += 1
+        folded, n = _fold_shape_subgraphs(current)
+        if not n:
+            break
+        try:
+            refolded = onnx.shape_inference.infer_shapes(folded, check_type=False, strict_mode=False,
+                                                         data_prop=True)
+        except Exception:  # as above: a failed layer leaves the earlier result standing
+            break
+        still = unresolved(refolded)
+        if len(still) >= len(missing):
+            break
+        current = _restore_nodes(refolded, model)
+        folds += len(missing) - len(still)
+        missing = still
+    if folds:
+        notes.append(f"constant folding of shape computations resolved {folds} more tensors")
+        inferred = current
+    return inferred, notes, tensor_shapes(inferred.graph)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+def _ort_symbolic(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    except ImportError:
+        return None
+    logging.getLogger("onnxruntime").setLevel(logging.ERROR)
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            return SymbolicShapeInference.infer_shapes(_payloadless_as_inputs(model), auto_merge=True,
+                                                       guess_output_rank=False)
+    except Exception:  # its failure modes are asserts and KeyErrors deep inside; we just fall through
+        return None
+
+
+def _payloadless_as_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """ORT's inference reads every initializer it meets; those whose payload we dropped become typed
+    graph inputs instead, which it handles by shape alone."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    keep, moved = [], []
+    for init in out.graph.initializer:
+        if _is_payloadless(init):
+            moved.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+        else:
+            keep.append(init)
+    if moved:
+        del out.graph.initializer[:]
+        out.graph.initializer.extend(keep)
+        declared = {v.name for v in out.graph.input}
+        out.graph.input.extend(v for v in moved if v.name not in declared)
+    return out
+
+
+def _is_payloadless(t: onnx.TensorProto) -> bool:
+    n = 1
+    for d in t.dims:
+        n *= d
+    return n > 0 and not t.raw_data and not _has_typed_data(t) and not t.string_data
+
+
+def _merge(base: onnx.ModelProto, extra: onnx.ModelProto) -> onnx.ModelProto:
+    """`base` with value infos added from `extra` wherever `extra` knows more."""
+    have = tensor_shapes(base.graph)
+    more = tensor_shapes(extra.graph)
+    out = onnx.ModelProto()
+    out.CopyFrom(base)
+    by_name = {vi.name: vi for vi in extra.graph.value_info}
+    by_name.update({vi.name: vi for vi in extra.graph.output})
+    for name, (shape, _) in more.items():
+        if name in by_name and _better(shape, have.get(name, (None, 0))[0]):
+            # Symbolic dims left by ORT (e.g. "unk__3") stay unknown: only static dims count.
+            vi = out.graph.value_info.add()
+            vi.CopyFrom(by_name[name])
+    return out
+
+
+# -- own fallback: fold shape computations --------------------------------------------------------------
+
+_FOLDABLE = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "Add", "Sub", "Mul",
+             "Div", "Floor", "Ceil", "Range", "Equal", "Where", "ConstantOfShape", "ReduceProd", "Max", "Min",
+             "Neg", "Abs", "Expand", "Identity", "Size", "Constant", "Sqrt", "Not", "And", "Or", "Less",
+             "Greater", "Mod", "Reshape", "Transpose"}
+_FOLD_ROUNDS = 8
+_FOLD_LIMIT = 1024  # elements: shape subgraphs are tiny; anything larger is real data
+
+
+def _fold_shape_subgraphs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Evaluate nodes whose inputs are known small constants (or the shapes of static tensors) and turn
+    their outputs into initializers, so that a second ONNX inference sees Reshape targets as constants."""
+    from onnx.reference import ReferenceEvaluator
+
+    shapes = tensor_shapes(model.graph)
+    consts: dict[str, np.ndarray] = {}
+    for init in model.graph.initializer:
+        n = int(np.prod(init.dims)) if init.dims else 1
+        if n <= _FOLD_LIMIT and (init.raw_data or _has_typed_data(init)):
+            with contextlib.suppress(Exception):
+                consts[init.name] = numpy_helper.to_array(init)
+    folded = 0
+    opset = [o for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in _FOLDABLE:
+            continue
+        if node.op_type in ("Shape", "Size"):
+            s = shapes.get(node.input[0], (None, 0))[0]
+            if s is None or any(d is None for d in s):
+                continue
+            if node.op_type == "Size":
+                consts[node.output[0]] = np.array(int(np.prod(s)), dtype=np.int64)
+            else:
+                lo, hi = _attr(node, "start", 0), _attr(node, "end", None)
+                consts[node.output[0]] = np.array(s, dtype=np.int64)[lo:hi]
+            folded += 1
+            continue
+        if not all((not i) or i in consts for i in node.input):
+            continue
+        feeds = {i: consts[i] for i in node.input if i}
+        try:
+            inputs = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                      for k, v in feeds.items()]
+            outputs = [helper.make_tensor_value_info(o, 0, None) for o in node.output if o]
+            sub = helper.make_model(helper.make_graph([node], "fold", inputs, outputs), opset_imports=opset)
+            outs = ReferenceEvaluator(sub).run(None, feeds)
+        except Exception:  # the reference evaluator rejects what it cannot run; that node stays unfolded
+            continue
+        if all(np.asarray(o).size <= _FOLD_LIMIT for o in outs):
+            for name, value in zip([o for o in node.output if o], outs, strict=False):
+                consts[name] = np.asarray(value)
+            folded += 1
+    if not folded:
+        return model, 0
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    produced = {o for n in model.graph.node for o in n.output}
+    existing = {i.name for i in model.graph.initializer}
+    keep = []
+    for node in out.graph.node:
+        if node.output and all((not o) or o in consts for o in node.output) and node.op_type != "Constant":
+            continue  # replaced by initializers below
+        keep.append(node)
+    del out.graph.node[:]
+    out.graph.node.extend(keep)
+    for name, value in consts.items():
+        if name in produced and name not in existing:
+            out.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+    return out, folded
+
+
+def _restore_nodes(inferred: onnx.ModelProto, original: onnx.ModelProto) -> onnx.ModelProto:
+    """The folded model's value infos on the original node list (folding is for shapes, not for costs)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(original)
+    del out.graph.value_info[:]
+    out.graph.value_info.extend(inferred.graph.value_info)
+    known_init = {i.name for i in original.graph.initializer}
+    for init in inferred.graph.initializer:
+        if init.name not in known_init:
+            out.graph.value_info.append(helper.make_tensor_value_info(init.name, init.data_type, init.dims))
+    return out
+
+
+def _has_typed_data(t: onnx.TensorProto) -> bool:
+    return bool(t.float_data or t.int32_data or t.int64_data or t.double_data or t.uint64_data)
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
