@@ -7,9 +7,19 @@ from dataclasses import dataclass, field
 
 from ..graph import Graph, Node
 from . import control, elementwise, matrix, movement, normalization, pooling  # noqa: F401  (registration)
-from .registry import Cost, MissingShape, OpContext, OpKind, covered_ops, evaluate, formula_for
+from .registry import (
+    Cost,
+    MissingShape,
+    OpContext,
+    OpKind,
+    Traffic,
+    cost_of,
+    covered_ops,
+    evaluate,
+    formula_for,
+)
 
-__all__ = ["Cost", "GraphCosts", "NodeCost", "OpKind", "cost_graph", "covered_ops", "formula_for"]
+__all__ = ["Cost", "GraphCosts", "NodeCost", "OpKind", "Traffic", "cost_graph", "covered_ops", "formula_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +29,8 @@ class NodeCost:
     status: str  # "ok"; "uncovered": no formula, FLOPs unknown; "unresolved": a shape is unknown
     notes: tuple[str, ...] = ()
     missing: str | None = None  # the tensor whose shape was unknown
+    traffic: Traffic = field(default_factory=Traffic)
+    nested: bool = False  # control flow: its bytes are its bodies' traffic, not its own I/O
 
 
 @dataclass
@@ -45,15 +57,16 @@ def cost_graph(graph: Graph, precision: str) -> GraphCosts:
         if formula_for(node.domain, node.op_type) is None:
             uncovered[(node.domain or "ai.onnx", node.op_type)] += 1
             try:  # the bytes of an op we cannot price are still known from its shapes
-                read, written, weights = ctx.default_bytes()
+                traffic = ctx.traffic()
             except MissingShape:
-                read = written = weights = 0
-            c = Cost(bytes_read=read, bytes_written=written, weight_bytes=weights, kind=OpKind.OPAQUE)
-            nodes.append(NodeCost(node, c, "uncovered", ("no cost formula: FLOPs not counted",)))
+                traffic = Traffic()
+            c = cost_of(0, 0, OpKind.OPAQUE, traffic)
+            nodes.append(NodeCost(node, c, "uncovered", ("no cost formula: FLOPs not counted",),
+                                  traffic=traffic))
             total = total + c
             continue
         try:
-            c, work = evaluate(ctx)
+            c, traffic, work = evaluate(ctx)
         except MissingShape as e:
             unresolved.append((node.name, node.op_type, e.tensor))
             nodes.append(NodeCost(node, Cost(kind=OpKind.OPAQUE), "unresolved",
@@ -62,7 +75,7 @@ def cost_graph(graph: Graph, precision: str) -> GraphCosts:
         for _label, child, _times in work.children:
             uncovered.update(child.uncovered)
             unresolved.extend(child.unresolved)
-        nodes.append(NodeCost(node, c, "ok", work.notes))
+        nodes.append(NodeCost(node, c, "ok", work.notes, traffic=traffic, nested=work.nested is not None))
         notes.extend(f"{node.name} ({node.op_type}): {n}" for n in work.notes)
         total = total + c
     return GraphCosts(nodes, total, uncovered, unresolved, notes)

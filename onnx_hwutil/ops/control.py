@@ -14,8 +14,7 @@ _MAX_STATIC_TRIPS = 1 << 31
 
 
 def _work(total: Cost, children, notes) -> Work:
-    return Work(macs=total.macs, flops=total.flops, kind=OpKind.OPAQUE, bytes_read=total.bytes_read,
-                bytes_written=total.bytes_written, weight_bytes=total.weight_bytes, notes=tuple(notes),
+    return Work(macs=total.macs, flops=total.flops, kind=OpKind.OPAQUE, nested=total, notes=tuple(notes),
                 children=tuple(children))
 
 

@@ -36,27 +36,14 @@ def _expand(ctx: OpContext) -> Work:
 
 @cost("Slice")
 def _slice(ctx: OpContext) -> Work:
-    read = ctx.out_bytes() + sum(ctx.in_bytes(i) for i in range(1, ctx.n_inputs))
-    return Work(kind=INJ, bytes_read=read, bytes_written=ctx.out_bytes(), weight_bytes=0)
-
-
-def _gather_like(ctx: OpContext, extra_inputs: range) -> Work:
-    """Reads the picked elements (as many as it writes) plus the indices."""
-    picked = ctx.elem_bytes_of_input(0, ctx.numel_out())
-    indices = sum(ctx.in_bytes(i) for i in extra_inputs)
-    if ctx.is_weight(0):  # an embedding table: the rows touched are weight traffic
-        return Work(kind=INJ, bytes_read=indices, bytes_written=ctx.out_bytes(), weight_bytes=picked)
-    return Work(kind=INJ, bytes_read=picked + indices, bytes_written=ctx.out_bytes(), weight_bytes=0)
+    return Work(kind=INJ, reads={0: ctx.out_bytes()})
 
 
 @cost("Gather", "GatherElements", "GatherND")
 def _gather(ctx: OpContext) -> Work:
-    return _gather_like(ctx, range(1, 2))
-
-
-@cost("GatherBlockQuantized", domain="com.microsoft")
-def _gather_block_quantized(ctx: OpContext) -> Work:
-    return _gather_like(ctx, range(1, ctx.n_inputs))
+    """Reads the picked elements (as many as it writes; for an embedding table, weight traffic) and the
+    indices, never the whole table."""
+    return Work(kind=INJ, reads={0: ctx.elem_bytes_of_input(0, ctx.numel_out())})
 
 
 @cost("Resize", "Upsample")
@@ -96,23 +83,22 @@ def _nms(ctx: OpContext) -> Work:
     limit = ctx.const_value(2)
     per_class = int(limit.reshape(-1)[0]) if limit is not None and limit.size else n
     written = b * classes * min(per_class, n) * 3 * 8  # upper bound of the [selected, 3] int64 output
-    read = sum(ctx.in_bytes(i) for i in range(ctx.n_inputs))
-    return Work(flops=flops, kind=OpKind.OPAQUE, bytes_read=read, bytes_written=written, weight_bytes=0)
+    return Work(flops=flops, kind=OpKind.OPAQUE, writes={0: written})
 
 
 @cost("NonZero")
 def _nonzero(ctx: OpContext) -> Work:
     x = ctx.shape(0)
     written = len(x) * ctx.numel(0) * 8  # upper bound: every element nonzero
-    return Work(flops=ctx.numel(0), kind=OpKind.OPAQUE, bytes_read=ctx.in_bytes(0), bytes_written=written,
-                weight_bytes=0)
+    return Work(flops=ctx.numel(0), kind=OpKind.OPAQUE, writes={0: written})
 
 
 @cost("Unique")
 def _unique(ctx: OpContext) -> Work:
     n = ctx.numel(0)
-    return Work(flops=int(n * log2(max(n, 2))), kind=OpKind.OPAQUE, bytes_read=ctx.in_bytes(0),
-                bytes_written=ctx.in_bytes(0) + 3 * n * 8, weight_bytes=0)
+    # upper bounds: every element unique
+    return Work(flops=int(n * log2(max(n, 2))), kind=OpKind.OPAQUE,
+                writes={0: ctx.in_bytes(0), 1: n * 8, 2: n * 8, 3: n * 8})
 
 
 def _folded(ctx: OpContext) -> bool:
@@ -124,7 +110,7 @@ def _folded(ctx: OpContext) -> bool:
 def _fill(ctx: OpContext) -> Work:
     if ctx.node.op_type == "ConstantOfShape" and _folded(ctx):
         return Work(kind=OpKind.SHAPE)
-    return Work(kind=INJ, bytes_read=0, bytes_written=ctx.out_bytes(), weight_bytes=0)
+    return Work(kind=INJ, reads={0: 0})  # reads a shape, not data
 
 
 @cost("Range")

@@ -77,13 +77,9 @@ def _bias_softmax(ctx):
 
 @cost("EmbedLayerNormalization", domain="com.microsoft")
 def _embed_ln(ctx: OpContext):
-    # Gathers word, position (and segment) rows, sums them, then layer norm over [B, S, hidden].
+    # Gathers word, position (and segment) rows, sums them, then layer norm over [B, S, hidden]:
+    # only the rows touched are read from the tables.
     n = ctx.numel_out()
     rows = 3 if ctx.has(4) else 2
-    written = ctx.out_bytes(0) + sum(ctx.out_bytes(i) for i in range(1, len(ctx.node.outputs))
-                                     if ctx.node.outputs[i])
-    table_bytes = rows * ctx.elem_bytes_of_input(2, n)  # only the rows touched
-    ids = ctx.in_bytes(0) + ctx.in_bytes(1)
-    gamma_beta = ctx.in_bytes(5) + ctx.in_bytes(6)
-    return Work(flops=(LN + rows - 1) * n, kind=OpKind.OPAQUE, bytes_read=ids, bytes_written=written,
-                weight_bytes=table_bytes + gamma_beta)
+    picked = ctx.elem_bytes_of_input(2, n)
+    return Work(flops=(LN + rows - 1) * n, kind=OpKind.OPAQUE, reads={2: picked, 3: picked, 4: picked})

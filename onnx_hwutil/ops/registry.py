@@ -61,17 +61,27 @@ class Cost:
 
 @dataclass(frozen=True)
 class Work:
-    """What a formula returns. Byte fields left None take the default: all inputs read, outputs written."""
+    """What a formula returns. Traffic defaults to every input read and every output written in full;
+    `reads`/`writes` override that per input/output index (a Gather reads only the rows it picks)."""
 
     macs: int = 0
     flops: int = 0
     kind: OpKind = OpKind.ELEMENTWISE
-    bytes_read: int | None = None
-    bytes_written: int | None = None
-    weight_bytes: int | None = None
+    reads: dict[int, int] | None = None
+    writes: dict[int, int] | None = None
+    # Control flow: the traffic of the nested graphs as run, which replaces the node's own I/O.
+    nested: Cost | None = None
     notes: tuple[str, ...] = ()
     # Nested graphs costed for this node (control flow): (label, costs, times executed).
     children: tuple = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """Per-tensor DRAM traffic of one node, the unit fusion works in."""
+
+    reads: tuple[tuple[str, int, bool], ...] = ()  # (tensor, bytes, is a weight)
+    writes: tuple[tuple[str, int], ...] = ()
 
 
 class MissingShape(Exception):
@@ -161,18 +171,17 @@ class OpContext:
         return self._subgraph_coster(g, self.graph)
 
     # -- the default traffic ---------------------------------------------------------------------------
-    def default_bytes(self) -> tuple[int, int, int]:
-        read = weights = 0
+    def traffic(self, reads: dict[int, int] | None = None, writes: dict[int, int] | None = None) -> Traffic:
+        r = []
         for i, name in enumerate(self.node.inputs):
-            if not name:
-                continue
-            b = self.tensor_bytes(name)
-            if self.is_weight(i):
-                weights += b
-            else:
-                read += b
-        written = sum(self.tensor_bytes(o) for o in self.node.outputs if o)
-        return read, written, weights
+            if name:
+                b = reads[i] if reads and i in reads else self.tensor_bytes(name)
+                r.append((name, b, self.is_weight(i)))
+        w = []
+        for i, name in enumerate(self.node.outputs):
+            if name:
+                w.append((name, writes[i] if writes and i in writes else self.tensor_bytes(name)))
+        return Traffic(tuple(r), tuple(w))
 
 
 def _prod(shape) -> int:
@@ -208,22 +217,23 @@ def covered_ops() -> list[tuple[str, str]]:
     return sorted(_REGISTRY)
 
 
-def evaluate(ctx: OpContext) -> tuple[Cost, Work]:
-    """Run a node's formula and settle its bytes. Raises KeyError if uncovered, MissingShape if unshaped."""
+def evaluate(ctx: OpContext) -> tuple[Cost, Traffic, Work]:
+    """Run a node's formula and settle its traffic. Raises KeyError if uncovered, MissingShape if unshaped."""
     fn = _REGISTRY[(ctx.node.domain, ctx.node.op_type)]
     work = fn(ctx)
     if work.kind == OpKind.SHAPE:
-        read = written = weights = 0
-    elif work.bytes_read is None or work.bytes_written is None or work.weight_bytes is None:
-        read, written, weights = ctx.default_bytes()
+        traffic = Traffic()
     else:
-        read = written = weights = 0
-    cost_ = Cost(
-        macs=work.macs,
-        flops=work.flops,
-        bytes_read=read if work.bytes_read is None else work.bytes_read,
-        bytes_written=written if work.bytes_written is None else work.bytes_written,
-        weight_bytes=weights if work.weight_bytes is None else work.weight_bytes,
-        kind=work.kind,
-    )
-    return cost_, work
+        traffic = ctx.traffic(work.reads, work.writes)
+    if work.nested is not None:
+        n = work.nested
+        return (Cost(work.macs, work.flops, n.bytes_read, n.bytes_written, n.weight_bytes, work.kind),
+                traffic, work)
+    return cost_of(work.macs, work.flops, work.kind, traffic), traffic, work
+
+
+def cost_of(macs: int, flops: int, kind: OpKind, traffic: Traffic) -> Cost:
+    read = sum(b for _, b, w in traffic.reads if not w)
+    weights = sum(b for _, b, w in traffic.reads if w)
+    written = sum(b for _, b in traffic.writes)
+    return Cost(macs, flops, read, written, weights, kind)
