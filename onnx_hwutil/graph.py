@@ -164,6 +164,11 @@ class Graph:
         return t if t is not None else Tensor(name, None, 0, False)
 
     @cached_property
+    def index(self) -> dict[str, int]:
+        """Node name -> position in execution order."""
+        return {n.name: i for i, n in enumerate(self.nodes)}
+
+    @cached_property
     def consumers(self) -> dict[str, list[Node]]:
         out: dict[str, list[Node]] = {}
         for n in self.nodes:

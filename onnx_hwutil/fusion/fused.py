@@ -1,0 +1,212 @@
+"""Costs after fusion: a subgraph's DRAM traffic is what crosses its boundary, plus its weights.
+
+Traffic is settled per buffer: outputs of views (Reshape, Squeeze...) and of folded nodes are the same
+buffer as their input, so a view never moves data. Inside a subgraph, a buffer produced and consumed there
+never reaches DRAM; it is part of the subgraph's on-chip working set instead (the hardware stage spills it
+if the chip cannot hold it). A tiled subgraph (fused attention) streams its intermediates in tiles, so they
+add nothing to its working set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import networkx as nx
+
+from ..ops import NodeCost, OpKind
+from ..profile import Profile
+from .partition import Partition
+
+
+@dataclass(frozen=True)
+class Subgraph:
+    id: int
+    nodes: tuple[str, ...]
+    label: str
+    kind: OpKind
+    macs: int
+    flops: int
+    bytes_read: int
+    bytes_written: int
+    weight_bytes: int
+    working_set_bytes: int
+    folded: tuple[str, ...] = ()
+    tiled: bool = False
+
+    @property
+    def dram_bytes(self) -> int:
+        return self.bytes_read + self.bytes_written + self.weight_bytes
+
+    @property
+    def arithmetic_intensity(self) -> float:
+        return self.flops / self.dram_bytes if self.dram_bytes else 0.0
+
+    @property
+    def is_kernel(self) -> bool:
+        """Does a runtime launch something for it? Pure metadata (views, shape math) launches nothing."""
+        return self.kind != OpKind.SHAPE
+
+
+class FusedGraph:
+    """The fused view of a profiled model: subgraphs in execution order, each with its costs."""
+
+    def __init__(self, profile: Profile, partition: Partition, preset: str, passes: list[str],
+                 pass_merges: dict[str, int]):
+        self.profile = profile
+        self.partition = partition
+        self.preset = preset
+        self.passes = passes
+        self.pass_merges = pass_merges
+        costs = {nc.node.name: nc for nc in profile.costs.nodes}
+        self._root = _buffer_roots(profile, partition.folded)
+        idx = profile.graph.index
+        order = sorted(partition.members, key=lambda g: idx[partition.members[g][0]])
+        self.subgraphs = [self._settle(i, partition.members[g], costs, g) for i, g in enumerate(order)]
+        self._gid_to_sub = {g: i for i, g in enumerate(order)}
+
+    def _settle(self, sid: int, members: list[str], costs: dict[str, NodeCost], gid: int) -> Subgraph:
+        part = self.partition
+        graph = self.profile.graph
+        inside = set(members)
+        real = [m for m in members if costs[m].cost.kind != OpKind.SHAPE and m not in part.folded
+                and m not in part.static]
+        macs = sum(costs[m].cost.macs for m in members if m not in part.folded)
+        flops = sum(costs[m].cost.flops for m in members if m not in part.folded)
+        kind = max((costs[m].cost.kind for m in real), default=OpKind.SHAPE)
+        root = self._root
+        producer = self._producer
+        read: dict[str, int] = {}
+        weights: dict[str, int] = {}
+        written = internal = 0
+        nested = [m for m in real if costs[m].nested]
+        for m in real:
+            nc = costs[m]
+            if nc.nested:
+                continue
+            for t, b, is_weight in nc.traffic.reads:
+                r = root.get(t, t)
+                if producer.get(r) in inside:
+                    continue  # produced in this subgraph: on chip
+                bucket = weights if is_weight else read
+                bucket[r] = max(bucket.get(r, 0), b)
+            for t, b in nc.traffic.writes:
+                r = root.get(t, t)
+                if self._escapes(r, inside):
+                    written += b
+                else:
+                    internal += b
+        c = [costs[m].cost for m in nested]
+        label = part.labels.get(gid) or _default_label(graph, real or members)
+        if not real:
+            kind = OpKind.SHAPE
+        tiled = gid in part.tiled
+        rd = sum(read.values()) + sum(x.bytes_read for x in c)
+        wb = sum(weights.values()) + sum(x.weight_bytes for x in c)
+        wr = written + sum(x.bytes_written for x in c)
+        return Subgraph(sid, tuple(members), label, kind, macs, flops, rd, wr, wb,
+                        working_set_bytes=rd + wr + wb + (0 if tiled else internal),
+                        folded=tuple(m for m in members if m in part.folded), tiled=tiled)
+
+    @cached_property
+    def _producer(self) -> dict[str, str]:
+        """Buffer root -> the real node that writes it."""
+        out = {}
+        for n in self.profile.graph.nodes:
+            for o in n.outputs:
+                if o and self._root.get(o, o) == o:
+                    out[o] = n.name
+        return out
+
+    @cached_property
+    def _data_readers(self) -> dict[str, set[str]]:
+        """Buffer root -> real nodes that read its data (through any chain of views)."""
+        out: dict[str, set[str]] = {}
+        costs = {nc.node.name: nc for nc in self.profile.costs.nodes}
+        for n in self.profile.graph.nodes:
+            if costs[n.name].cost.kind == OpKind.SHAPE or n.name in self.partition.folded:
+                continue
+            if n.op_type in ("Shape", "Size"):
+                continue
+            for t in n.inputs:
+                if t:
+                    out.setdefault(self._root.get(t, t), set()).add(n.name)
+        return out
+
+    @cached_property
+    def _output_roots(self) -> set[str]:
+        return {self._root.get(o, o) for o in self.profile.graph.outputs}
+
+    def _escapes(self, r: str, inside: set[str]) -> bool:
+        return r in self._output_roots or not self._data_readers.get(r, set()) <= inside
+
+    # -- views -----------------------------------------------------------------------------------------
+    @property
+    def kernels(self) -> list[Subgraph]:
+        return [s for s in self.subgraphs if s.is_kernel]
+
+    @cached_property
+    def totals(self) -> dict:
+        flops = sum(s.flops for s in self.subgraphs)
+        dram = sum(s.dram_bytes for s in self.subgraphs)
+        return {"kernels": len(self.kernels), "macs": sum(s.macs for s in self.subgraphs), "flops": flops,
+                "dram_bytes": dram, "arithmetic_intensity": round(flops / dram, 6) if dram else 0.0,
+                "folded_nodes": [m for s in self.subgraphs for m in s.folded],
+                "folded_flops": sum(nc.cost.flops for nc in self.profile.costs.nodes
+                                    if nc.node.name in self.partition.folded)}
+
+    def dag(self) -> nx.DiGraph:
+        """Subgraphs as nodes, an edge where one reads what the other writes."""
+        g = nx.DiGraph()
+        part = self.partition
+        g.add_nodes_from(range(len(self.subgraphs)))
+        for u, v in self.profile.graph.dag.edges:
+            a, b = self._gid_to_sub[part.group_of[u]], self._gid_to_sub[part.group_of[v]]
+            if a != b:
+                g.add_edge(a, b)
+        return g
+
+    def to_dict(self) -> dict:
+        return {
+            "schema": "onnx-hwutil/1",
+            "model": self.profile.bound.path,
+            "preset": self.preset,
+            "passes": self.passes,
+            "merges": self.pass_merges,
+            "precision": self.profile.precision,
+            "subgraphs": [
+                {"id": s.id, "nodes": list(s.nodes), "label": s.label, "kind": s.kind.label, "macs": s.macs,
+                 "flops": s.flops, "dram_bytes": s.dram_bytes, "bytes_read": s.bytes_read,
+                 "bytes_written": s.bytes_written, "weight_bytes": s.weight_bytes,
+                 "arithmetic_intensity": round(s.arithmetic_intensity, 6),
+                 "working_set_bytes": s.working_set_bytes, "folded": list(s.folded), "tiled": s.tiled}
+                for s in self.subgraphs
+            ],
+            "totals": self.totals,
+        }
+
+
+def _default_label(graph, members: list[str]) -> str:
+    ops: list[str] = []
+    for m in members:
+        op = graph.by_name[m].op_type
+        if not ops or ops[-1] != op:
+            ops.append(op)
+    label = "+".join(ops)
+    return label if len(label) <= 60 else label[:57] + "..."
+
+
+def _buffer_roots(profile: Profile, folded: set[str]) -> dict[str, str]:
+    """Tensor -> the buffer it lives in: views and folded nodes hand their input's buffer on."""
+    root: dict[str, str] = {}
+    kinds = {nc.node.name: nc.cost.kind for nc in profile.costs.nodes}
+    for n in profile.graph.nodes:
+        view = (kinds[n.name] == OpKind.SHAPE and n.op_type not in ("Shape", "Size", "Constant",
+                                                                    "ConstantOfShape", "Range")) \
+            or n.name in folded
+        if view and n.inputs and n.inputs[0]:
+            src = root.get(n.inputs[0], n.inputs[0])
+            for o in n.outputs[:1]:
+                if o:
+                    root[o] = src
+    return root
