@@ -23,7 +23,7 @@ EXIT_GATE, EXIT_INPUT, EXIT_BUG = 1, 2, 3
 
 @app.callback()
 def _root() -> None:
-    """Subcommands: profile (more arrive with fusion and hardware)."""
+    """Subcommands: profile (counts), fuse (kernels after fusion, what-ifs)."""
 
 
 class Format(StrEnum):
@@ -121,6 +121,58 @@ def profile(
         what = [f"{u['domain']}::{u['op_type']}" for u in p.uncovered]
         what += [f"{len(p.unresolved)} unshaped nodes"] if p.unresolved else []
         raise _fail("--strict: not fully costed: " + ", ".join(what), EXIT_GATE)
+
+
+class Export(StrEnum):
+    dot = "dot"
+    mermaid = "mermaid"
+
+
+def _csv_list(values: list[str] | None) -> list[str]:
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+@app.command()
+@guarded
+def fuse(
+    model: Annotated[str, typer.Argument(help="Path to an .onnx file.")],
+    preset: Annotated[str, typer.Option(help="none, runtime (ONNX Runtime CPU) or aggressive.")] = "runtime",
+    passes: Annotated[list[str] | None, typer.Option(
+        "--passes", help="Run exactly these passes instead of a preset (comma-separated).")] = None,
+    disable: Annotated[list[str] | None, typer.Option(help="Drop passes from the preset.")] = None,
+    compare: Annotated[str | None, typer.Option(help="Compare with another preset (what-if).")] = None,
+    shape: ShapeOpt = None,
+    dim: DimOpt = None,
+    batch: BatchOpt = None,
+    precision: PrecisionOpt = "model",
+    format: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.table,
+    export: Annotated[Export | None, typer.Option(help="Write the fused graph as dot or mermaid.")] = None,
+    top: Annotated[int, typer.Option(min=0, help="Show only the K subgraphs with most DRAM traffic.")] = 0,
+    output: OutputOpt = None,
+) -> None:
+    """Fused subgraphs (the kernels a runtime would launch) and fusion what-ifs."""
+    from .dtypes import check_precision
+    from .fusion import fuse as run_fusion
+    from .profile import Profile, bind
+    from .report import fusion_view
+
+    check_precision(precision)
+    if format is Format.csv:
+        raise HwUtilError("fuse --format: choose table or json")
+    p = Profile(bind(model, bindings(shape, dim, batch)), precision)
+    fused = run_fusion(p, preset, _csv_list(passes), _csv_list(disable))
+    other = run_fusion(p, compare) if compare else None
+    if export is Export.dot:
+        emit(fusion_view.to_dot(fused), output)
+    elif export is Export.mermaid:
+        emit(fusion_view.to_mermaid(fused), output)
+    elif format is Format.json:
+        d = fused.to_dict()
+        if other is not None:
+            d["compare"] = {"preset": other.preset, "totals": other.totals}
+        emit(json.dumps(d, indent=1), output)
+    else:
+        emit(fusion_view.render(fused, other, top or None), output)
 
 
 def main() -> None:
