@@ -23,7 +23,7 @@ EXIT_GATE, EXIT_INPUT, EXIT_BUG = 1, 2, 3
 
 @app.callback()
 def _root() -> None:
-    """Subcommands: profile (counts), fuse (kernels after fusion, what-ifs)."""
+    """Subcommands: profile (counts), fuse (kernels after fusion, what-ifs), hw (hardware specs)."""
 
 
 class Format(StrEnum):
@@ -173,6 +173,30 @@ def fuse(
         emit(json.dumps(d, indent=1), output)
     else:
         emit(fusion_view.render(fused, other, top or None), output)
+
+
+hw_app = typer.Typer(no_args_is_help=True, help="The bundled hardware specs, with their sources.")
+app.add_typer(hw_app, name="hw")
+
+
+@hw_app.command("list")
+@guarded
+def hw_list() -> None:
+    """Every bundled chip: kind, units, dense peak, bandwidth, power, precisions."""
+    from .hardware import bundled_specs, load_spec
+    from .report import hardware_view
+
+    typer.echo(hardware_view.list_table([load_spec(n) for n in bundled_specs()]))
+
+
+@hw_app.command("show")
+@guarded
+def hw_show(name: Annotated[str, typer.Argument(help="A bundled chip's name, or a spec YAML path.")]) -> None:
+    """Every number of one chip with its source (or why it is assumed)."""
+    from .hardware import load_spec
+    from .report import hardware_view
+
+    typer.echo(hardware_view.show(load_spec(name)))
 
 
 def main() -> None:

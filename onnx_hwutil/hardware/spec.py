@@ -1,0 +1,245 @@
+"""Hardware specs: one YAML file per chip, every number with its `source:` or an `assumed:` reason.
+
+All files go through one schema that rejects unknown, missing or impossible fields, naming the file, the
+field and the reason. Numbers are SI base units (Hz, bytes, bytes/s, ops/s, s, W, J). YAML 1.1 reads `3.35e12`
+as a string; we accept such strings as numbers, since that is what a person writing a spec means.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ..errors import HwUtilError
+
+HWSPEC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                          "hwspecs")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
+KINDS = ("cpu", "gpu", "tpu", "kpu")
+
+# Leaf types of the schema.
+NUM, INT, STR, BOOL = "number", "integer", "string", "boolean"
+PRECS, PREC_LIST = "precisions", "precision list"
+
+# field -> type, or a nested schema; names ending in "?" are optional.
+SCHEMA: dict[str, Any] = {
+    "name": STR,
+    "title": STR,
+    "kind": STR,
+    "units": {"name": STR, "count": INT},
+    "clock_hz": NUM,
+    "peak_ops_per_s": PRECS,
+    "vector_ops_per_s": PRECS,
+    "emulated?": "emulated",
+    "memory": {"dram_bandwidth_bytes_per_s": NUM, "dram_capacity_bytes": NUM, "onchip_bytes": NUM,
+               "unit_local_bytes": NUM},
+    "kernel_overhead_s": NUM,
+    "power": {"tdp_w": NUM, "idle_w": NUM},
+    "energy": {"j_per_op": PRECS, "j_per_dram_byte": NUM},
+    "backend": "backend",
+}
+BACKENDS: dict[str, dict[str, Any]] = {
+    "gpu": {"tensor_core_precisions": PREC_LIST, "l2_bandwidth_bytes_per_s": NUM, "max_threads_per_sm": INT,
+            "smem_per_sm_bytes": NUM},
+    "tpu": {"tensorcores": INT, "mxus_per_tensorcore": INT, "mxu_rows": INT, "mxu_cols": INT,
+            "cmem_bytes": NUM, "vmem_bytes_per_tensorcore": NUM},
+    "kpu": {"pes_per_tile": INT, "macs_per_pe_per_cycle": INT, "scratchpad_bytes_per_tile": NUM,
+            "noc_bandwidth_bytes_per_s": NUM},
+    "cpu": {"cores": INT, "simd_bits": INT, "fma_units_per_core": INT, "amx": BOOL, "l1d_bytes_per_core": NUM,
+            "l2_bytes_per_core": NUM, "l3_bytes": NUM, "l1_bandwidth_bytes_per_cycle_per_core": NUM,
+            "l2_bandwidth_bytes_per_cycle_per_core": NUM, "l3_bandwidth_bytes_per_s": NUM,
+            "all_core_clock_hz": NUM},
+}
+
+
+@dataclass(frozen=True)
+class Cited:
+    value: float
+    source: str  # the citation, or "assumed: <why>"
+
+    @property
+    def assumed(self) -> bool:
+        return self.source.startswith("assumed: ")
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    name: str
+    title: str
+    kind: str
+    unit_name: str
+    units: int
+    clock_hz: float
+    peak_ops_per_s: dict[str, float]  # dense matrix peak per precision, whole chip
+    vector_ops_per_s: dict[str, float]
+    emulated: dict[str, tuple[str, float]]  # precision -> (precision it runs on, slowdown)
+    dram_bandwidth: float
+    dram_capacity: float
+    onchip_bytes: float
+    unit_local_bytes: float
+    kernel_overhead_s: float
+    tdp_w: float
+    idle_w: float
+    j_per_op: dict[str, float]
+    j_per_dram_byte: float
+    backend: dict[str, Any]
+    path: str = ""
+    sources: dict[str, Cited] = field(default_factory=dict, repr=False)  # dotted field -> number + citation
+
+    @property
+    def precisions(self) -> list[str]:
+        """Precisions it runs: on its matrix units, its vector units, or by stated emulation."""
+        have = set(self.peak_ops_per_s) | set(self.vector_ops_per_s) | set(self.emulated)
+        return [p for p in PRECISIONS if p in have]
+
+
+class _Checker:
+    def __init__(self, path: str):
+        self.path = path
+        self.sources: dict[str, Cited] = {}
+
+    def fail(self, where: str, why: str) -> HwUtilError:
+        return HwUtilError(f"{self.path}: field '{where}': {why}")
+
+    def check(self, data: Any, schema: Any, where: str, kind: str | None = None) -> Any:
+        if isinstance(schema, dict):
+            if not isinstance(data, dict):
+                raise self.fail(where, "expected a mapping")
+            out = {}
+            known = {k.rstrip("?") for k in schema}
+            for k in data:
+                if k not in known:
+                    expected = ", ".join(sorted(known))
+                    raise self.fail(_join(where, k), f"unknown field (expected one of: {expected})")
+            for k, sub in schema.items():
+                name = k.rstrip("?")
+                if name not in data:
+                    if k.endswith("?"):
+                        continue
+                    raise self.fail(_join(where, name), "missing")
+                out[name] = self.check(data[name], sub, _join(where, name), kind)
+            return out
+        if schema in (NUM, INT):
+            return self.number(data, where, integer=schema == INT)
+        if schema == STR:
+            if not isinstance(data, str) or not data.strip():
+                raise self.fail(where, "expected a non-empty string")
+            return data
+        if schema == BOOL:
+            if not isinstance(data, bool):
+                raise self.fail(where, "expected true or false")
+            return data
+        if schema == PRECS:
+            if not isinstance(data, dict) or not data:
+                raise self.fail(where, f"expected a mapping of precisions ({', '.join(PRECISIONS)})")
+            for p in data:
+                if p not in PRECISIONS:
+                    raise self.fail(_join(where, str(p)), f"unknown precision (known: {', '.join(PRECISIONS)})")
+            return {p: self.number(v, _join(where, p)) for p, v in data.items()}
+        if schema == PREC_LIST:
+            if not isinstance(data, list) or any(p not in PRECISIONS for p in data):
+                raise self.fail(where, f"expected a list of precisions ({', '.join(PRECISIONS)})")
+            return list(data)
+        if schema == "emulated":
+            if not isinstance(data, dict):
+                raise self.fail(where, "expected a mapping: precision -> {via, slowdown}")
+            out = {}
+            for p, v in data.items():
+                w = _join(where, str(p))
+                if p not in PRECISIONS:
+                    raise self.fail(w, "unknown precision")
+                e = self.check(v, {"via": STR, "slowdown": NUM}, w)
+                if e["via"] not in PRECISIONS:
+                    raise self.fail(_join(w, "via"), "unknown precision")
+                out[p] = (e["via"], e["slowdown"])
+            return out
+        if schema == "backend":
+            if not isinstance(data, dict) or list(data) != [kind]:
+                raise self.fail(where, f"expected exactly one block, '{kind}', matching kind")
+            return self.check(data[kind], BACKENDS[kind], _join(where, kind))
+        raise AssertionError(schema)
+
+    def number(self, data: Any, where: str, integer: bool = False) -> float:
+        if not isinstance(data, dict) or "value" not in data:
+            raise self.fail(where, "expected {value: ..., source: ...} or {value: ..., assumed: ...}")
+        extra = set(data) - {"value", "source", "assumed"}
+        if extra:
+            raise self.fail(where, f"unknown key {sorted(extra)[0]!r} (allowed: value, source, assumed)")
+        cited = [k for k in ("source", "assumed") if k in data]
+        if len(cited) != 1:
+            raise self.fail(where, "needs exactly one of 'source' (a citation) or 'assumed' (why)")
+        text = data[cited[0]]
+        if not isinstance(text, str) or len(text.strip()) < 8:
+            raise self.fail(where, f"'{cited[0]}' must say where the number comes from, or why it is assumed")
+        v = data["value"]
+        if isinstance(v, str):
+            try:
+                v = float(v)
+            except ValueError:
+                raise self.fail(where, f"value {v!r} is not a number") from None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise self.fail(where, f"value {v!r} is not a number")
+        if not v > 0 or v != v or v == float("inf"):
+            raise self.fail(where, f"value {v!r} must be positive and finite")
+        if integer and float(v) != int(v):
+            raise self.fail(where, f"value {v!r} must be a whole number")
+        self.sources[where] = Cited(float(v), text if cited[0] == "source" else f"assumed: {text}")
+        return int(v) if integer else float(v)
+
+
+def _join(a: str, b: str) -> str:
+    return f"{a}.{b}" if a else b
+
+
+def parse(data: Any, path: str) -> HardwareSpec:
+    c = _Checker(path)
+    if not isinstance(data, dict):
+        raise c.fail("", "the file must be a YAML mapping")
+    kind = data.get("kind")
+    if kind not in KINDS:
+        raise c.fail("kind", f"expected one of {', '.join(KINDS)}, got {kind!r}")
+    d = c.check(data, SCHEMA, "", kind)
+    if d["power"]["idle_w"] > d["power"]["tdp_w"]:
+        raise c.fail("power.idle_w", "idle power exceeds TDP")
+    for p, (via, _) in d.get("emulated", {}).items():
+        if via not in d["peak_ops_per_s"]:
+            raise c.fail(f"emulated.{p}.via", f"{via} has no peak_ops_per_s to emulate on")
+    for p in d["peak_ops_per_s"]:
+        if p not in d["energy"]["j_per_op"]:
+            raise c.fail(f"energy.j_per_op.{p}", f"missing: the chip runs {p} but has no energy per op for it")
+    return HardwareSpec(
+        name=d["name"], title=d["title"], kind=kind, unit_name=d["units"]["name"],
+        units=d["units"]["count"], clock_hz=d["clock_hz"], peak_ops_per_s=d["peak_ops_per_s"], vector_ops_per_s=d["vector_ops_per_s"],
+        emulated=d.get("emulated", {}), dram_bandwidth=d["memory"]["dram_bandwidth_bytes_per_s"],
+        dram_capacity=d["memory"]["dram_capacity_bytes"],
+        onchip_bytes=d["memory"]["onchip_bytes"],
+        unit_local_bytes=d["memory"]["unit_local_bytes"], kernel_overhead_s=d["kernel_overhead_s"],
+        tdp_w=d["power"]["tdp_w"], idle_w=d["power"]["idle_w"], j_per_op=d["energy"]["j_per_op"],
+        j_per_dram_byte=d["energy"]["j_per_dram_byte"], backend=d["backend"], path=path, sources=c.sources)
+
+
+def load_spec(name_or_path: str) -> HardwareSpec:
+    """A bundled chip by name (`h100-sxm5`) or a user's YAML file by path."""
+    path = name_or_path
+    if not os.path.exists(path):
+        path = os.path.join(HWSPEC_DIR, f"{name_or_path}.yaml")
+        if not os.path.exists(path):
+            raise HwUtilError(f"unknown hardware {name_or_path!r}; bundled: {', '.join(bundled_specs())} "
+                              "(or give a path to a spec YAML)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError) as e:
+        raise HwUtilError(f"{path}: cannot read: {e}") from None
+    except yaml.YAMLError as e:
+        raise HwUtilError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    return parse(data, path)
+
+
+def bundled_specs() -> list[str]:
+    if not os.path.isdir(HWSPEC_DIR):
+        return []
+    return sorted(f[:-5] for f in os.listdir(HWSPEC_DIR) if f.endswith(".yaml"))
