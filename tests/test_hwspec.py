@@ -16,7 +16,7 @@ REQUIRED = {"xeon-8490h", "h100-sxm5", "h100-pcie", "tpu-v4", "kpu-t256", "kendr
 
 
 def test_bundled_specs_load_and_cite_everything():
-    assert REQUIRED <= set(bundled_specs())
+    assert set(bundled_specs()) >= REQUIRED
     for name in bundled_specs():
         s = load_spec(name)
         assert s.name == name

@@ -137,7 +137,8 @@ class _Checker:
                 raise self.fail(where, f"expected a mapping of precisions ({', '.join(PRECISIONS)})")
             for p in data:
                 if p not in PRECISIONS:
-                    raise self.fail(_join(where, str(p)), f"unknown precision (known: {', '.join(PRECISIONS)})")
+                    known = ", ".join(PRECISIONS)
+                    raise self.fail(_join(where, str(p)), f"unknown precision (known: {known})")
             return {p: self.number(v, _join(where, p)) for p, v in data.items()}
         if schema == PREC_LIST:
             if not isinstance(data, list) or any(p not in PRECISIONS for p in data):
@@ -209,10 +210,11 @@ def parse(data: Any, path: str) -> HardwareSpec:
             raise c.fail(f"emulated.{p}.via", f"{via} has no peak_ops_per_s to emulate on")
     for p in d["peak_ops_per_s"]:
         if p not in d["energy"]["j_per_op"]:
-            raise c.fail(f"energy.j_per_op.{p}", f"missing: the chip runs {p} but has no energy per op for it")
+            raise c.fail(f"energy.j_per_op.{p}", f"missing: the chip runs {p} but has no energy per op")
     return HardwareSpec(
         name=d["name"], title=d["title"], kind=kind, unit_name=d["units"]["name"],
-        units=d["units"]["count"], clock_hz=d["clock_hz"], peak_ops_per_s=d["peak_ops_per_s"], vector_ops_per_s=d["vector_ops_per_s"],
+        units=d["units"]["count"], clock_hz=d["clock_hz"], peak_ops_per_s=d["peak_ops_per_s"],
+        vector_ops_per_s=d["vector_ops_per_s"],
         emulated=d.get("emulated", {}), dram_bandwidth=d["memory"]["dram_bandwidth_bytes_per_s"],
         dram_capacity=d["memory"]["dram_capacity_bytes"],
         onchip_bytes=d["memory"]["onchip_bytes"],
