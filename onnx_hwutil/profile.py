@@ -91,6 +91,26 @@ class Profile:
             peak_memory_bytes=weight_bytes + peak_act,
         )
 
+    @cached_property
+    def model_precision(self) -> str:
+        """The precision the file itself computes in: that of its matrix ops' inputs (int8 for a quantized
+        model, fp16 for a half-precision export), fp32 otherwise."""
+        from onnx import TensorProto as T
+
+        from .dtypes import FLOATING
+
+        seen = set()
+        for nc in self.costs.nodes:
+            if nc.cost.macs and nc.node.inputs:
+                seen.add(self.graph.tensor(nc.node.inputs[0]).dtype)
+        if seen & {T.INT8, T.UINT8}:
+            return "int8"
+        if T.FLOAT16 in seen:
+            return "fp16"
+        if T.BFLOAT16 in seen:
+            return "bf16"
+        return "fp8" if seen & FLOATING - {T.FLOAT, T.DOUBLE} else "fp32"
+
     @property
     def uncovered(self) -> list[dict]:
         return [{"domain": d, "op_type": op, "count": n}

@@ -33,6 +33,9 @@ class Subgraph:
     working_set_bytes: int
     folded: tuple[str, ...] = ()
     tiled: bool = False
+    # Boundary traffic per buffer, for cache modeling.
+    reads: tuple[tuple[str, int, bool], ...] = ()
+    writes: tuple[tuple[str, int], ...] = ()
 
     @property
     def dram_bytes(self) -> int:
@@ -78,7 +81,8 @@ class FusedGraph:
         producer = self._producer
         read: dict[str, int] = {}
         weights: dict[str, int] = {}
-        written = internal = 0
+        writes: list[tuple[str, int]] = []
+        internal = 0
         nested = [m for m in real if costs[m].nested]
         for m in real:
             nc = costs[m]
@@ -93,7 +97,7 @@ class FusedGraph:
             for t, b in nc.traffic.writes:
                 r = root.get(t, t)
                 if self._escapes(r, inside):
-                    written += b
+                    writes.append((r, b))
                 else:
                     internal += b
         c = [costs[m].cost for m in nested]
@@ -103,10 +107,13 @@ class FusedGraph:
         tiled = gid in part.tiled
         rd = sum(read.values()) + sum(x.bytes_read for x in c)
         wb = sum(weights.values()) + sum(x.weight_bytes for x in c)
-        wr = written + sum(x.bytes_written for x in c)
+        wr = sum(b for _, b in writes) + sum(x.bytes_written for x in c)
         return Subgraph(sid, tuple(members), label, kind, macs, flops, rd, wr, wb,
                         working_set_bytes=rd + wr + wb + (0 if tiled else internal),
-                        folded=tuple(m for m in members if m in part.folded), tiled=tiled)
+                        folded=tuple(m for m in members if m in part.folded), tiled=tiled,
+                        reads=tuple((r, b, False) for r, b in read.items())
+                        + tuple((r, b, True) for r, b in weights.items()),
+                        writes=tuple(writes))
 
     @cached_property
     def _producer(self) -> dict[str, str]:

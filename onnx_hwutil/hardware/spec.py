@@ -45,7 +45,7 @@ BACKENDS: dict[str, dict[str, Any]] = {
     "gpu": {"tensor_core_precisions": PREC_LIST, "l2_bandwidth_bytes_per_s": NUM, "max_threads_per_sm": INT,
             "smem_per_sm_bytes": NUM},
     "tpu": {"tensorcores": INT, "mxus_per_tensorcore": INT, "mxu_rows": INT, "mxu_cols": INT,
-            "cmem_bytes": NUM, "vmem_bytes_per_tensorcore": NUM},
+            "cmem_bytes": NUM, "cmem_bandwidth_bytes_per_s": NUM, "vmem_bytes_per_tensorcore": NUM},
     "kpu": {"pes_per_tile": INT, "macs_per_pe_per_cycle": INT, "scratchpad_bytes_per_tile": NUM,
             "noc_bandwidth_bytes_per_s": NUM},
     "cpu": {"cores": INT, "simd_bits": INT, "fma_units_per_core": INT, "amx": BOOL, "l1d_bytes_per_core": NUM,

@@ -1,0 +1,87 @@
+"""Whole-model analysis over hardware x batch x precision x fusion, reusing each stage's work.
+
+A batch change re-binds and re-infers shapes; a precision change re-prices bytes; a fusion preset change
+re-fuses; a hardware change only re-maps (DESIGN.md: each arrow is a pure function of its inputs).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+
+from .dtypes import check_precision
+from .errors import HwUtilError
+from .fusion import FusedGraph, fuse
+from .hardware import HardwareSpec, load_spec
+from .hardware.mapping import Schedule, schedule
+from .hardware.rates import default_precision
+from .profile import BoundModel, Profile, bind
+from .shapes import Bindings
+
+REPORT_HARDWARE = ["xeon-8490h", "h100-sxm5", "kpu-t256", "tpu-v4"]
+
+
+@dataclass(frozen=True)
+class Point:
+    model: str
+    hardware: str
+    batch: int
+    precision: str  # as asked: "auto", "model" or a precision
+    fusion: str
+
+
+class Analyzer:
+    """Caches every stage so a sweep recomputes only what its change invalidates."""
+
+    def __init__(self, shapes: dict | None = None, dims: dict | None = None):
+        self.shapes = dict(shapes or {})
+        self.dims = dict(dims or {})
+        self._bound = cache(self._bind)
+        self._profile = cache(self._profile_at)
+        self._fused = cache(self._fuse)
+        self._spec = cache(load_spec)
+
+    def _bind(self, model: str, batch: int) -> BoundModel:
+        return bind(model, Bindings(self.shapes, self.dims, batch))
+
+    def _profile_at(self, model: str, batch: int, precision: str) -> Profile:
+        return Profile(self._bound(model, batch), precision)
+
+    def _fuse(self, model: str, batch: int, precision: str, fusion: str) -> FusedGraph:
+        return fuse(self._profile(model, batch, precision), fusion)
+
+    def spec(self, hw: str) -> HardwareSpec:
+        return self._spec(hw)
+
+    def profile(self, model: str, batch: int = 1, precision: str = "model") -> Profile:
+        return self._profile(model, batch, precision)
+
+    def fused(self, model: str, batch: int, precision: str, fusion: str) -> FusedGraph:
+        return self._fused(model, batch, precision, fusion)
+
+    def resolve_precision(self, spec: HardwareSpec, precision: str, model: str, batch: int) -> str:
+        if precision == "auto":
+            return default_precision(spec)
+        if precision == "model":
+            return self.profile(model, batch).model_precision
+        return check_precision(precision)
+
+    def run(self, p: Point) -> Schedule:
+        spec = self.spec(p.hardware)
+        prec = self.resolve_precision(spec, p.precision, p.model, p.batch)
+        return schedule(self.fused(p.model, p.batch, prec, p.fusion), spec, prec, p.batch)
+
+
+def analyze(model: str | os.PathLike, hardware: list[str] | str = "h100-sxm5", batch: list[int] | int = 1,
+            precision: list[str] | str = "auto", fusion: str = "runtime", shapes: dict | None = None,
+            dims: dict | None = None) -> list[Schedule]:
+    """The Python face of `onnx-hwutil analyze`: one Schedule per hardware x batch x precision."""
+    hws = [hardware] if isinstance(hardware, str) else list(hardware)
+    batches = [batch] if isinstance(batch, int) else list(batch)
+    precs = [precision] if isinstance(precision, str) else list(precision)
+    for b in batches:
+        if b < 1:
+            raise HwUtilError(f"--batch {b}: must be at least 1")
+    a = Analyzer(shapes, dims)
+    return [a.run(Point(os.fspath(model), hw, b, p, fusion)) for hw in hws for b in batches for p in precs]

@@ -1,0 +1,175 @@
+"""One backend per kind of chip: how a fused subgraph's work lands on discrete units.
+
+Each backend answers two questions for one kernel: how long its arithmetic takes on the units it can
+actually occupy (and how many that is), and how fast its on-chip hits are served. Everything else (DRAM
+time, overhead, energy, the cache window) is common and lives in `mapping`.
+
+Assumptions a datasheet cannot settle are named constants here, each with its reason.
+"""
+
+from __future__ import annotations
+
+from math import ceil
+
+from .geometry import Gemm
+from .rates import Rates
+from .spec import HardwareSpec
+
+# GPU: the thread-block output tile of cuBLAS/CUTLASS tensor-core and SIMT GEMM kernels for large problems;
+# one such block per SM at a time (its operand buffers fill most of shared memory).
+GPU_TILE_M, GPU_TILE_N = 128, 128
+# cuBLAS splits K across blocks when the output has too few tiles to fill the SMs; a K slice under this
+# many elements is not worth a block of its own.
+GPU_SPLIT_K_MIN = 256
+# Elementwise kernels: 256 threads x 4 elements per block.
+GPU_ELEMENTS_PER_BLOCK = 1024
+# CPU: MLAS-style GEMM blocking; a core gets whole 64x64 output blocks, and no thread is started for
+# less than this many FLOPs (thread wake-up costs a few microseconds).
+CPU_BLOCK_M, CPU_BLOCK_N = 64, 64
+CPU_MIN_FLOPS_PER_THREAD = 200_000
+CPU_MIN_ELEMENTS_PER_THREAD = 16_384
+
+
+class Backend:
+    """Shared helpers; subclasses implement `matrix` for their kind of unit."""
+
+    def __init__(self, spec: HardwareSpec, r: Rates):
+        self.spec = spec
+        self.rates = r
+        self.units = spec.units
+
+    def matrix(self, g: Gemm) -> tuple[float, int]:
+        raise NotImplementedError
+
+    def vector(self, flops: int, elements: int, per_block: int) -> tuple[float, int]:
+        """Elementwise work spread over blocks of `per_block` elements, in waves over the units."""
+        if flops <= 0 and elements <= 0:
+            return 0.0, 1
+        blocks = max(ceil(max(elements, 1) / per_block), 1)
+        units = min(self.units, blocks)
+        waves = ceil(blocks / self.units)
+        per_unit = self.rates.vector_ops_per_s / self.units
+        return waves * (flops / blocks) / per_unit, units
+
+    def compute(self, gemms: list[Gemm], vector_flops: int, elements: int) -> tuple[float, int]:
+        t, units = 0.0, 0
+        for g in gemms:  # the ops of one fused kernel run one after another inside it
+            tg, ug = self.matrix(g)
+            t += tg
+            units = max(units, ug)
+        tv, uv = self.vector(vector_flops, elements, self.vector_block)
+        return t + tv, max(units, uv if (vector_flops or not gemms) else 1, 1)
+
+    vector_block = 1024
+
+    def hit_bandwidth(self) -> float:
+        raise NotImplementedError
+
+    def refetch_bytes(self, g: Gemm, elem_bytes: float) -> int:
+        """Extra DRAM traffic when operands do not fit where the units keep them (default: none)."""
+        return 0
+
+
+class GpuBackend(Backend):
+    """Implicit GEMM: output tiles per thread block, blocks in waves over the SMs (wave quantization)."""
+
+    vector_block = GPU_ELEMENTS_PER_BLOCK
+
+    def matrix(self, g: Gemm) -> tuple[float, int]:
+        tiles = g.batch * ceil(g.m / GPU_TILE_M) * ceil(g.n / GPU_TILE_N)
+        split = 1
+        if tiles < self.units:
+            split = max(1, min(self.units // tiles, g.k // GPU_SPLIT_K_MIN))
+        blocks = tiles * split
+        waves = ceil(blocks / self.units)
+        block_flops = 2 * GPU_TILE_M * GPU_TILE_N * ceil(g.k / split)  # a padded tile costs a full one
+        per_sm = self.rates.matrix_ops_per_s / self.units
+        return waves * block_flops / per_sm, min(blocks, self.units)
+
+    def hit_bandwidth(self) -> float:
+        return self.spec.backend["l2_bandwidth_bytes_per_s"]
+
+
+class TpuBackend(Backend):
+    """Weight-stationary 128x128 MXUs: K and N padded to the array, fill and drain per weight tile."""
+
+    def __init__(self, spec, r):
+        super().__init__(spec, r)
+        b = spec.backend
+        self.rows, self.cols = b["mxu_rows"], b["mxu_cols"]
+        # Native rate of the arrays over the rate at this precision: 1 for bf16/int8, 6 for emulated fp32.
+        native = self.units * self.rows * self.cols * 2 * spec.clock_hz
+        self.slowdown = max(native / r.matrix_ops_per_s, 1.0)
+
+    def fold_cycles(self, m: int) -> int:
+        """One weight tile: load it (rows cycles), stream m rows in (skewed over rows), drain over cols."""
+        return 2 * self.rows + self.cols + m - 2
+
+    def mxu_cycles(self, g: Gemm) -> tuple[int, int]:
+        """(cycles of the busiest MXU, MXUs used) for one GEMM."""
+        folds = g.batch * ceil(g.k / self.rows) * ceil(g.n / self.cols)
+        if folds >= self.units:
+            return ceil(folds / self.units) * self.fold_cycles(g.m), self.units
+        split = max(1, min(self.units // folds, ceil(g.m / self.rows)))  # same weights, rows split
+        return self.fold_cycles(ceil(g.m / split)), folds * split
+
+    def matrix(self, g: Gemm) -> tuple[float, int]:
+        cycles, units = self.mxu_cycles(g)
+        return cycles * self.slowdown / self.spec.clock_hz, units
+
+    def hit_bandwidth(self) -> float:
+        return self.spec.backend["cmem_bandwidth_bytes_per_s"]
+
+
+class KpuBackend(Backend):
+    """A tile array: outputs split over tiles of PEs; each tile keeps its operands in a local scratchpad,
+    and all tiles share one DRAM link."""
+
+    def __init__(self, spec, r):
+        super().__init__(spec, r)
+        self.pes = spec.backend["pes_per_tile"]
+        self.scratchpad = spec.backend["scratchpad_bytes_per_tile"]
+
+    def _units(self, g: Gemm) -> int:
+        return min(self.units, ceil(g.batch * g.m * g.n / self.pes))
+
+    def matrix(self, g: Gemm) -> tuple[float, int]:
+        units = self._units(g)
+        outputs_per_tile = ceil(g.batch * g.m * g.n / units)
+        rounds = ceil(outputs_per_tile / self.pes)  # each PE produces one output at a time
+        per_tile = self.rates.matrix_ops_per_s / self.units
+        return rounds * self.pes * g.k * 2 / per_tile, units
+
+    def refetch_bytes(self, g: Gemm, elem_bytes: float) -> int:
+        """Output channels are split over tiles, so each tile holds its slice of the weights and streams
+        the inputs past it. A slice larger than half the scratchpad (the other half double-buffers inputs)
+        is processed in passes, and every extra pass streams the inputs from DRAM again."""
+        units = self._units(g)
+        slice_bytes = g.k * ceil(g.n / max(units // max(g.batch, 1), 1)) * elem_bytes
+        passes = ceil(slice_bytes / (self.scratchpad / 2))
+        return int((passes - 1) * g.batch * g.m * g.k * elem_bytes) if passes > 1 else 0
+
+    def hit_bandwidth(self) -> float:
+        return self.spec.backend["noc_bandwidth_bytes_per_s"]
+
+
+class CpuBackend(Backend):
+    """Cores x SIMD lanes x FMA units (AMX where the spec has it); work split over cores in whole blocks,
+    with a minimum amount of work per thread."""
+
+    vector_block = CPU_MIN_ELEMENTS_PER_THREAD
+
+    def matrix(self, g: Gemm) -> tuple[float, int]:
+        blocks = g.batch * ceil(g.m / CPU_BLOCK_M) * ceil(g.n / CPU_BLOCK_N)
+        flops = 2 * g.macs
+        units = max(1, min(self.units, blocks, ceil(flops / CPU_MIN_FLOPS_PER_THREAD)))
+        per_core = self.rates.matrix_ops_per_s / self.units
+        # a core's share is whole blocks; the last, partial block costs its real work
+        share = ceil(blocks / units) / blocks
+        return flops * share / per_core, units
+
+    def hit_bandwidth(self) -> float:
+        return self.spec.backend["l3_bandwidth_bytes_per_s"]
+
+
+BACKENDS = {"gpu": GpuBackend, "tpu": TpuBackend, "kpu": KpuBackend, "cpu": CpuBackend}

@@ -1,0 +1,211 @@
+"""Fused subgraphs onto one chip: per kernel, units allocated, compute, memory and overhead time, energy.
+
+Time of a kernel = max(compute, memory) + the chip's fixed per-kernel overhead (DESIGN.md). Compute uses
+only the units the kernel can occupy (the backend decides). Memory time is DRAM traffic over DRAM bandwidth
+plus on-chip hits over the on-chip bandwidth: an activation read soon after it was written, while everything
+written since still fits in the chip's last-level memory (L2, CMEM, L3), is a hit. Weights are always read
+from DRAM (one inference, cold). A fused kernel whose working set exceeds that memory spills its
+intermediates: they are written and read back through DRAM.
+
+Energy = matrix ops x J/op + other ops x J/op + DRAM bytes x J/byte + idle power x time.
+Kernels run one after another on one stream: throughput = batch / latency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from ..dtypes import element_bits
+from ..fusion import FusedGraph
+from ..ops import OpKind
+from .backends import BACKENDS
+from .geometry import Gemm, gemm_of
+from .rates import Rates, rates
+from .spec import HardwareSpec
+
+
+@dataclass(frozen=True)
+class KernelTime:
+    id: int
+    label: str
+    units: int
+    compute_s: float
+    memory_s: float
+    overhead_s: float
+    flops: int
+    dram_bytes: int
+    onchip_bytes: int
+    energy_compute_j: float
+    energy_dram_j: float
+    energy_static_j: float
+
+    @property
+    def latency_s(self) -> float:
+        return max(self.compute_s, self.memory_s) + self.overhead_s
+
+    @property
+    def bound(self) -> str:
+        if self.overhead_s >= max(self.compute_s, self.memory_s):
+            return "overhead"
+        return "compute" if self.compute_s >= self.memory_s else "memory"
+
+    @property
+    def energy_j(self) -> float:
+        return self.energy_compute_j + self.energy_dram_j + self.energy_static_j
+
+
+class _Window:
+    """Which recently written buffers are still on chip: a write pushes older data out, oldest first."""
+
+    def __init__(self, capacity: float):
+        self.capacity = capacity
+        self.written = 0
+        self.at: dict[str, tuple[int, int]] = {}  # buffer -> (bytes written before it, its size)
+
+    def write(self, buf: str, size: int) -> None:
+        self.at[buf] = (self.written, size)
+        self.written += size
+
+    def hit(self, buf: str) -> bool:
+        w = self.at.get(buf)
+        return w is not None and self.written - w[0] <= self.capacity
+
+
+@dataclass
+class Schedule:
+    spec: HardwareSpec
+    rates: Rates
+    batch: int
+    fusion: str
+    kernels: list[KernelTime]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def precision(self) -> str:
+        return self.rates.precision
+
+    @cached_property
+    def latency_s(self) -> float:
+        return sum(k.latency_s for k in self.kernels)
+
+    @property
+    def throughput_per_s(self) -> float:
+        return self.batch / self.latency_s if self.latency_s else 0.0
+
+    @cached_property
+    def flops(self) -> int:
+        return sum(k.flops for k in self.kernels)
+
+    @cached_property
+    def dram_bytes(self) -> int:
+        return sum(k.dram_bytes for k in self.kernels)
+
+    @property
+    def attained_ops_per_s(self) -> float:
+        return self.flops / self.latency_s if self.latency_s else 0.0
+
+    @property
+    def compute_utilization(self) -> float:
+        return self.attained_ops_per_s / self.rates.peak_ops_per_s
+
+    @property
+    def memory_bandwidth_utilization(self) -> float:
+        return self.dram_bytes / self.latency_s / self.spec.dram_bandwidth if self.latency_s else 0.0
+
+    @cached_property
+    def units_allocated(self) -> dict:
+        t = self.latency_s or 1.0
+        return {"mean": round(sum(k.units * k.latency_s for k in self.kernels) / t, 3),
+                "max": max((k.units for k in self.kernels), default=0), "total": self.spec.units,
+                "name": self.spec.unit_name}
+
+    @cached_property
+    def energy(self) -> dict:
+        return {"total_j": sum(k.energy_j for k in self.kernels),
+                "compute_j": sum(k.energy_compute_j for k in self.kernels),
+                "dram_j": sum(k.energy_dram_j for k in self.kernels),
+                "static_j": sum(k.energy_static_j for k in self.kernels)}
+
+    @cached_property
+    def bound_share(self) -> dict:
+        t = self.latency_s or 1.0
+        share = {"compute": 0.0, "memory": 0.0, "overhead": 0.0}
+        for k in self.kernels:
+            share[k.bound] += k.latency_s / t
+        return {b: round(v, 6) for b, v in share.items()}
+
+    def to_dict(self, per_subgraph: bool = True) -> dict:
+        d = {
+            "hardware": self.spec.name, "precision": self.precision, "batch": self.batch,
+            "fusion": self.fusion, "latency_s": self.latency_s, "throughput_per_s": self.throughput_per_s,
+            "compute_utilization": self.compute_utilization,
+            "memory_bandwidth_utilization": self.memory_bandwidth_utilization,
+            "attained_ops_per_s": self.attained_ops_per_s, "peak_ops_per_s": self.rates.peak_ops_per_s,
+            "matrix_units": self.rates.matrix_units,
+            "units_allocated": self.units_allocated, "energy_j": self.energy["total_j"],
+            "energy_breakdown_j": {k: v for k, v in self.energy.items() if k != "total_j"},
+            "bound_share": self.bound_share, "kernels": len(self.kernels), "flops": self.flops,
+            "dram_bytes": self.dram_bytes, "notes": self.notes,
+        }
+        if per_subgraph:
+            d["subgraphs"] = [{"id": k.id, "label": k.label, "units": k.units, "latency_s": k.latency_s,
+                               "compute_s": k.compute_s, "memory_s": k.memory_s, "overhead_s": k.overhead_s,
+                               "bound": k.bound, "energy_j": k.energy_j, "dram_bytes": k.dram_bytes}
+                              for k in self.kernels]
+        return d
+
+
+def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int) -> Schedule:
+    """Map every kernel of a fused graph onto `spec` at `precision` (the fused graph's bytes must already be
+    priced at that precision)."""
+    r = rates(spec, precision)
+    backend = BACKENDS[spec.kind](spec, r)
+    graph = fused.profile.graph
+    costs = {nc.node.name: nc.cost for nc in fused.profile.costs.nodes}
+    elem = element_bits(1, precision) / 8  # bytes of one float element at this precision
+    window = _Window(spec.onchip_bytes)
+    hit_bw = backend.hit_bandwidth()
+    notes = list(r.notes)
+    kernels: list[KernelTime] = []
+    approx = 0
+    for sub in fused.subgraphs:
+        if not sub.is_kernel:
+            continue
+        gemms: list[Gemm] = []
+        matrix_flops = 0
+        for name in sub.nodes:
+            c = costs[name]
+            if c.kind == OpKind.MATRIX and c.macs and name not in sub.folded:
+                g = gemm_of(graph.by_name[name], graph, c.macs)
+                if g is not None:
+                    gemms.append(g)
+                    approx += g.approx
+                    matrix_flops += 2 * c.macs
+        vector_flops = max(sub.flops - matrix_flops, 0)
+        onchip = dram = 0
+        for buf, b, is_weight in sub.reads:
+            if not is_weight and window.hit(buf):
+                onchip += b
+            else:
+                dram += b
+        dram += sub.bytes_written
+        internal = sub.working_set_bytes - sub.dram_bytes
+        if internal > 0 and sub.working_set_bytes > spec.onchip_bytes:
+            dram += 2 * internal  # spilled intermediates: written out and read back
+        dram += sum(backend.refetch_bytes(g, elem) for g in gemms)
+        for buf, b in sub.writes:
+            window.write(buf, b)
+        elements = max(int(sub.bytes_written / elem), 1)
+        compute_s, units = backend.compute(gemms, vector_flops, elements)
+        memory_s = dram / spec.dram_bandwidth + onchip / hit_bw
+        overhead = spec.kernel_overhead_s
+        latency = max(compute_s, memory_s) + overhead
+        kernels.append(KernelTime(
+            id=sub.id, label=sub.label, units=max(1, min(units, spec.units)), compute_s=compute_s,
+            memory_s=memory_s, overhead_s=overhead, flops=sub.flops, dram_bytes=dram, onchip_bytes=onchip,
+            energy_compute_j=matrix_flops * r.matrix_j_per_op + vector_flops * r.vector_j_per_op,
+            energy_dram_j=dram * spec.j_per_dram_byte, energy_static_j=spec.idle_w * latency))
+    if approx:
+        notes.append(f"{approx} matrix ops have no GEMM geometry we know; mapped as one GEMM of equal MACs")
+    return Schedule(spec, r, batch, fused.preset, kernels, notes)

@@ -1,0 +1,101 @@
+"""Tables for `onnx-hwutil analyze` and `compare`: the seed report's questions, answered with our numbers."""
+
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from ..hardware.mapping import Schedule
+from .units import si, size
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _units(s: Schedule) -> str:
+    u = s.units_allocated
+    return f"{u['mean']:.1f} avg, {u['max']} max / {u['total']} {u['name']}s"
+
+
+def analyze_table(schedules: list[Schedule]) -> str:
+    rows = []
+    for s in schedules:
+        b = s.bound_share
+        rows.append((s.spec.name, s.precision, s.batch, f"{s.latency_s * 1e3:.3f}",
+                     f"{s.throughput_per_s:,.0f}",
+                     _pct(s.compute_utilization), _pct(s.memory_bandwidth_utilization),
+                     si(s.attained_ops_per_s, "OP/s"), _units(s), f"{s.energy['total_j'] * 1e3:.2f}",
+                     f"{_pct(b['compute'])}/{_pct(b['memory'])}/{_pct(b['overhead'])}"))
+    return tabulate(rows, headers=["hardware", "prec", "batch", "latency ms", "throughput /s", "compute util",
+                                   "mem BW util", "attained", "units allocated", "energy mJ",
+                                   "time compute/memory/overhead-bound"], tablefmt="simple",
+                    disable_numparse=True)
+
+
+def subgraph_table(s: Schedule, top: int = 15) -> str:
+    ks = sorted(s.kernels, key=lambda k: -k.latency_s)[:top]
+    rows = [(k.id, k.label[:36], f"{k.units}/{s.spec.units}", f"{k.compute_s * 1e6:.1f}",
+             f"{k.memory_s * 1e6:.1f}", f"{k.overhead_s * 1e6:.1f}", f"{k.latency_s * 1e6:.1f}", k.bound,
+             size(k.dram_bytes), f"{k.energy_j * 1e3:.3f}") for k in ks]
+    return tabulate(rows, headers=["id", "kernel", s.spec.unit_name + "s", "compute us", "memory us",
+                                   "overhead us", "latency us", "bound", "DRAM", "energy mJ"],
+                    tablefmt="simple", disable_numparse=True)
+
+
+def _change(a: float, b: float, ratio: bool = False) -> str:
+    if ratio:
+        return f"{b / a:.2f}x" if a else "n/a"
+    return f"{100 * (b - a):+.1f} pts"
+
+
+def comparison(names: list[str], chars: list[dict], by_hw: dict[str, list[Schedule]],
+               advice: list[tuple], notes: list[str]) -> str:
+    a, b = names
+    ca, cb = chars
+    out = [f"# {a} vs {b}", "", "## Model characteristics", ""]
+    rows = [(n, si(c["macs"]), si(c["flops"]), si(c["params"]), size(c["peak_memory_bytes"]),
+             f"{c['arithmetic_intensity']:.2f}", c["kernels"], c["nodes"])
+            for n, c in zip(names, chars, strict=True)]
+    rows.append(("ratio", *(f"{cb[k] / ca[k]:.2f}x" if ca[k] else "n/a" for k in (
+        "macs", "flops", "params", "peak_memory_bytes", "arithmetic_intensity", "kernels", "nodes"))))
+    out.append(tabulate(rows, headers=["model", "MACs", "FLOPs", "params", "peak memory",
+                                       "FLOP/byte (fused)", "kernels (fused)", "ONNX nodes"],
+                        tablefmt="github", disable_numparse=True))
+    for hw, (sa, sb) in by_hw.items():
+        out += ["", f"## {sa.spec.title} ({hw}, {sa.precision}, batch {sa.batch})", ""]
+        rows = [
+            ("Compute util", _pct(sa.compute_utilization), _pct(sb.compute_utilization),
+             _change(sa.compute_utilization, sb.compute_utilization)),
+            ("Mem BW util", _pct(sa.memory_bandwidth_utilization), _pct(sb.memory_bandwidth_utilization),
+             _change(sa.memory_bandwidth_utilization, sb.memory_bandwidth_utilization)),
+            ("Attained", si(sa.attained_ops_per_s, "OP/s"), si(sb.attained_ops_per_s, "OP/s"),
+             _change(sa.attained_ops_per_s, sb.attained_ops_per_s, True)),
+            ("Peak at this precision", si(sa.rates.peak_ops_per_s, "OP/s"),
+             si(sb.rates.peak_ops_per_s, "OP/s"), ""),
+            ("Latency", f"{sa.latency_s * 1e3:.3f} ms", f"{sb.latency_s * 1e3:.3f} ms",
+             _change(sa.latency_s, sb.latency_s, True)),
+            ("Throughput", f"{sa.throughput_per_s:,.0f} /s", f"{sb.throughput_per_s:,.0f} /s",
+             _change(sa.throughput_per_s, sb.throughput_per_s, True)),
+            (f"{sa.spec.unit_name}s allocated", _units(sa), _units(sb), ""),
+            ("Energy / inference", f"{sa.energy['total_j'] * 1e3 / sa.batch:.2f} mJ",
+             f"{sb.energy['total_j'] * 1e3 / sb.batch:.2f} mJ",
+             _change(sa.energy["total_j"], sb.energy["total_j"], True)),
+            ("Time compute/memory/overhead-bound",
+             "/".join(_pct(sa.bound_share[k]) for k in ("compute", "memory", "overhead")),
+             "/".join(_pct(sb.bound_share[k]) for k in ("compute", "memory", "overhead")), ""),
+        ]
+        out.append(tabulate(rows, headers=["metric", a, b, "change"], tablefmt="github",
+                            disable_numparse=True))
+    out += ["", "## Best hardware (computed over the chips above)", ""]
+    out.append(tabulate(advice, headers=["model", "batch", "lowest latency", "highest throughput",
+                                         "least energy / inference"], tablefmt="github",
+                        disable_numparse=True))
+    out += ["", "## Throughput vs latency", ""]
+    for i, n in enumerate(names):
+        ranked = sorted((s[i] for s in by_hw.values()), key=lambda s: -s.throughput_per_s)
+        out.append(f"- {n}: " + "; ".join(
+            f"{s.spec.name} {s.throughput_per_s:,.0f}/s @ {s.latency_s * 1e3:.3f} ms "
+            f"({s.energy['total_j'] * 1e3 / s.batch:.2f} mJ)" for s in ranked))
+    if notes:
+        out += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(out)
