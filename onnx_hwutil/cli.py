@@ -23,7 +23,7 @@ EXIT_GATE, EXIT_INPUT, EXIT_BUG = 1, 2, 3
 
 @app.callback()
 def _root() -> None:
-    """Subcommands: profile (counts), fuse (kernels after fusion, what-ifs), hw (hardware specs)."""
+    """profile (counts), fuse (kernels after fusion), analyze and compare (on hardware), hw (the chips)."""
 
 
 class Format(StrEnum):
@@ -173,6 +173,131 @@ def fuse(
         emit(json.dumps(d, indent=1), output)
     else:
         emit(fusion_view.render(fused, other, top or None), output)
+
+
+def _ints(values: list[str] | None, flag: str) -> list[int]:
+    out = []
+    for v in _csv_list(values):
+        try:
+            n = int(v)
+        except ValueError:
+            raise HwUtilError(f"{flag} {v!r}: expected whole numbers, comma-separated") from None
+        if n < 1:
+            raise HwUtilError(f"{flag} {n}: must be at least 1")
+        out.append(n)
+    return out
+
+
+HwOpt = Annotated[list[str] | None, typer.Option("--hw", help="Chips: bundled names or spec YAML paths, "
+                                                               "comma-separated.")]
+FusionOpt = Annotated[str, typer.Option("--fusion", help="Fusion preset: none, runtime or aggressive.")]
+
+
+@app.command()
+@guarded
+def analyze(
+    model: Annotated[str, typer.Argument(help="Path to an .onnx file.")],
+    hw: HwOpt = None,
+    batch: Annotated[list[str] | None, typer.Option("--batch", help="Batch sizes, comma-separated.")] = None,
+    precision: Annotated[list[str] | None, typer.Option(
+        "--precision", help="auto (each chip's 16-bit float, else int8), model, fp32, tf32, fp16, bf16, "
+                            "int8, fp8; comma-separated.")] = None,
+    fusion: FusionOpt = "runtime",
+    shape: ShapeOpt = None,
+    dim: DimOpt = None,
+    per_subgraph: Annotated[bool, typer.Option(help="Show (or include in JSON) every kernel.")] = False,
+    format: FormatOpt = Format.table,
+    output: OutputOpt = None,
+) -> None:
+    """Utilization, latency, throughput, units allocated and energy of a model on chips."""
+    import csv
+    import io
+
+    from .analysis import analyze as run
+    from .report import analysis_view
+
+    b = bindings(shape, dim, None)
+    schedules = run(model, _csv_list(hw) or ["h100-sxm5"], _ints(batch, "--batch") or [1],
+                    _csv_list(precision) or ["auto"], fusion, b.shapes, b.dims)
+    if format is Format.json:
+        emit(json.dumps([s.to_dict(per_subgraph) for s in schedules], indent=1), output)
+    elif format is Format.csv:
+        rows = [s.to_dict(False) for s in schedules]
+        buf = io.StringIO()
+        keys = [k for k in rows[0] if not isinstance(rows[0][k], (dict, list))]
+        w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        emit(buf.getvalue(), output)
+    else:
+        parts = [analysis_view.analyze_table(schedules)]
+        if per_subgraph:
+            for s in schedules:
+                parts += ["", f"{s.spec.name}, {s.precision}, batch {s.batch}: slowest kernels",
+                          analysis_view.subgraph_table(s)]
+        notes = sorted({n for s in schedules for n in s.notes})
+        if notes:
+            parts += ["", "Notes:"] + [f"- {n}" for n in notes]
+        emit("\n".join(parts), output)
+
+
+@app.command()
+@guarded
+def compare(
+    model_a: Annotated[str, typer.Argument(help="First .onnx file.")],
+    model_b: Annotated[str, typer.Argument(help="Second .onnx file.")],
+    hw: HwOpt = None,
+    batch: Annotated[list[str] | None, typer.Option(
+        "--batch", help="Batch sizes: the first for the per-chip tables, all for the advice.")] = None,
+    precision: Annotated[str, typer.Option(help="auto, model or a precision, for every chip.")] = "auto",
+    fusion: FusionOpt = "runtime",
+    format: FormatOpt = Format.table,
+    output: OutputOpt = None,
+) -> None:
+    """Two models side by side on the same chips: the seed report's tables, with defensible numbers."""
+    from .analysis import REPORT_HARDWARE, Analyzer, Point
+    from .report import analysis_view
+
+    hws = _csv_list(hw) or REPORT_HARDWARE
+    batches = _ints(batch, "--batch") or [1, 32]
+    a = Analyzer()
+    models = [model_a, model_b]
+    names = [os.path.splitext(os.path.basename(m))[0] for m in models]
+    if names[0] == names[1]:
+        names = models
+    results = {(m, hwn, b): a.run(Point(m, hwn, b, precision, fusion)) for m in models for hwn in hws
+               for b in batches}
+    chars = []
+    for m in models:
+        p = a.profile(m, batches[0])
+        f = a.fused(m, batches[0], "model", fusion)
+        t = p.totals
+        chars.append({"macs": t.macs, "flops": t.flops, "params": t.params,
+                      "peak_memory_bytes": t.peak_memory_bytes,
+                      "arithmetic_intensity": f.totals["arithmetic_intensity"],
+                      "kernels": f.totals["kernels"], "nodes": len(p.costs.nodes)})
+    by_hw = {hwn: [results[(m, hwn, batches[0])] for m in models] for hwn in hws}
+    advice = []
+    for name, m in zip(names, models, strict=True):
+        for b in batches:
+            runs = [results[(m, hwn, b)] for hwn in hws]
+            advice.append((name, b, min(runs, key=lambda s: s.latency_s).spec.name,
+                           max(runs, key=lambda s: s.throughput_per_s).spec.name,
+                           min(runs, key=lambda s: s.energy["total_j"] / s.batch).spec.name))
+    notes = sorted({n for s in results.values() for n in s.notes})
+    notes.append("precision per chip: " + ", ".join(f"{h} {by_hw[h][0].precision}" for h in hws))
+    notes += [f"{a.spec(h).name}: every number of this chip is an assumption (no silicon); see hw show {h}"
+              for h in hws if all(c.assumed for c in a.spec(h).sources.values())]
+    if format is Format.json:
+        emit(json.dumps({"schema": "onnx-hwutil/1", "models": dict(zip(names, models, strict=True)),
+                         "characteristics": dict(zip(names, chars, strict=True)),
+                         "results": [s.to_dict(False) | {"model": n} for (m, _, _), s in results.items()
+                                     for n in [names[models.index(m)]]],
+                         "advice": [dict(zip(["model", "batch", "latency", "throughput", "energy"], r,
+                                             strict=True)) for r in advice],
+                         "notes": notes}, indent=1), output)
+    else:
+        emit(analysis_view.comparison(names, chars, by_hw, advice, notes), output)
 
 
 hw_app = typer.Typer(no_args_is_help=True, help="The bundled hardware specs, with their sources.")

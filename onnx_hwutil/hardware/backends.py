@@ -97,9 +97,9 @@ class TpuBackend(Backend):
         super().__init__(spec, r)
         b = spec.backend
         self.rows, self.cols = b["mxu_rows"], b["mxu_cols"]
-        # Native rate of the arrays over the rate at this precision: 1 for bf16/int8, 6 for emulated fp32.
-        native = self.units * self.rows * self.cols * 2 * spec.clock_hz
-        self.slowdown = max(native / r.matrix_ops_per_s, 1.0)
+        # One MAC per cell per cycle at the array's fastest precision; slower precisions (emulated fp32:
+        # 6 bf16 passes) take proportionally more cycles.
+        self.slowdown = max(spec.peak_ops_per_s.values()) / r.matrix_ops_per_s
 
     def fold_cycles(self, m: int) -> int:
         """One weight tile: load it (rows cycles), stream m rows in (skewed over rows), drain over cols."""

@@ -35,7 +35,8 @@ class KernelTime:
     overhead_s: float
     flops: int
     dram_bytes: int
-    onchip_bytes: int
+    onchip_bytes: int  # activation reads served on chip (written recently enough to still be there)
+    spill_bytes: int  # intermediates of a fused kernel that did not fit on chip
     energy_compute_j: float
     energy_dram_j: float
     energy_static_j: float
@@ -114,6 +115,14 @@ class Schedule:
         return self.dram_bytes / self.latency_s / self.spec.dram_bandwidth if self.latency_s else 0.0
 
     @cached_property
+    def capacity(self) -> dict:
+        """Where the chip's on-chip memory ran out: the cliffs that can make a larger batch slower."""
+        hits = sum(k.onchip_bytes for k in self.kernels)
+        acts = hits + sum(k.dram_bytes for k in self.kernels)
+        return {"onchip_hit_fraction": hits / acts if acts else 0.0,
+                "spill_bytes": sum(k.spill_bytes for k in self.kernels)}
+
+    @cached_property
     def units_allocated(self) -> dict:
         t = self.latency_s or 1.0
         return {"mean": round(sum(k.units * k.latency_s for k in self.kernels) / t, 3),
@@ -146,7 +155,7 @@ class Schedule:
             "units_allocated": self.units_allocated, "energy_j": self.energy["total_j"],
             "energy_breakdown_j": {k: v for k, v in self.energy.items() if k != "total_j"},
             "bound_share": self.bound_share, "kernels": len(self.kernels), "flops": self.flops,
-            "dram_bytes": self.dram_bytes, "notes": self.notes,
+            "dram_bytes": self.dram_bytes, "capacity": self.capacity, "notes": self.notes,
         }
         if per_subgraph:
             d["subgraphs"] = [{"id": k.id, "label": k.label, "units": k.units, "latency_s": k.latency_s,
@@ -191,8 +200,8 @@ def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int) 
                 dram += b
         dram += sub.bytes_written
         internal = sub.working_set_bytes - sub.dram_bytes
-        if internal > 0 and sub.working_set_bytes > spec.onchip_bytes:
-            dram += 2 * internal  # spilled intermediates: written out and read back
+        spill = 2 * internal if internal > 0 and sub.working_set_bytes > spec.onchip_bytes else 0
+        dram += spill  # spilled intermediates: written out and read back
         dram += sum(backend.refetch_bytes(g, elem) for g in gemms)
         for buf, b in sub.writes:
             window.write(buf, b)
@@ -204,6 +213,7 @@ def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int) 
         kernels.append(KernelTime(
             id=sub.id, label=sub.label, units=max(1, min(units, spec.units)), compute_s=compute_s,
             memory_s=memory_s, overhead_s=overhead, flops=sub.flops, dram_bytes=dram, onchip_bytes=onchip,
+            spill_bytes=spill,
             energy_compute_j=matrix_flops * r.matrix_j_per_op + vector_flops * r.vector_j_per_op,
             energy_dram_j=dram * spec.j_per_dram_byte, energy_static_j=spec.idle_w * latency))
     if approx:
