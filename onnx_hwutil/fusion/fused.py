@@ -3,8 +3,9 @@
 Traffic is settled per buffer: outputs of views (Reshape, Squeeze...) and of folded nodes are the same
 buffer as their input, so a view never moves data. Inside a subgraph, a buffer produced and consumed there
 never reaches DRAM; it is part of the subgraph's on-chip working set instead (the hardware stage spills it
-if the chip cannot hold it). A tiled subgraph (fused attention) streams its intermediates in tiles, so they
-add nothing to its working set.
+if the chip cannot hold it). Intermediates that only elementwise, broadcast or row-wise reduction ops read are
+produced and consumed tile by tile (an epilogue never materializes its input), so only those a matrix or
+opaque op reads whole count; a tiled subgraph (fused attention) streams even those.
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ class FusedGraph:
                 r = root.get(t, t)
                 if self._escapes(r, inside):
                     writes.append((r, b))
-                else:
-                    internal += b
+                elif any(costs[c].cost.kind >= OpKind.MATRIX for c in self._data_readers.get(r, ())):
+                    internal += b  # a matrix or opaque op reads it whole: it must be materialized
         c = [costs[m].cost for m in nested]
         label = part.labels.get(gid) or _default_label(graph, real or members)
         if not real:

@@ -1,0 +1,68 @@
+"""Our predictions beside published measurements, at the same model, batch and precision.
+
+    python scripts/validate_published.py [--markdown]
+
+Each entry names its source. MLPerf numbers are tuned upper bounds (TensorRT/oneDNN kernels, large batches,
+fused graphs); our model is a static roofline over discrete units, uncalibrated on these chips, so the ratio
+says how far a peak-based analysis lands from a tuned deployment, not an error bar of a fitted model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from tabulate import tabulate
+
+from onnx_hwutil.analysis import Analyzer, Point
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MLPERF = "MLCommons inference_results"
+
+# (label, model, hardware, batch, precision, metric, published value, source, caveat)
+PUBLISHED = [
+    ("H100 SXM, ResNet-50, Offline", "resnet50", "h100-sxm5", 256, "int8", "throughput", 88_714.3,
+     f"{MLPERF}_v4.0 closed/NVIDIA DGX-H100_H100-SXM-80GBx1_TRT resnet50 Offline", "TensorRT INT8"),
+    ("A100 SXM, ResNet-50, Offline", "resnet50", "a100-sxm4", 256, "int8", "throughput", 42_379.3,
+     f"{MLPERF}_v3.0 closed/NVIDIA DGX-A100_A100-SXM-80GBx1_TRT resnet50 Offline", "TensorRT INT8"),
+    ("A100 SXM, ResNet-50, SingleStream p90", "resnet50", "a100-sxm4", 1, "int8", "latency_ms", 0.457,
+     f"{MLPERF}_v3.0 closed/NVIDIA DGX-A100_A100-SXM-80GBx1_TRT resnet50 SingleStream", "TensorRT INT8"),
+    ("Jetson AGX Orin, ResNet-50, SingleStream p90", "resnet50", "jetson-orin-agx", 1, "int8", "latency_ms",
+     0.640, f"{MLPERF}_v3.1 closed/NVIDIA Orin edge resnet50 SingleStream", "GPU only assumed"),
+    ("Xeon 8480+ (1 of 2 sockets), ResNet-50, Offline", "resnet50", "xeon-8490h", 256, "int8", "throughput",
+     20_565.5 / 2, f"{MLPERF}_v3.1 closed/Intel 1-node-2S-SPR-PyTorch-INT8 resnet50 Offline, halved",
+     "8480+ has 56 cores, ours 60"),
+    ("A100 40GB, BERT-base s128, b1, FP16", "bert_base", "a100-sxm4", 1, "fp16", "latency_ms", 0.64,
+     "NVIDIA/TensorRT demo/BERT/README.md (TRT 8.5.1), A100 40GB table", "40GB: 1.56 TB/s, ours 80GB"),
+    ("A100 40GB, BERT-base s128, b32, FP16", "bert_base", "a100-sxm4", 32, "fp16", "latency_ms", 4.06,
+     "NVIDIA/TensorRT demo/BERT/README.md (TRT 8.5.1), A100 40GB table", "40GB: 1.56 TB/s, ours 80GB"),
+    ("A100 40GB, BERT-base s128, b128, INT8", "bert_base", "a100-sxm4", 128, "int8", "latency_ms", 8.22,
+     "NVIDIA/TensorRT demo/BERT/README.md (TRT 8.5.1), A100 40GB table", "40GB: 1.56 TB/s, ours 80GB"),
+    ("TPU v4 chip, ResNet-50 training -> x3 forward", "resnet50", "tpu-v4", 256, "bf16", "throughput",
+     3_450 * 3, "MLCommons training_results_v1.0 Google tpu-v4-128 resnet, img/s per chip from the log x3",
+     "training, derived: rough"),
+]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--markdown", action="store_true", help="print a GitHub table")
+    ap.add_argument("--fusion", default="aggressive", help="fusion preset for our predictions")
+    args = ap.parse_args()
+    a = Analyzer()
+    rows = []
+    for label, model, hw, batch, prec, metric, value, source, caveat in PUBLISHED:
+        # Every source ran a fusing compiler (TensorRT, XLA, IPEX/oneDNN): the `aggressive` preset.
+        s = a.run(Point(os.path.join(ROOT, "models", f"{model}.onnx"), hw, batch, prec, args.fusion))
+        ours = s.throughput_per_s if metric == "throughput" else s.latency_s * 1e3
+        unit = "img/s" if metric == "throughput" else "ms"
+        rows.append((label, batch, prec, f"{value:,.3g} {unit}", f"{ours:,.3g} {unit}", f"{ours / value:.2f}",
+                     source, caveat))
+    print(tabulate(rows, headers=["measurement", "batch", "precision", "published", "predicted",
+                                  "predicted / published", "source", "caveat"],
+                   tablefmt="github" if args.markdown else "simple", disable_numparse=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
