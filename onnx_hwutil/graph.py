@@ -19,6 +19,9 @@ from .errors import HwUtilError
 from .shapes import graph_inputs, tensor_shapes
 
 Dims = tuple[int | None, ...]
+# Ops whose first output is a view of their first input: no data moves, no new buffer.
+VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Optional",
+            "OptionalGetElement"}
 # The default-domain ops that carry subgraphs; other domains are checked attribute by attribute.
 _CONTROL_FLOW = {"If", "Loop", "Scan", "SequenceMap"}
 
@@ -112,6 +115,13 @@ class Graph:
         for n in nodes:
             if n.domain == "" and n.op_type == "ConstantOfShape" and all(i in const for i in n.inputs if i):
                 const.update(o for o in n.outputs if o)
+        # The roots hold the parameters; a view of a constant (Reshape(W), Identity(W) in shared-weight
+        # exports) is the same weight under another name: constant, but not a parameter of its own.
+        self.param_roots = set(const)
+        for n in nodes:
+            if n.domain == "" and n.op_type in VIEW_OPS and n.inputs and n.inputs[0] in const \
+                    and all(i in const for i in n.inputs if i):
+                const.update(o for o in n.outputs[:1] if o)
 
         tensors: dict[str, Tensor] = {}
         for name, (shape, dtype) in known.items():
@@ -170,12 +180,16 @@ class Graph:
 
     @cached_property
     def consumers(self) -> dict[str, list[Node]]:
+        """Tensor -> nodes that read it, a subgraph's reads of enclosing-scope tensors included."""
         out: dict[str, list[Node]] = {}
         for n in self.nodes:
-            for t in n.inputs:
-                if t:
-                    out.setdefault(t, []).append(n)
+            for t in self.reads(n):
+                out.setdefault(t, []).append(n)
         return out
+
+    def reads(self, n: Node) -> list[str]:
+        """Every tensor a node reads: its inputs, and what its subgraphs read from this scope."""
+        return _all_inputs(n) if n.subgraphs() else [t for t in n.inputs if t]
 
     @cached_property
     def small_constants(self) -> dict[str, np.ndarray]:

@@ -8,8 +8,8 @@ input, as in every runtime, so they extend its life instead of adding a buffer.
 from __future__ import annotations
 
 from .dtypes import nbytes
-from .graph import Graph
-from .ops import GraphCosts, OpKind
+from .graph import VIEW_OPS, Graph
+from .ops import GraphCosts
 
 
 def activation_buffers(graph: Graph, costs: GraphCosts,
@@ -27,14 +27,12 @@ def activation_buffers(graph: Graph, costs: GraphCosts,
 
     for name in graph.inputs:
         add(name)
-    for nc in costs.nodes:
-        n = nc.node
-        view = nc.cost.kind == OpKind.SHAPE and n.op_type not in ("Shape", "Size", "Constant",
-                                                                  "ConstantOfShape", "Range")
-        for o in n.outputs:
+    for n in graph.nodes:
+        view = n.domain == "" and n.op_type in VIEW_OPS
+        for i, o in enumerate(n.outputs):
             if not o:
                 continue
-            src = n.inputs[0] if view and n.inputs and n.inputs[0] in root else None
+            src = n.inputs[0] if view and i == 0 and n.inputs and n.inputs[0] in root else None
             if src is not None:
                 root[o] = root[src]
             else:
@@ -53,7 +51,7 @@ def peak_activation_bytes(graph: Graph, costs: GraphCosts, precision: str) -> tu
             if o in root and root[o] == o:
                 start[o] = i
                 end.setdefault(o, i)  # an output nobody reads still exists while its producer runs
-        for t in node.inputs:
+        for t in graph.reads(node):
             if t in root:
                 r = root[t]
                 end[r] = max(end.get(r, i), i)

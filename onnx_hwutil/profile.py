@@ -178,14 +178,17 @@ def _shape_str(graph: Graph, name: str) -> str:
 
 
 def _weights(graph: Graph):
-    """Constant tensors read by some node, here and in nested graphs (each counted once)."""
+    """Parameter tensors (constant roots, not views of them) read by some node, here and in nested graphs,
+    each counted once."""
     seen: set[str] = set()
+    roots: set[str] = set()
     stack = [graph]
     while stack:
         g = stack.pop()
+        roots |= g.param_roots
         for name in g.consumers:
             t = g.lookup(name)  # a body may read an enclosing graph's weights
-            if t is not None and t.const and name not in seen:
+            if t is not None and t.const and name in roots and name not in seen:
                 seen.add(name)
                 yield t
         for n in g.nodes:

@@ -400,7 +400,8 @@ def _fold_shape_subgraphs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]
 
 
 def _restore_nodes(inferred: onnx.ModelProto, original: onnx.ModelProto) -> onnx.ModelProto:
-    """The folded model's value infos on the original node list (folding is for shapes, not for costs)."""
+    """The original node list (folding is for shapes, not for costs) with the folded model's shapes as
+    hints, inferred once more so that subgraphs and graph outputs get their shapes from them too."""
     out = onnx.ModelProto()
     out.CopyFrom(original)
     del out.graph.value_info[:]
@@ -409,7 +410,14 @@ def _restore_nodes(inferred: onnx.ModelProto, original: onnx.ModelProto) -> onnx
     for init in inferred.graph.initializer:
         if init.name not in known_init:
             out.graph.value_info.append(helper.make_tensor_value_info(init.name, init.data_type, init.dims))
-    return out
+    typed_outputs = {o.name: o for o in inferred.graph.output}
+    for o in out.graph.output:
+        if o.name in typed_outputs:
+            o.CopyFrom(typed_outputs[o.name])
+    try:
+        return onnx.shape_inference.infer_shapes(out, check_type=False, strict_mode=False, data_prop=True)
+    except Exception:  # the hints alone are still better than nothing
+        return out
 
 
 def _has_typed_data(t: onnx.TensorProto) -> bool:

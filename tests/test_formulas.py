@@ -83,3 +83,8 @@ def test_registry_covers_the_issue_list():
                "SkipLayerNormalization", "FusedConv", "Gelu", "BiasGelu", "MatMulNBits"]:
         assert formula_for("com.microsoft", op) is not None, op
     assert len(covered_ops()) > 150
+
+
+def test_einsum_without_summation_is_elementwise():
+    assert einsum_macs("ij,ij->ij", [(3, 4), (3, 4)]) == (0, 12)
+    assert einsum_macs("bi,i->bi", [(2, 5), (5,)]) == (0, 10)

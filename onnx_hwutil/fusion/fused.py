@@ -15,6 +15,7 @@ from functools import cached_property
 
 import networkx as nx
 
+from ..graph import VIEW_OPS
 from ..ops import NodeCost, OpKind
 from ..profile import Profile
 from .partition import Partition
@@ -91,7 +92,10 @@ class FusedGraph:
                 continue
             for t, b, is_weight in nc.traffic.reads:
                 r = root.get(t, t)
-                if producer.get(r) in inside:
+                writer = producer.get(r)
+                if writer in part.static:
+                    is_weight = True  # folded at load (a dequantized or transposed weight): a constant
+                elif writer in inside:
                     continue  # produced in this subgraph: on chip
                 bucket = weights if is_weight else read
                 bucket[r] = max(bucket.get(r, 0), b)
@@ -118,7 +122,7 @@ class FusedGraph:
 
     @cached_property
     def _producer(self) -> dict[str, str]:
-        """Buffer root -> the real node that writes it."""
+        """Buffer root -> the node that writes it."""
         out = {}
         for n in self.profile.graph.nodes:
             for o in n.outputs:
@@ -136,9 +140,8 @@ class FusedGraph:
                 continue
             if n.op_type in ("Shape", "Size"):
                 continue
-            for t in n.inputs:
-                if t:
-                    out.setdefault(self._root.get(t, t), set()).add(n.name)
+            for t in self.profile.graph.reads(n):
+                out.setdefault(self._root.get(t, t), set()).add(n.name)
         return out
 
     @cached_property
@@ -207,14 +210,8 @@ def _default_label(graph, members: list[str]) -> str:
 def _buffer_roots(profile: Profile, folded: set[str]) -> dict[str, str]:
     """Tensor -> the buffer it lives in: views and folded nodes hand their input's buffer on."""
     root: dict[str, str] = {}
-    kinds = {nc.node.name: nc.cost.kind for nc in profile.costs.nodes}
     for n in profile.graph.nodes:
-        view = (kinds[n.name] == OpKind.SHAPE and n.op_type not in ("Shape", "Size", "Constant",
-                                                                    "ConstantOfShape", "Range")) \
-            or n.name in folded
-        if view and n.inputs and n.inputs[0]:
-            src = root.get(n.inputs[0], n.inputs[0])
-            for o in n.outputs[:1]:
-                if o:
-                    root[o] = src
+        view = (n.domain == "" and n.op_type in VIEW_OPS) or n.name in folded
+        if view and n.inputs and n.inputs[0] and n.outputs and n.outputs[0]:
+            root[n.outputs[0]] = root.get(n.inputs[0], n.inputs[0])
     return root

@@ -140,8 +140,8 @@ class ShapePass(FusionPass):
         """Computable at load time once shapes are known: Shape/Size, constants, and ops on them only."""
         if node.op_type in _METADATA_READERS or (node.op_type == "Constant" and not node.inputs):
             return True
-        if ctx.kind(node.name) == MATRIX or not any(node.inputs):
-            return False
+        if ctx.kind(node.name) == MATRIX or not any(node.inputs) or node.subgraphs():
+            return False  # matrix work, generators (random), and control flow whose bodies read data
         for t in node.inputs:
             if not t:
                 continue
@@ -178,7 +178,7 @@ class ConvBnPass(FusionPass):
 
     def run(self, ctx: Context, part: Partition) -> None:
         for n in ctx.graph.nodes:
-            if n.op_type != "BatchNormalization" or n.name in part.folded:
+            if n.op_type != "BatchNormalization" or n.name in part.folded or len(n.inputs) < 5:
                 continue
             prod = ctx.graph.producer.get(n.inputs[0])
             if prod is None or prod.op_type not in ("Conv", "ConvTranspose", "Gemm"):
@@ -382,7 +382,7 @@ class NormPass(FusionPass):
             gid = part.group_of[n.name]
             if not is_ln and not (gid in norm_groups and part.labels.get(gid) in ("LayerNorm", "RMSNorm")):
                 continue
-            if is_ln and len(ctx.real_members(part, gid)) > 1:
+            if (is_ln and len(ctx.real_members(part, gid)) > 1) or not n.inputs:
                 continue
             prod = ctx.graph.producer.get(n.inputs[0])
             if prod is None or prod.op_type != "Add" or ctx.const_input(prod.name):

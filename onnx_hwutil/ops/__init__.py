@@ -26,7 +26,9 @@ __all__ = ["Cost", "GraphCosts", "NodeCost", "OpKind", "Traffic", "cost_graph", 
 class NodeCost:
     node: Node
     cost: Cost
-    status: str  # "ok"; "uncovered": no formula, FLOPs unknown; "unresolved": a shape is unknown
+    # "ok"; "uncovered": no formula, FLOPs unknown; "unresolved": a shape is unknown; "invalid": the node
+    # breaks its op's spec (a required attribute missing, say)
+    status: str
     notes: tuple[str, ...] = ()
     missing: str | None = None  # the tensor whose shape was unknown
     traffic: Traffic = field(default_factory=Traffic)
@@ -71,6 +73,13 @@ def cost_graph(graph: Graph, precision: str) -> GraphCosts:
             unresolved.append((node.name, node.op_type, e.tensor))
             nodes.append(NodeCost(node, Cost(kind=OpKind.OPAQUE), "unresolved",
                                   (f"shape of {e.tensor!r} unknown: not costed",), e.tensor))
+            continue
+        except (TypeError, AttributeError, IndexError, KeyError, ValueError, ZeroDivisionError) as e:
+            # A node its own op's spec does not allow (a required attribute or input missing, a wrong rank):
+            # reported with the reason and left out of the totals, like an unshaped one.
+            reason = f"malformed {node.op_type} node ({type(e).__name__}: {str(e)[:80]})"
+            unresolved.append((node.name, node.op_type, reason))
+            nodes.append(NodeCost(node, Cost(kind=OpKind.OPAQUE), "invalid", (reason + ": not costed",)))
             continue
         for _label, child, _times in work.children:
             uncovered.update(child.uncovered)

@@ -9,8 +9,16 @@ from __future__ import annotations
 
 from .registry import Cost, OpContext, OpKind, Work, cost
 
-# A trip count above this is a "loop until cond" sentinel (exporters write INT64_MAX), not a count.
-_MAX_STATIC_TRIPS = 1 << 31
+# A trip count this large is a "loop until cond" sentinel (exporters write INT32_MAX or INT64_MAX), not a
+# count: no real model runs a body two billion times.
+_MAX_STATIC_TRIPS = (1 << 31) - 1
+
+
+def _required(ctx: OpContext, name: str):
+    costs = ctx.cost_subgraph(name)
+    if costs is None:
+        raise ValueError(f"{ctx.node.op_type} without its {name!r} graph")
+    return costs
 
 
 def _work(total: Cost, children, notes) -> Work:
@@ -20,7 +28,7 @@ def _work(total: Cost, children, notes) -> Work:
 
 @cost("Loop")
 def _loop(ctx: OpContext) -> Work:
-    body = ctx.cost_subgraph("body")
+    body = _required(ctx, "body")
     m = ctx.const_value(0)
     cond = ctx.const_value(1)
     if cond is not None and cond.size == 1 and not bool(cond.reshape(-1)[0]):
@@ -28,16 +36,32 @@ def _loop(ctx: OpContext) -> Work:
     if m is not None and m.size == 1 and 0 <= int(m.reshape(-1)[0]) < _MAX_STATIC_TRIPS:
         trips = int(m.reshape(-1)[0])
         note = f"body costed {trips} times (trip count M)"
-        if ctx.has(1) and cond is None:
+        if ctx.has(1) and not _cond_stays_true(ctx, cond):
             note += "; an upper bound, the loop may exit early on cond"
         return _work(body.total.scaled(trips), [("body", body, trips)], [note])
     return _work(body.total, [("body", body, 1)],
                  ["trip count not static: body costed once; pass a constant M to cost it exactly"])
 
 
+def _cond_stays_true(ctx: OpContext, cond) -> bool:
+    """True when cond starts true and the body hands it on unchanged (or sets it to a constant true)."""
+    if cond is None or not bool(cond.reshape(-1)[0]):
+        return False
+    body = ctx.node.subgraphs().get("body")
+    if body is None or len(body.input) < 2 or not body.output:
+        return False
+    out = body.output[0].name
+    if out == body.input[1].name:
+        return True
+    for n in body.node:
+        if out in n.output:
+            return n.op_type == "Identity" and list(n.input) == [body.input[1].name]
+    return False
+
+
 @cost("Scan")
 def _scan(ctx: OpContext) -> Work:
-    body = ctx.cost_subgraph("body")
+    body = _required(ctx, "body")
     n_scan = int(ctx.attr("num_scan_inputs"))
     first = ctx.n_inputs - n_scan
     axes = ctx.attr("scan_input_axes") or [0] * n_scan
@@ -48,7 +72,7 @@ def _scan(ctx: OpContext) -> Work:
 
 @cost("If")
 def _if(ctx: OpContext) -> Work:
-    then_c, else_c = ctx.cost_subgraph("then_branch"), ctx.cost_subgraph("else_branch")
+    then_c, else_c = _required(ctx, "then_branch"), _required(ctx, "else_branch")
     cond = ctx.const_value(0)
     if cond is not None and cond.size == 1:
         taken = bool(cond.reshape(-1)[0])

@@ -177,6 +177,8 @@ def einsum_macs(equation: str, shapes: list[tuple[int, ...]]) -> tuple[int, int]
         summed = set(labels[0]) - set(out)
         n = prod(sizes[c] for c in set(labels[0]))
         return 0, (n if summed else 0)
+    if set().union(*labels) <= set(out):  # nothing summed: a broadcast elementwise product, not matrix work
+        return 0, prod(sizes[c] for c in set(out)) * (len(labels) - 1)
     macs = 0
     cur = labels[0]
     for i in range(1, len(labels)):
@@ -197,7 +199,10 @@ def _einsum(ctx: OpContext) -> Work:
         macs, flops = einsum_macs(eq, shapes)
     except ValueError as e:
         raise MissingShape(str(e)) from None
-    kind = MATRIX if len(shapes) > 1 else (OpKind.REDUCTION if flops else OpKind.INJECTIVE)
+    if len(shapes) > 1:
+        kind = MATRIX if macs else OpKind.BROADCAST
+    else:
+        kind = OpKind.REDUCTION if flops else OpKind.INJECTIVE
     return Work(macs=macs, flops=flops, kind=kind)
 
 

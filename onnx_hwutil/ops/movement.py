@@ -81,7 +81,11 @@ def _nms(ctx: OpContext) -> Work:
     # sort scores (n log n) and, at worst, an IoU (about 15 FLOPs) for every pair of boxes per class
     flops = b * classes * (int(n * log2(max(n, 2))) + 15 * n * (n - 1) // 2)
     limit = ctx.const_value(2)
-    per_class = int(limit.reshape(-1)[0]) if limit is not None and limit.size else n
+    # absent means 0 selected boxes (the spec); unknown at load time means every box, the upper bound
+    if not ctx.has(2):
+        per_class = 0
+    else:
+        per_class = max(int(limit.reshape(-1)[0]), 0) if limit is not None and limit.size else n
     written = b * classes * min(per_class, n) * 3 * 8  # upper bound of the [selected, 3] int64 output
     return Work(flops=flops, kind=OpKind.OPAQUE, writes={0: written})
 

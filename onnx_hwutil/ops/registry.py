@@ -5,7 +5,7 @@ pattern kind, plus byte counts only where the op does not simply read every inpu
 (a Gather reads the rows it picks, not the whole table). Conventions, stated once:
 
 - MAC: one multiply-accumulate of a matrix-class op. FLOPs of a matrix op = 2 x MACs, plus its epilogue
-  (bias add, alpha/beta scaling) per output element.
+  (bias add, requantization) per output element; Gemm's alpha and beta are folded into the GEMM for free.
 - Other ops: FLOPs per element from the table in `elementwise.py`; data movement and casts do no arithmetic.
 - Bytes: every input read once, every output written once, at the element size of the chosen precision.
   Constant inputs of a parameter dtype are weight bytes; shape-only ops move nothing.

@@ -1,0 +1,101 @@
+"""Bugs found in review, each kept as the model that showed it."""
+
+import networkx as nx
+import numpy as np
+import onnx
+from builders import init, model, save, vi
+from onnx import TensorProto as T
+from onnx import helper
+
+import onnx_hwutil
+from onnx_hwutil.fusion import FusedGraph, Partition, fuse
+
+
+def _p(tmp_path, m, **kw):
+    return onnx_hwutil.profile(save(m, tmp_path / "m.onnx"), **kw)
+
+
+def _branch(name, op, src, n):
+    return helper.make_graph([helper.make_node(op, [src], [name])], name, [], [vi(name, T.FLOAT, [n])])
+
+
+def test_weights_behind_load_time_ops_still_cost_dram(tmp_path):
+    # MatMul(x, Transpose(W)): a runtime transposes W once at load, then reads it every inference.
+    m = model([helper.make_node("Transpose", ["W"], ["Wt"], perm=[1, 0]),
+               helper.make_node("MatMul", ["x", "Wt"], ["y"])],
+              [vi("x", T.FLOAT, [1, 256])], [vi("y", T.FLOAT, [1, 512])], [init("W", (512, 256))])
+    p = _p(tmp_path, m)
+    [sub] = fuse(p, "runtime").kernels
+    assert sub.weight_bytes == 512 * 256 * 4 and sub.bytes_read == 256 * 4
+
+
+def test_control_flow_reading_activations_is_not_shape_math(tmp_path):
+    then, other = _branch("t", "Sigmoid", "x", 1000), _branch("e", "Tanh", "x", 1000)
+    m = model([helper.make_node("If", ["cond"], ["a"], then_branch=then, else_branch=other),
+               helper.make_node("Relu", ["a"], ["y"])],
+              [vi("x", T.FLOAT, [1000])], [vi("y", T.FLOAT, [1000])], [init("cond", (), np.bool_, True)])
+    f = fuse(_p(tmp_path, m), "aggressive")
+    assert len(f.kernels) == 2 and f.totals["dram_bytes"] == 16000
+
+
+def test_outer_scope_reads_keep_a_tensor_alive_and_escaping(tmp_path):
+    n = 1000
+    then, other = _branch("t", "Sigmoid", "a", n), _branch("e", "Tanh", "d", n)
+    m = model([helper.make_node("Relu", ["x"], ["a"], name="relu"),
+               helper.make_node("Neg", ["a"], ["b"]), helper.make_node("Neg", ["b"], ["c"]),
+               helper.make_node("Neg", ["c"], ["d"]),
+               helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=other)],
+              [vi("x", T.FLOAT, [n]), vi("cond", T.BOOL, [])], [vi("y", T.FLOAT, [n])])
+    p = _p(tmp_path, m)
+    # a (read by the then branch) is alive until the If: with c and d that is three 4 kB buffers, + cond
+    assert p.totals.peak_memory_bytes == 3 * 4 * n + 1
+    relu = next(s for s in fuse(p, "aggressive").subgraphs if "relu" in s.nodes)
+    assert relu.bytes_written >= 4 * n  # the If reads a: it must reach memory
+
+
+def test_a_view_of_a_weight_is_a_weight(tmp_path):
+    m = model([helper.make_node("Reshape", ["W", "s"], ["W2"]),
+               helper.make_node("MatMul", ["x", "W2"], ["y"])],
+              [vi("x", T.FLOAT, [1, 1000])], [vi("y", T.FLOAT, [1, 1000])],
+              [init("W", (1000 * 1000,)), init("s", (2,), np.int64, [1000, 1000])])
+    p = _p(tmp_path, m)
+    assert p.totals.params == 1000 * 1000  # not twice
+    mm = p.to_dict()["nodes"][1]
+    assert mm["weight_bytes"] == 4_000_000 and mm["bytes_read"] == 4000
+    assert p.totals.peak_memory_bytes == 4_000_000 + 8000  # weights once, then x and y
+
+
+def test_merge_refuses_a_cycle_through_a_spanning_group(tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="w"),
+             helper.make_node("Neg", ["x"], ["b"], name="s1"),
+             helper.make_node("Add", ["a", "b"], ["c"], name="s2"),
+             helper.make_node("Exp", ["b"], ["d"], name="g"),
+             helper.make_node("Add", ["a", "d"], ["e"], name="z")]
+    p = _p(tmp_path, model(nodes, [vi("x", T.FLOAT, [4])], [vi("c", T.FLOAT, [4]), vi("e", T.FLOAT, [4])]))
+    part = Partition.singletons(p.graph).copy()
+    g = part.group_of
+    assert part.merge({g["w"], g["z"]}) is not None
+    # s1 -> g -> {w, z} -> s2: merging s1 and s2 would close a cycle
+    assert part.merge({g["s1"], g["s2"]}) is None
+    assert nx.is_directed_acyclic_graph(FusedGraph(p, part, "x", [], {}).dag())
+
+
+def test_malformed_nodes_are_reported_not_fatal(tmp_path):
+    m = model([helper.make_node("Einsum", ["x", "x"], ["y"])], [vi("x", T.FLOAT, [4, 4])],
+              [vi("y", T.FLOAT, [4, 4])], opset=[helper.make_opsetid("", 17)])
+    p = _p(tmp_path, m)
+    assert p.to_dict()["nodes"][0]["status"] == "invalid"
+    assert "malformed Einsum" in p.unresolved[0]["tensor"]
+
+
+def test_an_int32_max_trip_count_is_a_sentinel_not_a_count(tmp_path):
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["c"], ["c2"]), helper.make_node("Add", ["v", "v"], ["v2"])], "body",
+        [vi("i", T.INT64, []), vi("c", T.BOOL, []), vi("v", T.FLOAT, [100])],
+        [vi("c2", T.BOOL, []), vi("v2", T.FLOAT, [100])])
+    m = model([helper.make_node("Loop", ["M", "", "v0"], ["v"], body=body)], [vi("v0", T.FLOAT, [100])],
+              [vi("v", T.FLOAT, [100])], [init("M", (), np.int64, 2**31 - 1)])
+    p = _p(tmp_path, m)
+    assert p.totals.flops == 100
+    assert any("trip count not static" in n for n in p.to_dict()["notes"])
+    onnx.checker.check_model(onnx.load(str(tmp_path / "m.onnx")))
