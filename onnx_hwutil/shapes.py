@@ -279,8 +279,14 @@ def _ort_symbolic(model: onnx.ModelProto) -> onnx.ModelProto | None:
     sink = io.StringIO()
     try:
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            return SymbolicShapeInference.infer_shapes(_payloadless_as_inputs(model), auto_merge=True,
-                                                       guess_output_rank=False)
+            # The steps of SymbolicShapeInference.infer_shapes, without its last one: when some shapes stay
+            # open it saves "sym_shape_infer_temp.onnx" into the working directory, and we write nothing.
+            ssi = SymbolicShapeInference(2**31 - 1, True, False, 0)
+            ssi._preprocess(_payloadless_as_inputs(model))
+            while ssi.run_:
+                ssi._infer_impl()
+            ssi._update_output_from_vi()
+            return ssi.out_mp_
     except Exception:  # its failure modes are asserts and KeyErrors deep inside; we just fall through
         return None
 

@@ -99,3 +99,20 @@ def test_an_int32_max_trip_count_is_a_sentinel_not_a_count(tmp_path):
     assert p.totals.flops == 100
     assert any("trip count not static" in n for n in p.to_dict()["notes"])
     onnx.checker.check_model(onnx.load(str(tmp_path / "m.onnx")))
+
+
+def test_nothing_is_written_to_the_working_directory(tmp_path, monkeypatch):
+    """onnxruntime's symbolic shape inference saves a temp model into the cwd when shapes stay open, as
+    they do after an op nobody knows."""
+    m = model([helper.make_node("Mystery", ["x"], ["y"], domain="com.example"),
+               helper.make_node("Relu", ["y"], ["z"])],
+              [vi("x", T.FLOAT, [2])], [vi("z", T.FLOAT, None)],
+              opset=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    path = save(m, tmp_path / "mystery.onnx")
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    p = onnx_hwutil.profile(path)
+    assert p.uncovered and p.unresolved  # Relu's input shape stays unknown
+    assert list(work.iterdir()) == []
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["cwd", "mystery.onnx"]
