@@ -4,10 +4,12 @@
     >>> p = onnx_hwutil.profile("models/resnet50.onnx", batch=1)
     >>> p.totals.macs
     4089184256
+    >>> [s.to_dict()["latency_s"] for s in onnx_hwutil.analyze("models/resnet50.onnx", ["h100-sxm5"], [1, 8])]
 """
 
+from .analysis import analyze
 from .errors import HwUtilError
 from .profile import Profile, profile
 
-__all__ = ["HwUtilError", "Profile", "profile"]
+__all__ = ["HwUtilError", "Profile", "analyze", "profile"]
 __version__ = "0.1.0"
