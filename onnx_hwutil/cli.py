@@ -308,10 +308,10 @@ app.add_typer(hw_app, name="hw")
 @guarded
 def hw_list() -> None:
     """Every bundled chip: kind, units, dense peak, bandwidth, power, precisions."""
-    from .hardware import bundled_specs, load_spec
+    from .hardware.spec import known_specs, load_spec
     from .report import hardware_view
 
-    typer.echo(hardware_view.list_table([load_spec(n) for n in bundled_specs()]))
+    typer.echo(hardware_view.list_table([load_spec(n) for n in known_specs()]))
 
 
 @hw_app.command("show")

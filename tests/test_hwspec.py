@@ -87,3 +87,17 @@ def test_cli_hw_list_show_and_a_users_spec(tmp_path):
     assert r.exit_code == 2 and "chip.yaml: field 'title': missing" in r.stderr
     r = CliRunner().invoke(app, ["hw", "show", "no-such-chip"])
     assert r.exit_code == 2 and "unknown hardware 'no-such-chip'" in r.stderr
+
+
+def test_host_is_read_from_this_machine():
+    import os
+
+    host = load_spec("host")
+    assert host.kind == "cpu" and host.units == os.cpu_count()
+    flags = open("/proc/cpuinfo").read()
+    simd = 512 if "avx512f" in flags else 256 if "avx2" in flags or " avx " in flags else 128
+    assert host.backend["simd_bits"] == simd
+    assert host.vector_ops_per_s["fp32"] == pytest.approx(
+        host.units * simd / 32 * 2 * host.backend["fma_units_per_core"] * host.clock_hz)
+    assert host.sources["memory.dram_bandwidth_bytes_per_s"].assumed  # until calibrate measures it
+    assert host.sources["units.count"].source.startswith("detected at run time")

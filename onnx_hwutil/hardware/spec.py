@@ -224,12 +224,16 @@ def parse(data: Any, path: str) -> HardwareSpec:
 
 
 def load_spec(name_or_path: str) -> HardwareSpec:
-    """A bundled chip by name (`h100-sxm5`) or a user's YAML file by path."""
+    """A bundled chip by name (`h100-sxm5`), `host` (this machine), or a user's YAML file by path."""
+    if name_or_path == "host" and not os.path.exists(name_or_path):
+        from .host import host_spec
+
+        return host_spec()
     path = name_or_path
     if not os.path.exists(path):
         path = os.path.join(HWSPEC_DIR, f"{name_or_path}.yaml")
         if not os.path.exists(path):
-            raise HwUtilError(f"unknown hardware {name_or_path!r}; bundled: {', '.join(bundled_specs())} "
+            raise HwUtilError(f"unknown hardware {name_or_path!r}; known: {', '.join(known_specs())} "
                               "(or give a path to a spec YAML)")
     try:
         with open(path, encoding="utf-8") as f:
@@ -245,3 +249,8 @@ def bundled_specs() -> list[str]:
     if not os.path.isdir(HWSPEC_DIR):
         return []
     return sorted(f[:-5] for f in os.listdir(HWSPEC_DIR) if f.endswith(".yaml"))
+
+
+def known_specs() -> list[str]:
+    """What `--hw` accepts by name: the bundled chips and `host`."""
+    return [*bundled_specs(), "host"]
