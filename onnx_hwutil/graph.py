@@ -16,6 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .errors import HwUtilError
+from .limits import MAX_ELEMENTS
 from .shapes import graph_inputs, tensor_shapes
 
 Dims = tuple[int | None, ...]
@@ -80,7 +81,7 @@ class Graph:
         self.outer = outer
         self.depth = 0 if outer is None else outer.depth + 1
         known = tensor_shapes(proto) if known is None else known
-        init_names = {i.name for i in proto.initializer}
+        init_names = {i.name for i in proto.initializer} | {s.values.name for s in proto.sparse_initializer}
         self.inputs = [v.name for v in (graph_inputs(proto) if outer is None else proto.input)]
         self.outputs = [v.name for v in proto.output]
 
@@ -125,7 +126,11 @@ class Graph:
 
         tensors: dict[str, Tensor] = {}
         for name, (shape, dtype) in known.items():
-            tensors[name] = Tensor(name, shape, dtype, name in const)
+            t = tensors[name] = Tensor(name, shape, dtype, name in const)
+            if t.numel > MAX_ELEMENTS:
+                dims = "x".join(map(str, shape))
+                raise HwUtilError(f"tensor {name!r} has {t.numel:.3g} elements ({dims}), beyond any real "
+                                  "model; check its dims or the --shape/--dim bindings")
         for n in nodes:
             if n.domain == "" and n.op_type == "Constant" and n.outputs and n.outputs[0]:
                 shape, dtype = _constant_meta(n)

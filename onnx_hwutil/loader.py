@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 
 import onnx
+import onnx.inliner
 from google.protobuf.message import DecodeError
 from onnx import TensorProto
 
 from .errors import HwUtilError
+from .limits import MAX_DEPTH, MAX_NODES
 
 # Initializers up to this many elements keep their values: shape constants, axes, scalars, trip counts.
 SMALL_TENSOR_ELEMENTS = 1024
@@ -47,29 +49,64 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
                           "another format)")
     if not model.graph.node:
         raise HwUtilError(f"{path}: the graph has no nodes, nothing to analyze")
+    check_size(model.graph, path)
     strip_weights(model.graph)
+    if model.functions:  # model-local functions: costed through their bodies, as a runtime runs them
+        try:
+            model = onnx.inliner.inline_local_functions(model)
+        except Exception as e:  # onnx's inliner raises its own zoo of types
+            reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            raise HwUtilError(f"{path}: its model-local functions cannot be expanded ({reason})") from None
+        check_size(model.graph, path)
     return model
+
+
+def _subgraphs(graph: onnx.GraphProto):
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield attr.g
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                yield from attr.graphs
+
+
+def check_size(graph: onnx.GraphProto, path: str) -> None:
+    """Refuse graphs beyond any real model (see `limits`) before doing any work on them."""
+    nodes = 0
+    stack = [(graph, 0)]
+    while stack:
+        g, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise HwUtilError(f"{path}: subgraphs nested more than {MAX_DEPTH} deep "
+                              "(set ONNX_HWUTIL_MAX_DEPTH to raise the limit)")
+        nodes += len(g.node)
+        if nodes > MAX_NODES:
+            raise HwUtilError(f"{path}: more than {MAX_NODES:,} nodes, beyond any real model "
+                              "(set ONNX_HWUTIL_MAX_NODES to raise the limit)")
+        stack.extend((sub, depth + 1) for sub in _subgraphs(g))
+        for t in g.initializer:
+            if any(d < 0 for d in t.dims):
+                raise HwUtilError(f"{path}: initializer {t.name!r} has a negative dim {list(t.dims)}")
 
 
 def strip_weights(graph: onnx.GraphProto) -> None:
     """Drop weight payloads and external-data references, here and in every nested subgraph."""
-    for init in graph.initializer:
-        _strip_tensor(init)
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                strip_weights(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    strip_weights(g)
-            elif attr.type == onnx.AttributeProto.TENSOR:
-                _strip_tensor(attr.t)
-            elif attr.type == onnx.AttributeProto.SPARSE_TENSOR:
-                _strip_tensor(attr.sparse_tensor.values)
-                _strip_tensor(attr.sparse_tensor.indices)
-    for sparse in graph.sparse_initializer:
-        _strip_tensor(sparse.values)
-        _strip_tensor(sparse.indices)
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        for init in g.initializer:
+            _strip_tensor(init)
+        for sparse in g.sparse_initializer:
+            _strip_tensor(sparse.values)
+            _strip_tensor(sparse.indices)
+        for node in g.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    _strip_tensor(attr.t)
+                elif attr.type == onnx.AttributeProto.SPARSE_TENSOR:
+                    _strip_tensor(attr.sparse_tensor.values)
+                    _strip_tensor(attr.sparse_tensor.indices)
+        stack.extend(_subgraphs(g))
 
 
 def _strip_tensor(t: TensorProto) -> None:

@@ -61,7 +61,7 @@ def parse_dim_flag(text: str) -> tuple[str, int]:
 
 def graph_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
     """Real inputs: IR < 4 files also list every initializer as an input."""
-    inits = {i.name for i in graph.initializer}
+    inits = {i.name for i in graph.initializer} | {s.values.name for s in graph.sparse_initializer}
     return [v for v in graph.input if v.name not in inits]
 
 
@@ -112,21 +112,29 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> tuple[dict[str, Shape], 
 
     shapes: dict[str, Shape] = {}
     unbound: list[str] = []
+    where = {s: f"--dim {s}={v}" for s, v in b.dims.items()}
+    where.update({s: f"--batch {b.batch}" for s in values if s not in b.dims})
+    # Whole shapes first: the symbols they bind apply to every other input that names them.
+    for name in names:
+        if name not in b.shapes:
+            continue
+        dims, given = declared[name], b.shapes[name]
+        flag = f"--shape {name}={'x'.join(map(str, given))}"
+        if dims is not None and len(dims) != len(given):
+            raise HwUtilError(f"{flag}: input {name!r} has rank {len(dims)} ({_fmt_dims(dims)}), "
+                              f"not {len(given)}")
+        for i, (d, g) in enumerate(zip(dims or [], given, strict=True)):
+            if isinstance(d, int) and d != g:
+                raise HwUtilError(f"{flag}: dim {i} of input {name!r} is fixed at {d} in the model, not {g}")
+            if isinstance(d, str):
+                if d in values and values[d] != g:
+                    raise HwUtilError(f"{flag} sets dim {d!r} to {g}, but {where[d]} sets it to {values[d]}")
+                values[d] = g
+                where.setdefault(d, flag)
+        shapes[name] = given
     for name in names:
         dims = declared[name]
         if name in b.shapes:
-            given = b.shapes[name]
-            if dims is not None and len(dims) != len(given):
-                raise HwUtilError(f"--shape {name}={'x'.join(map(str, given))}: input {name!r} has rank "
-                                  f"{len(dims)} ({_fmt_dims(dims)}), not {len(given)}")
-            if dims is not None:
-                for i, (d, g) in enumerate(zip(dims, given, strict=True)):
-                    if isinstance(d, int) and d != g:
-                        raise HwUtilError(f"--shape {name}=...: dim {i} of input {name!r} is fixed at {d} in "
-                                          f"the model, not {g}")
-                    if isinstance(d, str):
-                        values.setdefault(d, g)
-            shapes[name] = given
             continue
         if dims is None:
             unbound.append(f"input {name!r} has no declared shape (--shape {name}=DIMS)")
@@ -193,6 +201,8 @@ def tensor_shapes(graph: onnx.GraphProto) -> dict[str, tuple[tuple[int | None, .
             out[vi.name] = (shape, t.tensor_type.elem_type or (prev[1] if prev else 0))
     for init in graph.initializer:
         out[init.name] = (tuple(init.dims), init.data_type)
+    for sparse in graph.sparse_initializer:
+        out[sparse.values.name] = (tuple(sparse.dims), sparse.values.data_type)
     return out
 
 
@@ -241,6 +251,27 @@ def infer(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], dict]:
             notes.append(f"onnxruntime symbolic shape inference resolved "
                          f"{len(missing) - len(unresolved(merged))} tensors onnx left open")
             inferred, missing = merged, unresolved(merged)
+    # Our com.microsoft rules and ONNX inference feed each other (a fused op, then standard ops, then the
+    # next fused op), so they alternate until neither learns anything.
+    resolved_by_rules = 0
+    for _ in range(_CONTRIB_ROUNDS):
+        if not missing:
+            break
+        hinted, n = _contrib_hints(inferred)
+        if not n:
+            break
+        try:
+            again = onnx.shape_inference.infer_shapes(hinted, check_type=False, strict_mode=False,
+                                                      data_prop=True)
+        except Exception:  # as above
+            again = hinted
+        still = unresolved(again)
+        if len(still) >= len(missing):
+            break
+        resolved_by_rules += len(missing) - len(still)
+        inferred, missing = again, still
+    if resolved_by_rules:
+        notes.append(f"shape rules for runtime and quantized ops resolved {resolved_by_rules} more tensors")
     # Each round of folding can make more Shape inputs static, which the next round folds in turn.
     current, folds, rounds = inferred, 0, 0
     while missing and rounds < _FOLD_ROUNDS:
@@ -340,6 +371,7 @@ _FOLDABLE = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast
              "Neg", "Abs", "Expand", "Identity", "Size", "Constant", "Sqrt", "Not", "And", "Or", "Less",
              "Greater", "Mod", "Reshape", "Transpose"}
 _FOLD_ROUNDS = 8
+_CONTRIB_ROUNDS = 256
 _FOLD_LIMIT = 1024  # elements: shape subgraphs are tiny; anything larger is real data
 
 
@@ -374,6 +406,8 @@ def _fold_shape_subgraphs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]
         if not all((not i) or i in consts for i in node.input):
             continue
         feeds = {i: consts[i] for i in node.input if i}
+        if _output_too_big(node, feeds):
+            continue  # a generator asked for more than shape math ever needs: never allocate it
         try:
             inputs = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
                       for k, v in feeds.items()]
@@ -403,6 +437,62 @@ def _fold_shape_subgraphs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]
         if name in produced and name not in existing:
             out.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
     return out, folded
+
+
+def _contrib_hints(model: onnx.ModelProto, rounds: int = 64) -> tuple[onnx.ModelProto, int]:
+    """Value infos for outputs that no inference layer shaped, from their ops' contracts; rules
+    feed each other (a chain of fused ops), so they run in graph order until nothing new is learned."""
+    from .contrib_shapes import infer_output_shapes
+
+    known = tensor_shapes(model.graph)
+    added: dict[str, tuple[tuple[int, ...], int]] = {}
+    for _ in range(rounds):
+        learned = 0
+        for node in model.graph.node:
+            if all((not o) or _static(known.get(o, (None, 0))[0]) or o in added for o in node.output):
+                continue
+            ins = []
+            for i in node.input:
+                s = added.get(i, known.get(i, (None, 0)))[0]
+                ins.append(s if _static(s) else None)
+            outs = infer_output_shapes(node, ins)
+            if not outs:
+                continue
+            dtype = known.get(node.input[0], (None, 1))[1] if node.input else 1
+            for o, shape in zip(node.output, outs, strict=False):
+                if o and shape is not None and o not in added and not _static(known.get(o, (None, 0))[0]):
+                    out_dtype = known.get(o, (None, 0))[1] or dtype
+                    added[o] = (tuple(int(d) for d in shape), out_dtype)
+                    learned += 1
+        if not learned:
+            break
+    if not added:
+        return model, 0
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    out.graph.value_info.extend(helper.make_tensor_value_info(n, dt, list(sh))
+                                for n, (sh, dt) in added.items())
+    return out, len(added)
+
+
+def _static(shape) -> bool:
+    return shape is not None and all(isinstance(d, int) for d in shape)
+
+
+def _output_too_big(node: onnx.NodeProto, feeds: dict[str, np.ndarray]) -> bool:
+    """Generators whose output size their inputs decide; estimate it before evaluating anything."""
+    vals = [feeds.get(i) for i in node.input]
+    try:
+        if node.op_type == "ConstantOfShape" and vals and vals[0] is not None:
+            return float(np.prod(np.abs(vals[0].astype(np.float64)))) > _FOLD_LIMIT
+        if node.op_type in ("Expand", "Tile") and len(vals) > 1 and vals[1] is not None:
+            return float(np.prod(np.abs(vals[1].astype(np.float64)))) * max(vals[0].size, 1) > _FOLD_LIMIT
+        if node.op_type == "Range" and len(vals) == 3:
+            start, limit, delta = (float(np.asarray(v).reshape(-1)[0]) for v in vals)
+            return delta == 0 or abs((limit - start) / delta) > _FOLD_LIMIT
+    except (ValueError, TypeError, OverflowError, IndexError, AttributeError):
+        return True
+    return False
 
 
 def _restore_nodes(inferred: onnx.ModelProto, original: onnx.ModelProto) -> onnx.ModelProto:

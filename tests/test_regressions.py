@@ -116,3 +116,21 @@ def test_nothing_is_written_to_the_working_directory(tmp_path, monkeypatch):
     assert p.uncovered and p.unresolved  # Relu's input shape stays unknown
     assert list(work.iterdir()) == []
     assert sorted(f.name for f in tmp_path.iterdir()) == ["cwd", "mystery.onnx"]
+
+
+def test_onnxruntime_fused_and_quantized_ops_keep_the_graph_shaped(tmp_path):
+    """What ORT's optimizer (FusedConv) and quantizer (QGemm) write: our rules shape what inference can't."""
+    q = [init("s", (), np.float32, 0.1), init("z", (), np.uint8, 0), init("wq", (10, 8), np.uint8)]
+    m = model([helper.make_node("FusedConv", ["x", "w"], ["c"], domain="com.microsoft", kernel_shape=[3, 3],
+                                pads=[1, 1, 1, 1], activation="Relu"),
+               helper.make_node("FusedConv", ["c", "w"], ["c2"], domain="com.microsoft", kernel_shape=[3, 3],
+                                strides=[2, 2], pads=[1, 1, 1, 1]),
+               helper.make_node("GlobalAveragePool", ["c2"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+               helper.make_node("QuantizeLinear", ["f", "s", "z"], ["fq"]),
+               helper.make_node("QGemm", ["fq", "s", "z", "wq", "s", "z", "", "s", "z"], ["y"],
+                                domain="com.microsoft", transB=1)],
+              [vi("x", T.FLOAT, [1, 8, 16, 16])], [vi("y", T.UINT8, None)], [init("w", (8, 8, 3, 3)), *q],
+              opset=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    p = _p(tmp_path, m)
+    assert p.unresolved == []
+    assert p.totals.macs == 8 * 16 * 16 * 8 * 9 + 8 * 8 * 8 * 8 * 9 + 8 * 10

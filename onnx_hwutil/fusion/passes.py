@@ -183,9 +183,12 @@ class ConvBnPass(FusionPass):
             prod = ctx.graph.producer.get(n.inputs[0])
             if prod is None or prod.op_type not in ("Conv", "ConvTranspose", "Gemm"):
                 continue
-            if not all(ctx.graph.tensor(t).const for t in n.inputs[1:5] if t):
+            # Folding rewrites the weights at load: they and BN's statistics must be constants, and the
+            # conv's own output must not be needed by anyone else (another node or the graph's outputs).
+            if not all(ctx.constant(t) for t in (*n.inputs[1:5], *prod.inputs[1:]) if t):
                 continue
-            if [c.name for c in ctx.graph.consumers.get(n.inputs[0], ())] != [n.name]:
+            if [c.name for c in ctx.graph.consumers.get(n.inputs[0], ())] != [n.name] \
+                    or n.inputs[0] in ctx.outputs:
                 continue
             if part.merge({part.group_of[prod.name], part.group_of[n.name]}) is not None:
                 part.folded.add(n.name)

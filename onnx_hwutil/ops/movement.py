@@ -29,6 +29,11 @@ def _move(ctx: OpContext) -> Work:
     return Work(kind=INJ)
 
 
+@cost("QLinearConcat", domain="com.microsoft")
+def _qlinear_concat(ctx: OpContext) -> Work:
+    return Work(flops=5 * ctx.numel_out(), kind=INJ)  # requantize each input to the output's scale
+
+
 @cost("Expand")
 def _expand(ctx: OpContext) -> Work:
     return Work(kind=OpKind.BROADCAST)

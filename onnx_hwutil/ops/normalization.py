@@ -75,6 +75,12 @@ def _bias_softmax(ctx):
     return _per_element(ctx, SOFTMAX + 1, OpKind.REDUCTION)
 
 
+@cost("QLinearSoftmax", domain="com.microsoft")
+def _qlinear_softmax(ctx):
+    # dequantize (2), softmax (5), requantize (3); ORT implements it with a lookup table of exps
+    return _per_element(ctx, SOFTMAX + 5, OpKind.REDUCTION)
+
+
 @cost("EmbedLayerNormalization", domain="com.microsoft")
 def _embed_ln(ctx: OpContext):
     # Gathers word, position (and segment) rows, sums them, then layer norm over [B, S, hidden]:

@@ -223,6 +223,13 @@ def evaluate(ctx: OpContext) -> tuple[Cost, Traffic, Work]:
     work = fn(ctx)
     if work.kind == OpKind.SHAPE:
         traffic = Traffic()
+    elif work.nested is not None:
+        # Control flow: its cost is its bodies'; its own I/O only matters for fusion, so an output whose
+        # shape inference cannot follow (a loop-carried value) must not void the whole loop.
+        try:
+            traffic = ctx.traffic(work.reads, work.writes)
+        except MissingShape:
+            traffic = Traffic()
     else:
         traffic = ctx.traffic(work.reads, work.writes)
     if work.nested is not None:

@@ -1,0 +1,115 @@
+"""Output shapes of the ops that ONNX Runtime's optimizers and quantizers write, where inference stops.
+
+ONNX's shape inference does not know the com.microsoft domain, onnxruntime's symbolic inference covers only
+part of it, and ONNX's own rules for the quantized ops give up when a scale or zero point is typed in a way
+they do not expect; without these rules one such op leaves every tensor after it unshaped. Each rule is the
+op's contract (onnxruntime's ContribOperators.md, the ONNX spec), given the input shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from onnx import NodeProto, helper
+
+Shape = tuple[int, ...]
+
+
+def _attr(node: NodeProto, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _broadcast(*shapes: Shape) -> Shape:
+    return tuple(np.broadcast_shapes(*shapes))
+
+
+def _matmul(a: Shape, b: Shape, trans_a=0, trans_b=0) -> Shape:
+    if trans_a and len(a) >= 2:
+        a = (*a[:-2], a[-1], a[-2])
+    if trans_b and len(b) >= 2:
+        b = (*b[:-2], b[-1], b[-2])
+    if len(a) == 1 or len(b) == 1:
+        return tuple(np.matmul(np.empty(a, np.int8), np.empty(b, np.int8)).shape) if max(a + b) < 4096 else ()
+    return (*_broadcast(a[:-2], b[:-2]), a[-2], b[-1])
+
+
+def _conv(node: NodeProto, x: Shape, w: Shape, channels_last: bool = False) -> Shape:
+    spatial = x[1:-1] if channels_last else x[2:]
+    k = _attr(node, "kernel_shape") or w[2:]
+    n = len(spatial)
+    strides = _attr(node, "strides") or [1] * n
+    dil = _attr(node, "dilations") or [1] * n
+    pads = _attr(node, "pads") or [0] * (2 * n)
+    auto = _attr(node, "auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    out = []
+    for i in range(n):
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            out.append(-(-spatial[i] // strides[i]))
+        elif auto == "VALID":
+            out.append(-(-(spatial[i] - dil[i] * (k[i] - 1)) // strides[i]))
+        else:
+            out.append((spatial[i] + pads[i] + pads[i + n] - dil[i] * (k[i] - 1) - 1) // strides[i] + 1)
+    return (x[0], *out, w[0]) if channels_last else (x[0], w[0], *out)
+
+
+def _concat(node: NodeProto, shapes: list[Shape]) -> Shape:
+    axis = int(_attr(node, "axis")) % len(shapes[0])
+    return (*shapes[0][:axis], sum(s[axis] for s in shapes), *shapes[0][axis + 1:])
+
+
+def _same(i: int = 0):
+    return lambda node, s: [s[i]]
+
+
+Rule = Callable[[NodeProto, list], list]
+RULES: dict[str, Rule] = {
+    **{op: _same() for op in ("Gelu", "FastGelu", "BiasGelu", "QuickGelu", "BiasAdd", "BiasSoftmax",
+                              "QLinearSoftmax", "QLinearLeakyRelu", "QLinearSigmoid", "RotaryEmbedding",
+                              "LayerNormalization", "SimplifiedLayerNormalization", "Inverse")},
+    # SkipLayerNormalization: output, mean, inv_std_var, input_skip_bias_sum
+    "SkipLayerNormalization": lambda n, s: [s[0], None, None, s[0]],
+    "SkipSimplifiedLayerNormalization": lambda n, s: [s[0], None, None, s[0]],
+    "QLinearAdd": lambda n, s: [_broadcast(s[0], s[3])],
+    "QLinearMul": lambda n, s: [_broadcast(s[0], s[3])],
+    "FusedMatMul": lambda n, s: [_matmul(s[0], s[1], _attr(n, "transA", 0), _attr(n, "transB", 0))],
+    "DynamicQuantizeMatMul": lambda n, s: [_matmul(s[0], s[1])],
+    "MatMulIntegerToFloat": lambda n, s: [_matmul(s[0], s[1])],
+    "MatMulInteger16": lambda n, s: [_matmul(s[0], s[1])],
+    "MatMulNBits": lambda n, s: [(*s[0][:-1], int(_attr(n, "N")))],
+    "FusedGemm": lambda n, s: [_matmul(s[0], s[1], _attr(n, "transA", 0), _attr(n, "transB", 0))],
+    "QGemm": lambda n, s: [_matmul(s[0], s[3], _attr(n, "transA", 0), _attr(n, "transB", 0))],
+    "FusedConv": lambda n, s: [_conv(n, s[0], s[1])],
+    "NhwcConv": lambda n, s: [_conv(n, s[0], s[1], channels_last=True)],
+    "QLinearConcat": lambda n, s: [_concat(n, s[2::3])],
+    "QLinearGlobalAveragePool": lambda n, s: [
+        (s[0][0], 1, 1, s[0][-1]) if _attr(n, "channels_last", 0) else (*s[0][:2], *(1,) * (len(s[0]) - 2))],
+    "Attention": lambda n, s: [(s[0][0], s[0][1], (_attr(n, "qkv_hidden_sizes") or [s[1][1] // 3] * 3)[2])],
+    "EmbedLayerNormalization": lambda n, s: [(*s[0], s[2][1])],
+}
+
+
+# Default-domain quantized ops, for when ONNX's own inference gives up on them.
+STANDARD: dict[str, Rule] = {
+    "QLinearMatMul": lambda n, s: [_matmul(s[0], s[3])],
+    "MatMulInteger": lambda n, s: [_matmul(s[0], s[1])],
+    "QLinearConv": lambda n, s: [_conv(n, s[0], s[3])],
+    "ConvInteger": lambda n, s: [_conv(n, s[0], s[1])],
+}
+
+
+def infer_output_shapes(node: NodeProto, input_shapes: list[Shape | None]) -> list[Shape | None] | None:
+    """Output shapes of a node from its input shapes, or None if no rule applies."""
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    rule = RULES.get(node.op_type) if domain == "com.microsoft" else STANDARD.get(node.op_type) \
+        if domain == "" else None
+    if rule is None:
+        return None
+    try:
+        return list(rule(node, input_shapes))
+    except (TypeError, ValueError, IndexError, ZeroDivisionError):
+        return None  # a missing input shape or a malformed node: leave its outputs unshaped
