@@ -326,3 +326,7 @@ def hw_show(name: Annotated[str, typer.Argument(help="A bundled chip's name, or 
 
 def main() -> None:
     sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

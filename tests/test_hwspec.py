@@ -94,7 +94,8 @@ def test_host_is_read_from_this_machine():
 
     host = load_spec("host")
     assert host.kind == "cpu" and host.units == os.cpu_count()
-    flags = open("/proc/cpuinfo").read()
+    with open("/proc/cpuinfo") as f:
+        flags = f.read()
     simd = 512 if "avx512f" in flags else 256 if "avx2" in flags or " avx " in flags else 128
     assert host.backend["simd_bits"] == simd
     assert host.vector_ops_per_s["fp32"] == pytest.approx(

@@ -125,11 +125,13 @@ def test_onnxruntime_fused_and_quantized_ops_keep_the_graph_shaped(tmp_path):
                                 pads=[1, 1, 1, 1], activation="Relu"),
                helper.make_node("FusedConv", ["c", "w"], ["c2"], domain="com.microsoft", kernel_shape=[3, 3],
                                 strides=[2, 2], pads=[1, 1, 1, 1]),
-               helper.make_node("GlobalAveragePool", ["c2"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+               helper.make_node("GlobalAveragePool", ["c2"], ["p"]),
+               helper.make_node("Flatten", ["p"], ["f"]),
                helper.make_node("QuantizeLinear", ["f", "s", "z"], ["fq"]),
                helper.make_node("QGemm", ["fq", "s", "z", "wq", "s", "z", "", "s", "z"], ["y"],
                                 domain="com.microsoft", transB=1)],
-              [vi("x", T.FLOAT, [1, 8, 16, 16])], [vi("y", T.UINT8, None)], [init("w", (8, 8, 3, 3)), *q],
+              [vi("x", T.FLOAT, [1, 8, 16, 16])], [vi("y", T.UINT8, None)],
+              [init("w", (8, 8, 3, 3)), *q],
               opset=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     p = _p(tmp_path, m)
     assert p.unresolved == []

@@ -74,8 +74,8 @@ def gemm_of(node: Node, graph: Graph, macs: int) -> Gemm | None:
             gates_h = w[2] if op == "DynamicQuantizeLSTM" else w[1]
             hidden = gates_h // _RNN_GATES[op]
             return _checked(Gemm(seq * w[0], batch, gates_h, x[2] + hidden), macs)
-    except (TypeError, IndexError, ZeroDivisionError):
-        pass  # a shape we cannot read as a GEMM: the approximation below
+    except (TypeError, ValueError, IndexError, ZeroDivisionError):
+        pass  # a shape or attribute we cannot read as a GEMM: the approximation below
     n_out = prod(out) if out else 1
     return Gemm(1, max(n_out, 1), 1, max(macs // max(n_out, 1), 1), False, approx=True)
 
