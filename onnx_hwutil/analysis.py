@@ -26,9 +26,10 @@ REPORT_HARDWARE = ["xeon-8490h", "h100-sxm5", "kpu-t256", "tpu-v4"]
 class Point:
     model: str
     hardware: str
-    batch: int
+    batch: int | None  # None: the model's own shapes (no symbolic batch to bind)
     precision: str  # as asked: "auto", "model" or a precision
     fusion: str
+    threads: int | None = None  # CPU: cores to use (all if None)
 
 
 class Analyzer:
@@ -42,8 +43,11 @@ class Analyzer:
         self._fused = cache(self._fuse)
         self._spec = cache(load_spec)
 
-    def _bind(self, model: str, batch: int) -> BoundModel:
+    def _bind(self, model: str, batch: int | None) -> BoundModel:
         return bind(model, Bindings(self.shapes, self.dims, batch))
+
+    def bound(self, model: str, batch: int | None) -> BoundModel:
+        return self._bound(model, batch)
 
     def _profile_at(self, model: str, batch: int, precision: str) -> Profile:
         return Profile(self._bound(model, batch), precision)
@@ -70,12 +74,12 @@ class Analyzer:
     def run(self, p: Point) -> Schedule:
         spec = self.spec(p.hardware)
         prec = self.resolve_precision(spec, p.precision, p.model, p.batch)
-        return schedule(self.fused(p.model, p.batch, prec, p.fusion), spec, prec, p.batch)
+        return schedule(self.fused(p.model, p.batch, prec, p.fusion), spec, prec, p.batch or 1, p.threads)
 
 
 def analyze(model: str | os.PathLike, hardware: list[str] | str = "h100-sxm5", batch: list[int] | int = 1,
             precision: list[str] | str = "auto", fusion: str = "runtime", shapes: dict | None = None,
-            dims: dict | None = None) -> list[Schedule]:
+            dims: dict | None = None, threads: int | None = None) -> list[Schedule]:
     """The Python face of `onnx-hwutil analyze`: one Schedule per hardware x batch x precision."""
     hws = [hardware] if isinstance(hardware, str) else list(hardware)
     batches = [batch] if isinstance(batch, int) else list(batch)
@@ -84,4 +88,5 @@ def analyze(model: str | os.PathLike, hardware: list[str] | str = "h100-sxm5", b
         if b < 1:
             raise HwUtilError(f"--batch {b}: must be at least 1")
     a = Analyzer(shapes, dims)
-    return [a.run(Point(os.fspath(model), hw, b, p, fusion)) for hw in hws for b in batches for p in precs]
+    return [a.run(Point(os.fspath(model), hw, b, p, fusion, threads)) for hw in hws for b in batches
+            for p in precs]

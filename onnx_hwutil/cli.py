@@ -191,6 +191,7 @@ def _ints(values: list[str] | None, flag: str) -> list[int]:
 HwOpt = Annotated[list[str] | None, typer.Option("--hw", help="Chips: bundled names or spec YAML paths, "
                                                                "comma-separated.")]
 FusionOpt = Annotated[str, typer.Option("--fusion", help="Fusion preset: none, runtime or aggressive.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="CPU: cores (threads) to use.")]
 
 
 @app.command()
@@ -206,6 +207,7 @@ def analyze(
     shape: ShapeOpt = None,
     dim: DimOpt = None,
     per_subgraph: Annotated[bool, typer.Option(help="Show (or include in JSON) every kernel.")] = False,
+    threads: ThreadsOpt = None,
     format: FormatOpt = Format.table,
     output: OutputOpt = None,
 ) -> None:
@@ -218,7 +220,7 @@ def analyze(
 
     b = bindings(shape, dim, None)
     schedules = run(model, _csv_list(hw) or ["h100-sxm5"], _ints(batch, "--batch") or [1],
-                    _csv_list(precision) or ["auto"], fusion, b.shapes, b.dims)
+                    _csv_list(precision) or ["auto"], fusion, b.shapes, b.dims, threads)
     if format is Format.json:
         emit(json.dumps([s.to_dict(per_subgraph) for s in schedules], indent=1), output)
     elif format is Format.csv:
@@ -298,6 +300,53 @@ def compare(
                          "notes": notes}, indent=1), output)
     else:
         emit(analysis_view.comparison(names, chars, by_hw, advice, notes), output)
+
+
+@app.command()
+@guarded
+def calibrate(
+    threads: ThreadsOpt = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="Where to write the spec.")] = "host.yaml",
+    quick: Annotated[bool, typer.Option(help="Fewer microbenchmarks: seconds, not a minute.")] = False,
+) -> None:
+    """Measure this machine with onnxruntime microbenchmarks and write its hardware spec."""
+    import yaml
+
+    from .calibrate import calibrate as run
+    from .calibrate import steps
+    from .hardware.spec import parse
+
+    n = threads or os.cpu_count() or 1
+    with typer.progressbar(length=steps(quick) * n, label="calibrating", file=sys.stderr) as bar:
+        data = run(threads, quick, progress=lambda _: bar.update(1))
+    parse(data, output)  # what we write must load
+    emit(yaml.safe_dump(data, sort_keys=False, width=110), output)
+    typer.echo(f"wrote {output}: {n} thread count(s) measured; use --hw {output}", err=True)
+
+
+@app.command()
+@guarded
+def validate(
+    model: Annotated[str, typer.Argument(help="Path to an .onnx file.")],
+    hw: Annotated[str, typer.Option("--hw", help="This machine's spec (from calibrate), or host.")] = "host",
+    threads: ThreadsOpt = None,
+    runs: Annotated[int, typer.Option(min=3, help="Timed runs after warm-up.")] = 50,
+    fusion: FusionOpt = "runtime",
+    shape: ShapeOpt = None,
+    dim: DimOpt = None,
+    batch: BatchOpt = None,
+    format: FormatOpt = Format.table,
+    output: OutputOpt = None,
+) -> None:
+    """Run the model with onnxruntime here and set the measurement beside our prediction, per kernel."""
+    from .report import validation_view
+    from .validate import validate as run
+
+    r = run(model, hw, threads, runs, fusion, bindings(shape, dim, batch))
+    if format is Format.json:
+        emit(json.dumps(r.to_dict(), indent=1), output)
+    else:
+        emit(validation_view.render(r), output)
 
 
 hw_app = typer.Typer(no_args_is_help=True, help="The bundled hardware specs, with their sources.")

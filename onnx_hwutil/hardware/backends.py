@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from math import ceil
 
+import numpy as np
+
 from .geometry import Gemm
 from .rates import Rates
 from .spec import HardwareSpec
@@ -33,10 +35,16 @@ CPU_MIN_ELEMENTS_PER_THREAD = 16_384
 class Backend:
     """Shared helpers; subclasses implement `matrix` for their kind of unit."""
 
-    def __init__(self, spec: HardwareSpec, r: Rates):
+    def __init__(self, spec: HardwareSpec, r: Rates, threads: int | None = None):
         self.spec = spec
         self.rates = r
         self.units = spec.units
+
+    def overhead(self) -> float:
+        return self.spec.kernel_overhead_s
+
+    def memory_time(self, dram: int, onchip: int) -> float:
+        return dram / self.spec.dram_bandwidth + onchip / self.hit_bandwidth()
 
     def matrix(self, g: Gemm) -> tuple[float, int]:
         raise NotImplementedError
@@ -93,7 +101,7 @@ class GpuBackend(Backend):
 class TpuBackend(Backend):
     """Weight-stationary 128x128 MXUs: K and N padded to the array, fill and drain per weight tile."""
 
-    def __init__(self, spec, r):
+    def __init__(self, spec, r, threads=None):
         super().__init__(spec, r)
         b = spec.backend
         self.rows, self.cols = b["mxu_rows"], b["mxu_cols"]
@@ -125,7 +133,7 @@ class KpuBackend(Backend):
     """A tile array: outputs split over tiles of PEs; each tile keeps its operands in a local scratchpad,
     and all tiles share one DRAM link."""
 
-    def __init__(self, spec, r):
+    def __init__(self, spec, r, threads=None):
         super().__init__(spec, r)
         self.pes = spec.backend["pes_per_tile"]
         self.scratchpad = spec.backend["scratchpad_bytes_per_tile"]
@@ -155,21 +163,63 @@ class KpuBackend(Backend):
 
 class CpuBackend(Backend):
     """Cores x SIMD lanes x FMA units (AMX where the spec has it); work split over cores in whole blocks,
-    with a minimum amount of work per thread."""
+    with a minimum amount of work per thread. With `calibrate`'s tables (fp32), measured rates replace the
+    peak: a GEMM runs at the rate measured for the nearest measured shape, a depthwise convolution at the
+    rate measured for its size, memory traffic at the streaming rate measured for its working set, and each
+    op costs the measured dispatch time."""
 
     vector_block = CPU_MIN_ELEMENTS_PER_THREAD
+
+    def __init__(self, spec, r, threads=None):
+        super().__init__(spec, r)
+        self.units = max(1, min(threads or spec.units, spec.units))
+        tables = (spec.calibration or {}).get("threads", {})
+        usable = [n for n in tables if n <= self.units]
+        self.cal = tables[max(usable)] if usable and r.precision == "fp32" else None
 
     def matrix(self, g: Gemm) -> tuple[float, int]:
         blocks = g.batch * ceil(g.m / CPU_BLOCK_M) * ceil(g.n / CPU_BLOCK_N)
         flops = 2 * g.macs
         units = max(1, min(self.units, blocks, ceil(flops / CPU_MIN_FLOPS_PER_THREAD)))
+        if self.cal is not None:
+            depthwise = g.n == 1 and g.batch > 1
+            rate = _loglog(self.cal["depthwise"], flops) if depthwise else _nearest(self.cal["gemm"], g)
+            return flops / rate, units
         per_core = self.rates.matrix_ops_per_s / self.units
         # a core's share is whole blocks; the last, partial block costs its real work
         share = ceil(blocks / units) / blocks
         return flops * share / per_core, units
 
+    def memory_time(self, dram: int, onchip: int) -> float:
+        if self.cal is None:
+            return super().memory_time(dram, onchip)
+        total = dram + onchip
+        return total / _loglog(self.cal["elementwise"], total) if total else 0.0
+
+    def overhead(self) -> float:
+        return self.cal["dispatch_s"] if self.cal is not None else self.spec.kernel_overhead_s
+
     def hit_bandwidth(self) -> float:
         return self.spec.backend["l3_bandwidth_bytes_per_s"]
+
+
+def _loglog(points, x: float) -> float:
+    """Rate at size x, interpolated in log-log between measured (size, rate) points, flat outside."""
+    xs = np.log([p[0] for p in points])
+    ys = np.log([p[1] for p in points])
+    return float(np.exp(np.interp(np.log(max(x, 1.0)), xs, ys)))
+
+
+def _nearest(points, g: Gemm) -> float:
+    """Rate of the measured GEMMs nearest in (log M, log N, log K), inverse-distance weighted (two)."""
+    target = np.log2([max(g.batch * g.m, 1), max(g.n, 1), max(g.k, 1)])
+    pts = np.array([p[:3] for p in points], dtype=float)
+    d = np.linalg.norm(np.log2(pts) - target, axis=1)
+    order = np.argsort(d)[:2]
+    if d[order[0]] < 1e-9:
+        return float(points[order[0]][3])
+    w = 1.0 / d[order]
+    return float(np.exp(np.sum(w * np.log([points[i][3] for i in order])) / np.sum(w)))
 
 
 BACKENDS = {"gpu": GpuBackend, "tpu": TpuBackend, "kpu": KpuBackend, "cpu": CpuBackend}

@@ -49,6 +49,11 @@ def _caches() -> dict[int, int]:
 
 
 def host_spec() -> HardwareSpec:
+    return parse(host_data(), "host")
+
+
+def host_data() -> dict:
+    """The spec of this machine as the YAML mapping a spec file holds (what `calibrate` starts from)."""
     info = _cpuinfo()
     flags = set(info.get("flags", "").split())
     cores = os.cpu_count() or 1
@@ -112,4 +117,4 @@ def host_spec() -> HardwareSpec:
             "all_core_clock_hz": det(clock, "as clock_hz (the OS does not expose all-core turbo)"),
         }},
     }
-    return parse(data, "host")
+    return data

@@ -165,16 +165,16 @@ class Schedule:
         return d
 
 
-def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int) -> Schedule:
+def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int,
+             threads: int | None = None) -> Schedule:
     """Map every kernel of a fused graph onto `spec` at `precision` (the fused graph's bytes must already be
-    priced at that precision)."""
+    priced at that precision); `threads` limits a CPU to that many cores."""
     r = rates(spec, precision)
-    backend = BACKENDS[spec.kind](spec, r)
+    backend = BACKENDS[spec.kind](spec, r, threads)
     graph = fused.profile.graph
     costs = {nc.node.name: nc.cost for nc in fused.profile.costs.nodes}
     elem = element_bits(1, precision) / 8  # bytes of one float element at this precision
     window = _Window(spec.onchip_bytes)
-    hit_bw = backend.hit_bandwidth()
     notes = list(r.notes)
     kernels: list[KernelTime] = []
     approx = 0
@@ -207,8 +207,8 @@ def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int) 
             window.write(buf, b)
         elements = max(int(sub.bytes_written / elem), 1)
         compute_s, units = backend.compute(gemms, vector_flops, elements)
-        memory_s = dram / spec.dram_bandwidth + onchip / hit_bw
-        overhead = spec.kernel_overhead_s
+        memory_s = backend.memory_time(dram, onchip)
+        overhead = backend.overhead()
         latency = max(compute_s, memory_s) + overhead
         kernels.append(KernelTime(
             id=sub.id, label=sub.label, units=max(1, min(units, spec.units)), compute_s=compute_s,
@@ -218,4 +218,7 @@ def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int) 
             energy_dram_j=dram * spec.j_per_dram_byte, energy_static_j=spec.idle_w * latency))
     if approx:
         notes.append(f"{approx} matrix ops have no GEMM geometry we know; mapped as one GEMM of equal MACs")
+    if getattr(backend, "cal", None) is not None:
+        notes.append(f"{spec.name}: calibrated rates for {backend.units} threads "
+                     f"({spec.calibration['source']})")
     return Schedule(spec, r, batch, fused.preset, kernels, notes)

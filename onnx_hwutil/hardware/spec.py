@@ -40,7 +40,9 @@ SCHEMA: dict[str, Any] = {
     "power": {"tdp_w": NUM, "idle_w": NUM},
     "energy": {"j_per_op": PRECS, "j_per_dram_byte": NUM},
     "backend": "backend",
+    "calibration?": "calibration",
 }
+CURVES = ("gemm", "depthwise", "elementwise")  # measured rate tables of a calibrated CPU
 BACKENDS: dict[str, dict[str, Any]] = {
     "gpu": {"tensor_core_precisions": PREC_LIST, "l2_bandwidth_bytes_per_s": NUM, "max_threads_per_sm": INT,
             "smem_per_sm_bytes": NUM},
@@ -86,6 +88,7 @@ class HardwareSpec:
     j_per_op: dict[str, float]
     j_per_dram_byte: float
     backend: dict[str, Any]
+    calibration: dict | None = None  # measured rate tables (cpu), see `calibrate`
     path: str = ""
     sources: dict[str, Cited] = field(default_factory=dict, repr=False)  # dotted field -> number + citation
 
@@ -157,11 +160,46 @@ class _Checker:
                     raise self.fail(_join(w, "via"), "unknown precision")
                 out[p] = (e["via"], e["slowdown"])
             return out
+        if schema == "calibration":
+            return self.calibration(data, where, kind)
         if schema == "backend":
             if not isinstance(data, dict) or list(data) != [kind]:
                 raise self.fail(where, f"expected exactly one block, '{kind}', matching kind")
             return self.check(data[kind], BACKENDS[kind], _join(where, kind))
         raise AssertionError(schema)
+
+    def calibration(self, data: Any, where: str, kind: str | None) -> dict:
+        """Measured rate tables per thread count: {"source": text, "threads": {N: {curve: [[x, rate]...],
+        "dispatch_s": s}}}, written by `onnx-hwutil calibrate`."""
+        if kind != "cpu":
+            raise self.fail(where, "only a cpu spec carries calibration tables")
+        if not isinstance(data, dict) or set(data) != {"source", "threads"} \
+                or not isinstance(data["threads"], dict):
+            raise self.fail(where, "expected {source: ..., threads: {N: {gemm, depthwise, elementwise, "
+                                   "dispatch_s}}}")
+        out = {}
+        for n, table in data["threads"].items():
+            w = _join(where, f"threads.{n}")
+            if not str(n).isdigit() or int(n) < 1 or not isinstance(table, dict):
+                raise self.fail(w, "expected a positive thread count mapping to its tables")
+            if set(table) != {*CURVES, "dispatch_s"}:
+                raise self.fail(w, f"expected exactly: {', '.join(CURVES)}, dispatch_s")
+            for c in CURVES:
+                width = 4 if c == "gemm" else 2  # gemm: [M, N, K, FLOP/s]; others: [size, rate]
+                pts = table[c]
+                ok = isinstance(pts, list) and pts and all(
+                    isinstance(p, list) and len(p) == width
+                    and all(isinstance(v, (int, float)) and v > 0 for v in p) for p in pts)
+                if not ok:
+                    raise self.fail(_join(w, c), f"expected rows of {width} positive numbers")
+            d = table["dispatch_s"]
+            if not isinstance(d, (int, float)) or d < 0:
+                raise self.fail(_join(w, "dispatch_s"), "expected a non-negative number of seconds")
+            out[int(n)] = {c: sorted(tuple(float(v) for v in row) for row in table[c]) for c in CURVES} | {
+                "dispatch_s": float(d)}
+        if not isinstance(data["source"], str) or len(data["source"]) < 8:
+            raise self.fail(_join(where, "source"), "must say how and when it was measured")
+        return {"source": data["source"], "threads": out}
 
     def number(self, data: Any, where: str, integer: bool = False) -> float:
         if not isinstance(data, dict) or "value" not in data:
@@ -220,7 +258,8 @@ def parse(data: Any, path: str) -> HardwareSpec:
         onchip_bytes=d["memory"]["onchip_bytes"],
         unit_local_bytes=d["memory"]["unit_local_bytes"], kernel_overhead_s=d["kernel_overhead_s"],
         tdp_w=d["power"]["tdp_w"], idle_w=d["power"]["idle_w"], j_per_op=d["energy"]["j_per_op"],
-        j_per_dram_byte=d["energy"]["j_per_dram_byte"], backend=d["backend"], path=path, sources=c.sources)
+        j_per_dram_byte=d["energy"]["j_per_dram_byte"], backend=d["backend"],
+        calibration=d.get("calibration"), path=path, sources=c.sources)
 
 
 def load_spec(name_or_path: str) -> HardwareSpec:

@@ -1,0 +1,180 @@
+"""`onnx-hwutil calibrate`: measure this machine with onnxruntime microbenchmarks and write its spec.
+
+Measured per thread count: what a convolution or matrix product of a given size attains (FLOP/s), the same
+for depthwise convolutions, what an elementwise kernel streams at a given working set (bytes/s, which shows
+the caches), and the fixed cost of dispatching one op. Only single ops are timed, never the models that
+will be predicted, so `validate` measures an honest error.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .errors import HwUtilError
+from .hardware.host import host_data
+
+# (C_in, C_out, kernel, output side, stride): shapes of the convolutions CNNs are made of, spanning
+# 10^6 to 10^9 FLOPs, and matrix products of transformer layers (M, N, K).
+CONVS = [(16, 16, 3, 14, 1), (32, 32, 3, 28, 1), (64, 64, 3, 56, 1), (64, 64, 1, 56, 1), (64, 256, 1, 56, 1),
+         (256, 64, 1, 56, 1), (128, 128, 3, 28, 1), (256, 256, 3, 14, 1), (512, 512, 3, 7, 1),
+         (3, 64, 7, 112, 2), (128, 512, 1, 28, 1), (32, 16, 1, 112, 1)]
+MATMULS = [(1, 1000, 512), (1, 1000, 2048), (128, 768, 768), (128, 3072, 768), (197, 768, 768), (64, 64, 64)]
+DEPTHWISE = [(32, 112, 1), (96, 112, 2), (144, 56, 1), (192, 28, 1), (384, 14, 1), (576, 14, 1), (960, 7, 1)]
+ELEMENTS = [1 << 10, 1 << 13, 1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 24]
+QUICK = {"convs": CONVS[::3], "matmuls": MATMULS[::2], "depthwise": DEPTHWISE[::3], "elements": ELEMENTS[::2]}
+
+
+def _model(nodes, inputs, outputs, inits=()):
+    m = helper.make_model(helper.make_graph(nodes, "bench", inputs, outputs, list(inits)),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+def _f32(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+
+
+def _weight(name, shape, rng):
+    return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.05, name)
+
+
+def _time(run: Callable[[], object], budget_s: float) -> float:
+    """Median seconds of one run, after warm-up, over at least `budget_s` of runs (3 at least)."""
+    for _ in range(2):
+        run()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < 3 or (time.perf_counter() - start < budget_s and len(times) < 200):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+class _Bench:
+    def __init__(self, threads: int, budget_s: float):
+        import onnxruntime as ort
+
+        self.ort = ort
+        self.threads = threads
+        self.budget = budget_s
+        self.rng = np.random.default_rng(0)
+
+    def run(self, blob: bytes, feeds: dict) -> float:
+        so = self.ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = self.ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        sess = self.ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+        return _time(lambda: sess.run(None, feeds), self.budget)
+
+    def conv(self, cin, cout, k, side, stride, group=1):
+        """(GEMM M, N, K, seconds) of one convolution, as implicit GEMM sees it."""
+        h = (side - 1) * stride + k - 2 * (k // 2)
+        x = self.rng.standard_normal((1, cin, h, h)).astype(np.float32)
+        w = _weight("w", (cout, cin // group, k, k), self.rng)
+        node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[k, k], strides=[stride, stride],
+                                pads=[k // 2] * 4, group=group)
+        t = self.run(_model([node], [_f32("x", x.shape)], [_f32("y", (1, cout, side, side))], [w]), {"x": x})
+        return side * side, cout // group, cin // group * k * k, t
+
+    def matmul(self, m, n, k):
+        x = self.rng.standard_normal((m, k)).astype(np.float32)
+        node = helper.make_node("MatMul", ["x", "w"], ["y"])
+        blob = _model([node], [_f32("x", x.shape)], [_f32("y", (m, n))], [_weight("w", (k, n), self.rng)])
+        return m, n, k, self.run(blob, {"x": x})
+
+    def add(self, n):
+        a = self.rng.standard_normal(n).astype(np.float32)
+        node = helper.make_node("Add", ["a", "b"], ["y"])
+        t = self.run(_model([node], [_f32("a", (n,)), _f32("b", (n,))], [_f32("y", (n,))]), {"a": a, "b": a})
+        return 3 * 4 * n, t
+
+    def dispatch(self, chain: int = 64) -> float:
+        nodes = [helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}"]) for i in range(chain)]
+        blob = _model(nodes, [_f32("t0", (1,))], [_f32(f"t{chain}", (1,))])
+        return self.run(blob, {"t0": np.ones(1, np.float32)}) / chain
+
+
+def measure(threads: int, quick: bool = False, progress: Callable[[str], None] | None = None) -> dict:
+    """The rate tables for one thread count."""
+    sets = QUICK if quick else {"convs": CONVS, "matmuls": MATMULS, "depthwise": DEPTHWISE,
+                                "elements": ELEMENTS}
+    b = _Bench(threads, 0.02 if quick else 0.1)
+    step = progress or (lambda _: None)
+    gemm, depthwise, elementwise = [], [], []
+    for c in sets["convs"]:
+        m, n, k, t = b.conv(*c)
+        gemm.append([m, n, k, 2 * m * n * k / t])
+        step("conv")
+    for shape in sets["matmuls"]:
+        m, n, k, t = b.matmul(*shape)
+        gemm.append([m, n, k, 2 * m * n * k / t])
+        step("matmul")
+    for ch, side, stride in sets["depthwise"]:
+        m, _, k, t = b.conv(ch, ch, 3, side, stride, group=ch)
+        flops = 2 * ch * m * k
+        depthwise.append([flops, flops / t])
+        step("depthwise")
+    dispatch = b.dispatch()
+    step("dispatch")
+    for n in sets["elements"]:
+        nbytes, t = b.add(n)
+        # the fixed cost of an op is the dispatch table's business: what is left is streaming
+        elementwise.append([nbytes, nbytes / max(t - dispatch, t * 0.05)])
+        step("elementwise")
+    return {"gemm": sorted(gemm), "depthwise": _mean_by_size(depthwise),
+            "elementwise": _mean_by_size(elementwise), "dispatch_s": dispatch}
+
+
+def _mean_by_size(points: list[list[float]]) -> list[list[float]]:
+    by: dict[float, list[float]] = {}
+    for x, r in points:
+        by.setdefault(float(x), []).append(r)
+    return [[x, float(np.exp(np.mean(np.log(rs))))] for x, rs in sorted(by.items())]
+
+
+def steps(quick: bool) -> int:
+    sets = QUICK if quick else {"convs": CONVS, "matmuls": MATMULS, "depthwise": DEPTHWISE,
+                                "elements": ELEMENTS}
+    return sum(len(v) for v in sets.values()) + 1
+
+
+def calibrate(threads: int | None = None, quick: bool = False,
+              progress: Callable[[str], None] | None = None) -> dict:
+    """A host spec (the YAML mapping) whose calibration tables hold measurements for 1..threads."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise HwUtilError("calibrate needs onnxruntime") from None
+    cores = os.cpu_count() or 1
+    threads = threads or cores
+    if threads < 1:
+        raise HwUtilError(f"--threads {threads}: must be at least 1")
+    data = host_data()
+    tables = {n: measure(n, quick, progress) for n in range(1, threads + 1)}
+    when = datetime.date.today().isoformat()
+    how = (f"measured by onnx-hwutil calibrate on {when}, onnxruntime {onnxruntime.__version__}, "
+           f"onnx {onnx.__version__}")
+    data["calibration"] = {"source": how + " (Conv, MatMul, depthwise Conv, Add and Relu microbenchmarks)",
+                           "threads": {str(n): t for n, t in tables.items()}}
+    top = tables[threads]
+    dram = min(r for _, r in top["elementwise"][-2:])  # the largest working sets stream from DRAM
+    data["memory"]["dram_bandwidth_bytes_per_s"] = {
+        "value": dram, "source": f"{how}: Add over {int(top['elementwise'][-1][0] / 12):,} floats, "
+                                 f"{threads} threads"}
+    data["kernel_overhead_s"] = {"value": max(tables[1]["dispatch_s"], 1e-9),
+                                 "source": f"{how}: a chain of 64 Relu on one element"}
+    data["name"] = "host"
+    data["title"] = data["title"] + " (calibrated)"
+    return data

@@ -1,0 +1,177 @@
+"""`onnx-hwutil validate`: run the model with onnxruntime on this machine and set the measurement beside our
+prediction, whole model and per fused subgraph.
+
+Weights the file holds, or that sit in external files inside the model's own folder, are used as they are;
+absent ones (graph-only files), and external paths that leave the folder, are filled with random values in
+memory. Nothing is written except onnxruntime's profile, into a temporary folder removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .analysis import Analyzer, Point
+from .errors import HwUtilError
+from .hardware.mapping import Schedule
+from .shapes import Bindings
+
+
+@dataclass
+class Validation:
+    model: str
+    hardware: str
+    threads: int
+    schedule: Schedule
+    measured_latency_s: float
+    subgraphs: list[dict]  # {"id", "label", "predicted_s", "measured_s"}
+    coverage: float  # share of onnxruntime's kernel time mapped onto our subgraphs
+    runs: int
+
+    @property
+    def predicted_latency_s(self) -> float:
+        return self.schedule.latency_s
+
+    @property
+    def relative_error(self) -> float:
+        return (self.predicted_latency_s - self.measured_latency_s) / self.measured_latency_s
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "hardware": self.hardware, "threads": self.threads, "runs": self.runs,
+                "predicted_latency_s": self.predicted_latency_s,
+                "measured_latency_s": self.measured_latency_s,
+                "relative_error": self.relative_error, "kernel_time_coverage": self.coverage,
+                "subgraphs": self.subgraphs}
+
+
+def _runnable(path: str, rng: np.random.Generator) -> bytes:
+    """The model with every weight present in memory (random where the file has none to give)."""
+    m = onnx.load(path, load_external_data=False)
+    base = os.path.dirname(os.path.abspath(path))
+    stack = [m.graph]
+    while stack:
+        g = stack.pop()
+        for t in g.initializer:
+            if t.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            loc = dict((e.key, e.value) for e in t.external_data).get("location", "")
+            target = os.path.normpath(os.path.join(base, loc))
+            inside = not os.path.isabs(loc) and target.startswith(base + os.sep) and os.path.isfile(target)
+            if inside:
+                onnx.external_data_helper.load_external_data_for_tensor(t, base)
+            else:
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
+                arr = (rng.standard_normal(tuple(t.dims)) * 0.02).astype(dtype)
+                t.CopyFrom(numpy_helper.from_array(arr, t.name))
+            t.data_location = onnx.TensorProto.DEFAULT
+            del t.external_data[:]
+        for n in g.node:
+            stack.extend(a.g for a in n.attribute if a.type == onnx.AttributeProto.GRAPH)
+    return m.SerializeToString()
+
+
+def _feeds(session, shapes: dict, rng: np.random.Generator) -> dict:
+    feeds = {}
+    for i in session.get_inputs():
+        shape = shapes[i.name]
+        if "float" in i.type:
+            dtype = {"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(i.type, np.float32)
+            feeds[i.name] = rng.standard_normal(shape).astype(dtype)
+        elif "bool" in i.type:
+            feeds[i.name] = np.ones(shape, bool)
+        else:  # ids, masks, indices: ones are valid for all of them
+            dtype = {"tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}.get(
+                i.type, np.int64)
+            feeds[i.name] = np.ones(shape, dtype)
+    return feeds
+
+
+def validate(model: str, hw: str = "host", threads: int | None = None, runs: int = 50,
+             fusion: str = "runtime", bindings: Bindings | None = None) -> Validation:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise HwUtilError("validate needs onnxruntime") from None
+    bindings = bindings or Bindings()
+    analyzer = Analyzer(bindings.shapes, bindings.dims)
+    spec = analyzer.spec(hw)
+    if spec.kind != "cpu":
+        raise HwUtilError(f"validate runs on this machine's CPU; --hw {hw} is a {spec.kind}: use host or the "
+                          "spec `calibrate` wrote")
+    threads = threads or spec.units
+    # The user's batch, else the model's own shapes, else batch 1 for a model with a symbolic batch dim.
+    batch = bindings.batch
+    try:
+        bound = analyzer.bound(model, batch)
+    except HwUtilError:
+        if batch is not None:
+            raise
+        batch = 1
+        bound = analyzer.bound(model, batch)
+    predicted = analyzer.run(Point(model, hw, batch, "fp32", fusion, threads))
+    fused = analyzer.fused(model, batch, "fp32", fusion)
+
+    rng = np.random.default_rng(0)
+    blob = _runnable(model, rng)
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        so.log_severity_level = 3
+        try:
+            sess = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise HwUtilError(f"onnxruntime cannot run {model}: {str(e).splitlines()[0][:200]}") from None
+        feeds = _feeds(sess, bound.inputs, rng)
+        for _ in range(5):
+            sess.run(None, feeds)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            sess.run(None, feeds)
+            times.append(time.perf_counter() - t0)
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(tmp, "ort")
+        prof = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+        for _ in range(3):
+            prof.run(None, feeds)
+        profiled = 10
+        for _ in range(profiled):
+            prof.run(None, feeds)
+        with open(prof.end_profiling()) as f:
+            events = json.load(f)
+    kernel: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            name = e["name"][: -len("_kernel_time")]
+            kernel[name] = kernel.get(name, 0.0) + e["dur"] * 1e-6
+    runs_seen = 3 + profiled  # the profile holds every run of that session: per-run means
+    sub_of = {m: s.id for s in fused.subgraphs for m in s.nodes}
+    names = sorted(sub_of, key=len, reverse=True)
+    measured_sub: dict[int, float] = {}
+    mapped = total = 0.0
+    for name, t in kernel.items():
+        t /= runs_seen
+        total += t
+        owner = sub_of.get(name)
+        if owner is None:  # a node ORT renamed while fusing keeps our node's name as its prefix
+            owner = next((sub_of[n] for n in names if name.startswith(n)), None)
+        if owner is not None:
+            measured_sub[owner] = measured_sub.get(owner, 0.0) + t
+            mapped += t
+    pred = {k.id: k for k in predicted.kernels}
+    rows = [{"id": i, "label": pred[i].label if i in pred else "",
+             "predicted_s": pred[i].latency_s if i in pred else 0.0, "measured_s": measured_sub.get(i, 0.0)}
+            for i in sorted(set(pred) | set(measured_sub))]
+    return Validation(model, spec.name, threads, predicted, statistics.median(times), rows,
+                      mapped / total if total else 0.0, runs)

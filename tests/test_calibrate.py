@@ -1,0 +1,62 @@
+"""calibrate writes a spec that loads and changes predictions; validate runs a model and maps its kernels."""
+
+import pytest
+import yaml
+from builders import conv_relu, save
+from conftest import model_path
+from typer.testing import CliRunner
+
+from onnx_hwutil.analysis import Analyzer, Point
+from onnx_hwutil.calibrate import calibrate
+from onnx_hwutil.cli import app
+from onnx_hwutil.hardware import load_spec
+from onnx_hwutil.validate import validate
+
+
+@pytest.fixture(scope="module")
+def host_yaml(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cal") / "host.yaml"
+    r = CliRunner().invoke(app, ["calibrate", "--quick", "--threads", "1", "-o", str(path)])
+    assert r.exit_code == 0, r.output
+    return str(path)
+
+
+def test_calibrate_writes_a_valid_measured_spec(host_yaml):
+    spec = load_spec(host_yaml)
+    assert spec.kind == "cpu" and spec.calibration is not None
+    t1 = spec.calibration["threads"][1]
+    assert len(t1["gemm"]) >= 5 and len(t1["elementwise"]) >= 3 and 0 < t1["dispatch_s"] < 1e-3
+    # measured rates are rates a CPU can attain: positive, and under the spec's own peak
+    assert all(0 < row[3] <= spec.vector_ops_per_s["fp32"] * 1.05 for row in t1["gemm"])
+    assert spec.sources["memory.dram_bandwidth_bytes_per_s"].source.startswith("measured by onnx-hwutil")
+    with open(host_yaml) as f:
+        assert yaml.safe_load(f)["calibration"]["source"].startswith("measured")
+
+
+def test_calibration_changes_the_cpu_prediction(host_yaml):
+    a = Analyzer()
+    peak = a.run(Point(model_path("resnet18"), "host", 1, "fp32", "runtime", 1))
+    measured = a.run(Point(model_path("resnet18"), host_yaml, 1, "fp32", "runtime", 1))
+    assert measured.latency_s > peak.latency_s  # real kernels do not reach the peak
+    assert any("calibrated rates for 1 threads" in n for n in measured.notes)
+
+
+def test_validate_reports_both_numbers_and_maps_resnet18_kernels(host_yaml):
+    v = validate(model_path("resnet18"), host_yaml, threads=1, runs=3)
+    d = v.to_dict()
+    assert d["measured_latency_s"] > 0 and d["predicted_latency_s"] > 0
+    assert d["relative_error"] == pytest.approx((d["predicted_latency_s"] - d["measured_latency_s"])
+                                                / d["measured_latency_s"])
+    assert d["threads"] == 1
+    assert d["kernel_time_coverage"] >= 0.9
+    assert {"id", "predicted_s", "measured_s"} <= set(d["subgraphs"][0])
+
+
+def test_validate_cli_on_a_small_model(tmp_path, host_yaml):
+    path = save(conv_relu(), tmp_path / "m.onnx")
+    r = CliRunner().invoke(app, ["validate", path, "--hw", host_yaml, "--batch", "2", "--runs", "3",
+                                 "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert "predicted" in r.stdout and "measured" in r.stdout
+    r = CliRunner().invoke(app, ["validate", path, "--hw", "h100-sxm5", "--batch", "2"])
+    assert r.exit_code == 2 and "runs on this machine's CPU" in r.stderr
