@@ -7,7 +7,6 @@ from conftest import model_path
 from typer.testing import CliRunner
 
 from onnx_hwutil.analysis import Analyzer, Point
-from onnx_hwutil.calibrate import calibrate
 from onnx_hwutil.cli import app
 from onnx_hwutil.hardware import load_spec
 from onnx_hwutil.validate import validate
