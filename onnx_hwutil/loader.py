@@ -84,6 +84,11 @@ def check_size(graph: onnx.GraphProto, path: str) -> None:
             raise HwUtilError(f"{path}: more than {MAX_NODES:,} nodes, beyond any real model "
                               "(set ONNX_HWUTIL_MAX_NODES to raise the limit)")
         stack.extend((sub, depth + 1) for sub in _subgraphs(g))
+        names = [v.name for v in (*g.input, *g.output, *g.value_info, *g.initializer)]
+        for n in g.node:
+            names += [n.op_type, n.domain, n.name, *n.input, *n.output]
+        if not all(isinstance(s, str) for s in names):  # protobuf hands back bytes for invalid UTF-8
+            raise HwUtilError(f"{path}: names in the graph are not valid UTF-8; the file is corrupt")
         for t in g.initializer:
             if any(d < 0 for d in t.dims):
                 raise HwUtilError(f"{path}: initializer {t.name!r} has a negative dim {list(t.dims)}")

@@ -136,3 +136,35 @@ def test_onnxruntime_fused_and_quantized_ops_keep_the_graph_shaped(tmp_path):
     p = _p(tmp_path, m)
     assert p.unresolved == []
     assert p.totals.macs == 8 * 16 * 16 * 8 * 9 + 8 * 8 * 8 * 8 * 9 + 8 * 10
+
+
+def test_fuzz_found_invalid_utf8_names_are_a_clean_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from onnx_hwutil.cli import app
+
+    m = model([helper.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", T.FLOAT, [4])],
+              [vi("y", T.FLOAT, [4])])
+    blob = m.SerializeToString().replace(b"Relu", b"R\xffl\xfe")
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(blob)
+    r = CliRunner().invoke(app, ["profile", str(path)])
+    assert r.exit_code == 2 and "not valid UTF-8" in r.stderr
+
+
+def test_fuzz_found_degenerate_gemms_and_odd_perms_do_not_crash(tmp_path):
+    from onnx_hwutil.hardware import load_spec
+    from onnx_hwutil.hardware.backends import GpuBackend
+    from onnx_hwutil.hardware.geometry import Gemm
+    from onnx_hwutil.hardware.rates import rates
+
+    spec = load_spec("h100-sxm5")
+    t, units = GpuBackend(spec, rates(spec, "fp16")).matrix(Gemm(0, 0, 5, 5))
+    assert t > 0 and units == 1
+    tr = helper.make_node("Transpose", ["W"], ["Wt"])
+    tr.attribute.append(helper.make_attribute("perm", [1.5, 0.5]))
+    m = model([tr, helper.make_node("MatMul", ["x", "Wt"], ["y"])], [vi("x", T.FLOAT, [2, 4])],
+              [vi("y", T.FLOAT, None)], [init("W", (4, 4))])
+    p = _p(tmp_path, m)
+    for preset in ("runtime", "aggressive"):
+        fuse(p, preset)

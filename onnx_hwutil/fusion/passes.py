@@ -254,7 +254,8 @@ class OperandPass(FusionPass):
         if ctx.sole_consumer(part, part.group_of[prod.name]) != part.group_of[mm.name]:
             return
         if prod.op_type == "Transpose":
-            perm = list(prod.attr("perm") or [])
+            perm = prod.attr("perm") or []
+            perm = list(perm) if isinstance(perm, list) and all(isinstance(p, int) for p in perm) else []
             rank = len(perm)
             ok = rank >= 2 and perm[:-2] == list(range(rank - 2)) and perm[-2:] == [rank - 1, rank - 2]
         elif prod.op_type in ("Mul", "Div"):

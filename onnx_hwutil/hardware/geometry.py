@@ -22,6 +22,11 @@ class Gemm:
     weight_stationary: bool = True  # B is a weight: it can stay in place on a systolic array
     approx: bool = False
 
+    def __post_init__(self):
+        # A degenerate dim (a malformed node) still occupies one unit: never zero, never negative.
+        for f in ("batch", "m", "n", "k"):
+            object.__setattr__(self, f, max(int(getattr(self, f)), 1))
+
     @property
     def macs(self) -> int:
         return self.batch * self.m * self.n * self.k
