@@ -251,49 +251,38 @@ def infer(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], dict]:
             notes.append(f"onnxruntime symbolic shape inference resolved "
                          f"{len(missing) - len(unresolved(merged))} tensors onnx left open")
             inferred, missing = merged, unresolved(merged)
-    # Our com.microsoft rules and ONNX inference feed each other (a fused op, then standard ops, then the
-    # next fused op), so they alternate until neither learns anything.
-    resolved_by_rules = 0
-    for _ in range(_CONTRIB_ROUNDS):
-        if not missing:
-            break
-        hinted, n = _contrib_hints(inferred)
-        if not n:
-            break
-        try:
-            again = onnx.shape_inference.infer_shapes(hinted, check_type=False, strict_mode=False,
-                                                      data_prop=True)
-        except Exception:  # as above
-            again = hinted
-        still = unresolved(again)
-        if len(still) >= len(missing):
-            break
-        resolved_by_rules += len(missing) - len(still)
-        inferred, missing = again, still
-    if resolved_by_rules:
-        notes.append(f"shape rules for runtime and quantized ops resolved {resolved_by_rules} more tensors")
-    # Each round of folding can make more Shape inputs static, which the next round folds in turn.
-    current, folds, rounds = inferred, 0, 0
-    while missing and rounds < _FOLD_ROUNDS:
-        rounds += 1
-        folded, n = _fold_shape_subgraphs(current)
-        if not n:
-            break
-        try:
-            refolded = onnx.shape_inference.infer_shapes(folded, check_type=False, strict_mode=False,
-                                                         data_prop=True)
-        except Exception:  # as above: a failed layer leaves the earlier result standing
-            break
-        still = unresolved(refolded)
-        if len(still) >= len(missing):
-            break
-        current = _restore_nodes(refolded, model)
-        folds += len(missing) - len(still)
-        missing = still
-    if folds:
-        notes.append(f"constant folding of shape computations resolved {folds} more tensors")
-        inferred = current
+    # Our rules for runtime and quantized ops, then constant folding of shape computations: each round
+    # hands ONNX inference more known shapes, which can unlock the next round (a fused op, then standard
+    # ops, then the next fused op), so each layer runs until it learns nothing more.
+    layers = ((_contrib_hints, _CONTRIB_ROUNDS, "shape rules for runtime and quantized ops"),
+              (_fold_shape_subgraphs, _FOLD_ROUNDS, "constant folding of shape computations"))
+    for layer, rounds, note in layers:
+        learned = 0
+        for _ in range(rounds):
+            if not missing:
+                break
+            hinted, n = layer(inferred)
+            if not n:
+                break
+            again = _onnx_infer(hinted)
+            if layer is _fold_shape_subgraphs:
+                again = _restore_nodes(again, model)  # folding is for shapes: keep every original node
+            still = unresolved(again)
+            if len(still) >= len(missing):
+                break
+            learned += len(missing) - len(still)
+            inferred, missing = again, still
+        if learned:
+            notes.append(f"{note} resolved {learned} more tensors")
     return inferred, notes, tensor_shapes(inferred.graph)
+
+
+def _onnx_infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX inference that never fails: where it raises, the model comes back as it was."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except Exception:  # onnx raises a zoo of types here
+        return model
 
 
 def _first_line(e: BaseException) -> str:
@@ -510,10 +499,7 @@ def _restore_nodes(inferred: onnx.ModelProto, original: onnx.ModelProto) -> onnx
     for o in out.graph.output:
         if o.name in typed_outputs:
             o.CopyFrom(typed_outputs[o.name])
-    try:
-        return onnx.shape_inference.infer_shapes(out, check_type=False, strict_mode=False, data_prop=True)
-    except Exception:  # the hints alone are still better than nothing
-        return out
+    return _onnx_infer(out)
 
 
 def _has_typed_data(t: onnx.TensorProto) -> bool:

@@ -52,8 +52,9 @@ class Validation:
                 "subgraphs": self.subgraphs}
 
 
-def _runnable(path: str, rng: np.random.Generator) -> bytes:
-    """The model with every weight present in memory (random where the file has none to give)."""
+def runnable_model(path: str, rng: np.random.Generator) -> onnx.ModelProto:
+    """The model with every weight present in memory: from the file or from external files inside its own
+    folder, else random (graph-only files, or external paths that leave the folder)."""
     m = onnx.load(path, load_external_data=False)
     base = os.path.dirname(os.path.abspath(path))
     stack = [m.graph]
@@ -75,7 +76,7 @@ def _runnable(path: str, rng: np.random.Generator) -> bytes:
             del t.external_data[:]
         for n in g.node:
             stack.extend(a.g for a in n.attribute if a.type == onnx.AttributeProto.GRAPH)
-    return m.SerializeToString()
+    return m
 
 
 def _feeds(session, shapes: dict, rng: np.random.Generator) -> dict:
@@ -120,7 +121,7 @@ def validate(model: str, hw: str = "host", threads: int | None = None, runs: int
     fused = analyzer.fused(model, batch, "fp32", fusion)
 
     rng = np.random.default_rng(0)
-    blob = _runnable(model, rng)
+    blob = runnable_model(model, rng).SerializeToString()
     with tempfile.TemporaryDirectory() as tmp:
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads

@@ -23,12 +23,12 @@ import tempfile
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import numpy_helper
 from tabulate import tabulate
 
 import onnx_hwutil
 from onnx_hwutil.fusion import fuse
 from onnx_hwutil.shapes import Bindings, apply_bindings, bind_inputs
+from onnx_hwutil.validate import runnable_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOT_KERNELS = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Shape", "Constant", "Transpose",
@@ -49,23 +49,10 @@ RULES = [
 
 
 def _bound_copy(path: str, batch: int, tmp: str) -> str:
-    """The model with inputs bound and external weights present (random where absent)."""
-    m = onnx.load(path, load_external_data=False)
+    """The model with inputs bound and weights present (random where absent), saved for ORT to optimize."""
+    m = runnable_model(path, np.random.default_rng(0))
     shapes, values = bind_inputs(m, Bindings(batch=batch) if _has_symbolic_batch(m) else Bindings())
     apply_bindings(m, shapes, values)
-    base = os.path.dirname(os.path.abspath(path))
-    rng = np.random.default_rng(0)
-    for t in m.graph.initializer:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            loc = dict((e.key, e.value) for e in t.external_data).get("location", "")
-            if os.path.exists(os.path.join(base, loc)):
-                onnx.external_data_helper.load_external_data_for_tensor(t, base)
-            else:
-                dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
-                arr = (rng.standard_normal(tuple(t.dims)) * 0.02).astype(dtype)
-                t.CopyFrom(numpy_helper.from_array(arr, t.name))
-            t.data_location = onnx.TensorProto.DEFAULT
-            del t.external_data[:]
     out = os.path.join(tmp, os.path.basename(path))
     onnx.save_model(m, out, save_as_external_data=True, location=os.path.basename(path) + ".data")
     return out
