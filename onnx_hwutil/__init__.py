@@ -4,7 +4,8 @@
     >>> p = onnx_hwutil.profile("models/resnet50.onnx", batch=1)
     >>> p.totals.macs
     4089184256
-    >>> [s.to_dict()["latency_s"] for s in onnx_hwutil.analyze("models/resnet50.onnx", ["h100-sxm5"], [1, 8])]
+    >>> [round(s.latency_s * 1e3, 3) for s in onnx_hwutil.analyze("models/resnet50.onnx", ["h100-sxm5"], [1])]
+    [0.507]
 """
 
 from .analysis import analyze
