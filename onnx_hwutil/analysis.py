@@ -64,6 +64,16 @@ class Analyzer:
     def fused(self, model: str, batch: int, precision: str, fusion: str) -> FusedGraph:
         return self._fused(model, batch, precision, fusion)
 
+    def default_batch(self, model: str) -> int | None:
+        """No batch asked for: the model's own shapes if they are all static, else batch 1."""
+        try:
+            self.bound(model, None)
+            return None
+        except HwUtilError as e:
+            if "unbound dims" not in str(e):
+                raise
+            return 1
+
     def resolve_precision(self, spec: HardwareSpec, precision: str, model: str, batch: int) -> str:
         if precision == "auto":
             return default_precision(spec)
@@ -74,19 +84,27 @@ class Analyzer:
     def run(self, p: Point) -> Schedule:
         spec = self.spec(p.hardware)
         prec = self.resolve_precision(spec, p.precision, p.model, p.batch)
-        return schedule(self.fused(p.model, p.batch, prec, p.fusion), spec, prec, p.batch or 1, p.threads)
+        batch = p.batch
+        if batch is None:  # the model's own batch: the leading dim of its first input
+            shape = next(iter(self.bound(p.model, None).inputs.values()), ())
+            batch = shape[0] if shape and shape[0] > 0 else 1
+        return schedule(self.fused(p.model, p.batch, prec, p.fusion), spec, prec, batch, p.threads)
 
 
-def analyze(model: str | os.PathLike, hardware: list[str] | str = "h100-sxm5", batch: list[int] | int = 1,
+def analyze(model: str | os.PathLike, hardware: list[str] | str = "h100-sxm5",
+            batch: list[int] | int | None = None,
             precision: list[str] | str = "auto", fusion: str = "runtime", shapes: dict | None = None,
             dims: dict | None = None, threads: int | None = None) -> list[Schedule]:
-    """The Python face of `onnx-hwutil analyze`: one Schedule per hardware x batch x precision."""
+    """The Python face of `onnx-hwutil analyze`: one Schedule per hardware x batch x precision. Without a
+    batch, a model with a symbolic batch dim runs at batch 1 and one with static shapes at its own."""
     hws = [hardware] if isinstance(hardware, str) else list(hardware)
-    batches = [batch] if isinstance(batch, int) else list(batch)
+    batches = [batch] if isinstance(batch, int) or batch is None else list(batch)
     precs = [precision] if isinstance(precision, str) else list(precision)
     for b in batches:
-        if b < 1:
+        if b is not None and b < 1:
             raise HwUtilError(f"--batch {b}: must be at least 1")
     a = Analyzer(shapes, dims)
+    if batches == [None]:
+        batches = [a.default_batch(os.fspath(model))]
     return [a.run(Point(os.fspath(model), hw, b, p, fusion, threads)) for hw in hws for b in batches
             for p in precs]

@@ -219,7 +219,7 @@ def analyze(
     from .report import analysis_view
 
     b = bindings(shape, dim, None)
-    schedules = run(model, _csv_list(hw) or ["h100-sxm5"], _ints(batch, "--batch") or [1],
+    schedules = run(model, _csv_list(hw) or ["h100-sxm5"], _ints(batch, "--batch") or None,
                     _csv_list(precision) or ["auto"], fusion, b.shapes, b.dims, threads)
     if format is Format.json:
         emit(json.dumps([s.to_dict(per_subgraph) for s in schedules], indent=1), output)
@@ -261,29 +261,31 @@ def compare(
     from .report import analysis_view
 
     hws = _csv_list(hw) or REPORT_HARDWARE
-    batches = _ints(batch, "--batch") or [1, 32]
+    asked = _ints(batch, "--batch")
     a = Analyzer()
     models = [model_a, model_b]
     names = [os.path.splitext(os.path.basename(m))[0] for m in models]
     if names[0] == names[1]:
         names = models
+    # A model without a symbolic batch dim runs at its own shapes unless --batch says otherwise.
+    per_model = {m: asked or ([1, 32] if a.default_batch(m) == 1 else [None]) for m in models}
     results = {(m, hwn, b): a.run(Point(m, hwn, b, precision, fusion)) for m in models for hwn in hws
-               for b in batches}
+               for b in per_model[m]}
     chars = []
     for m in models:
-        p = a.profile(m, batches[0])
-        f = a.fused(m, batches[0], "model", fusion)
+        p = a.profile(m, per_model[m][0])
+        f = a.fused(m, per_model[m][0], "model", fusion)
         t = p.totals
         chars.append({"macs": t.macs, "flops": t.flops, "params": t.params,
                       "peak_memory_bytes": t.peak_memory_bytes,
                       "arithmetic_intensity": f.totals["arithmetic_intensity"],
                       "kernels": f.totals["kernels"], "nodes": len(p.costs.nodes)})
-    by_hw = {hwn: [results[(m, hwn, batches[0])] for m in models] for hwn in hws}
+    by_hw = {hwn: [results[(m, hwn, per_model[m][0])] for m in models] for hwn in hws}
     advice = []
     for name, m in zip(names, models, strict=True):
-        for b in batches:
+        for b in per_model[m]:
             runs = [results[(m, hwn, b)] for hwn in hws]
-            advice.append((name, b, min(runs, key=lambda s: s.latency_s).spec.name,
+            advice.append((name, runs[0].batch, min(runs, key=lambda s: s.latency_s).spec.name,
                            max(runs, key=lambda s: s.throughput_per_s).spec.name,
                            min(runs, key=lambda s: s.energy["total_j"] / s.batch).spec.name))
     notes = sorted({n for s in results.values() for n in s.notes})

@@ -131,3 +131,16 @@ def test_compare_reproduces_the_report_layout():
                      "tpu-v4", "Compute util", "Mem BW util", "SMs allocated", "MXUs allocated",
                      "## Best hardware", "## Throughput vs latency", "Energy / inference"):
         assert fragment in out, fragment
+
+
+def test_analyze_without_a_batch_uses_the_models_own_shapes(tmp_path):
+    from builders import conv_relu, save
+
+    from onnx_hwutil.analysis import analyze
+
+    fixed = save(conv_relu(batch=4), tmp_path / "fixed.onnx")  # static batch 4: no symbol to bind
+    [s] = analyze(fixed, "h100-sxm5")
+    assert s.batch == 4 and s.flops == 4 * (2 * 8 * 32 * 32 * 27 + 2 * 8 * 32 * 32)
+    assert s.throughput_per_s == pytest.approx(4 / s.latency_s)
+    [s] = analyze(save(conv_relu(), tmp_path / "dyn.onnx"), "h100-sxm5")  # symbolic N: batch 1
+    assert s.flops == 2 * 8 * 32 * 32 * 27 + 2 * 8 * 32 * 32
