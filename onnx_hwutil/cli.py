@@ -208,6 +208,8 @@ def analyze(
     dim: DimOpt = None,
     per_subgraph: Annotated[bool, typer.Option(help="Show (or include in JSON) every kernel.")] = False,
     threads: ThreadsOpt = None,
+    fail_if: Annotated[list[str] | None, typer.Option(
+        "--fail-if", help='Exit 1 if this holds for any result, e.g. "latency_ms>5" (repeatable).')] = None,
     format: FormatOpt = Format.table,
     output: OutputOpt = None,
 ) -> None:
@@ -221,6 +223,10 @@ def analyze(
     b = bindings(shape, dim, None)
     schedules = run(model, _csv_list(hw) or ["h100-sxm5"], _ints(batch, "--batch") or None,
                     _csv_list(precision) or ["auto"], fusion, b.shapes, b.dims, threads)
+    from .gates import failures, parse_gate
+
+    entries = [s.to_dict(False) for s in schedules]
+    gates = [parse_gate(g, entries[0]) for g in fail_if or []]
     if format is Format.json:
         emit(json.dumps([s.to_dict(per_subgraph) for s in schedules], indent=1), output)
     elif format is Format.csv:
@@ -241,6 +247,9 @@ def analyze(
         if notes:
             parts += ["", "Notes:"] + [f"- {n}" for n in notes]
         emit("\n".join(parts), output)
+    failed = failures(gates, entries)
+    if failed:
+        raise _fail("gate failed: " + "; ".join(failed), EXIT_GATE)
 
 
 @app.command()

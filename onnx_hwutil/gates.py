@@ -1,0 +1,61 @@
+"""CI gates: `--fail-if "latency_ms>5"` conditions over analyze's results; a failed one exits 1.
+
+A condition is METRIC OP NUMBER with OP one of < <= > >= == !=. METRIC is a key of an analyze JSON entry
+(latency_s, throughput_per_s, compute_utilization, memory_bandwidth_utilization, energy_j, ...) or one of
+the conveniences latency_ms, energy_mj and units_mean. Every entry (hardware x batch x precision) is tested.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass
+
+from .errors import HwUtilError
+
+_OPS = {"<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt,
+        ">": operator.gt}
+_CONDITION = re.compile(r"^\s*([a-z_]+)\s*(<=|>=|==|!=|<|>)\s*([-+0-9.eE]+)\s*$")
+_DERIVED = {"latency_ms": lambda d: d["latency_s"] * 1e3, "energy_mj": lambda d: d["energy_j"] * 1e3,
+            "units_mean": lambda d: d["units_allocated"]["mean"]}
+
+
+@dataclass(frozen=True)
+class Gate:
+    text: str
+    metric: str
+    op: str
+    value: float
+
+    def value_of(self, entry: dict) -> float:
+        return _DERIVED[self.metric](entry) if self.metric in _DERIVED else entry[self.metric]
+
+    def fails(self, entry: dict) -> bool:
+        """The condition says when to fail: `latency_ms>5` fails an entry slower than 5 ms."""
+        return _OPS[self.op](self.value_of(entry), self.value)
+
+
+def parse_gate(text: str, example: dict) -> Gate:
+    m = _CONDITION.match(text)
+    if not m:
+        raise HwUtilError(f"--fail-if {text!r}: expected METRIC OP NUMBER, for example latency_ms>5")
+    metric, op, number = m.groups()
+    # the numbers an analyze entry holds, and the conveniences
+    numbers = [k for k, v in example.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    numeric = sorted(numbers + list(_DERIVED))
+    if metric not in numeric:
+        raise HwUtilError(f"--fail-if {text!r}: unknown metric {metric!r}; metrics: {', '.join(numeric)}")
+    try:
+        return Gate(text, metric, op, float(number))
+    except ValueError:
+        raise HwUtilError(f"--fail-if {text!r}: {number!r} is not a number") from None
+
+
+def failures(gates: list[Gate], entries: list[dict]) -> list[str]:
+    out = []
+    for e in entries:
+        for g in gates:
+            if g.fails(e):
+                out.append(f"{g.text} on {e['hardware']} {e['precision']} batch {e['batch']}: "
+                           f"{g.metric} = {g.value_of(e):.6g}")
+    return out
