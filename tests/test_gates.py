@@ -1,4 +1,4 @@
-"""CI gates on analyze: conditions that trip exit 1 naming each failure, that pass exit 0, and bad ones exit 2."""
+"""CI gates on analyze: tripped conditions exit 1 naming each failure, held ones exit 0, bad ones exit 2."""
 
 from conftest import model_path
 from typer.testing import CliRunner
