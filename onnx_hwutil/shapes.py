@@ -123,7 +123,7 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> tuple[dict[str, Shape], 
         if dims is not None and len(dims) != len(given):
             raise HwUtilError(f"{flag}: input {name!r} has rank {len(dims)} ({_fmt_dims(dims)}), "
                               f"not {len(given)}")
-        for i, (d, g) in enumerate(zip(dims or [], given, strict=True)):
+        for i, (d, g) in enumerate(zip(dims, given, strict=True) if dims is not None else ()):
             if isinstance(d, int) and d != g:
                 raise HwUtilError(f"{flag}: dim {i} of input {name!r} is fixed at {d} in the model, not {g}")
             if isinstance(d, str):

@@ -198,3 +198,10 @@ def test_contrib_ops_need_onnxruntime_inference(tmp_path):
     assert any("onnxruntime symbolic shape inference" in n for n in p.bound.shape_notes)
     assert p.totals.macs == 4 * 16 * 32 + 4 * 32 * 8
     assert p.totals.flops == 2 * p.totals.macs + 5 * 4 * 32  # Gelu: 5 FLOPs per element
+
+
+def test_an_input_without_a_declared_shape_takes_the_shape_flag(tmp_path):
+    m = model([helper.make_node("Relu", ["x"], ["y"])], [helper.make_tensor_value_info("x", T.FLOAT, None)],
+              [vi("y", T.FLOAT, None)])
+    p = _profile(tmp_path, m, shapes={"x": (2, 5, 64)})
+    assert p.bound.inputs == {"x": (2, 5, 64)} and p.totals.flops == 2 * 5 * 64
