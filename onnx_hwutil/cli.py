@@ -315,6 +315,54 @@ def compare(
 
 @app.command()
 @guarded
+def sweep(
+    models: Annotated[list[str], typer.Argument(help="One or more .onnx files.")],
+    hw: HwOpt = None,
+    batch: Annotated[list[str] | None, typer.Option("--batch", help="Batch sizes, comma-separated.")] = None,
+    precision: Annotated[list[str] | None, typer.Option(
+        "--precision", help="Precisions, comma-separated (auto, model, fp32, fp16, ...).")] = None,
+    fusion: Annotated[list[str] | None, typer.Option("--fusion", help="Presets, comma-separated.")] = None,
+    jobs: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or jsonl.")] = "table",
+    output: OutputOpt = None,
+) -> None:
+    """The cross product of models, chips, batches, precisions and fusion presets."""
+    import csv
+    import io
+
+    from tabulate import tabulate
+
+    from .analysis import REPORT_HARDWARE
+    from .sweep import points
+    from .sweep import sweep as run
+
+    if format not in ("table", "csv", "jsonl"):
+        raise HwUtilError(f"--format {format!r}: choose table, csv or jsonl")
+    pts = points(models, _csv_list(hw) or REPORT_HARDWARE, _ints(batch, "--batch") or [1],
+                 _csv_list(precision) or ["auto"], _csv_list(fusion) or ["runtime"])
+    with typer.progressbar(length=len(pts), label="sweeping", file=sys.stderr) as bar:
+        rows = run(pts, jobs, progress=bar.update)
+    keys = ["model", "hardware", "batch", "precision", "fusion", "latency_s", "throughput_per_s",
+            "compute_utilization", "memory_bandwidth_utilization", "attained_ops_per_s", "energy_j", "error"]
+    flat = [{k: r.get(k, r.get("asked_precision") if k == "precision" else "") for k in keys} for r in rows]
+    if format == "jsonl":
+        emit("\n".join(json.dumps(r) for r in rows), output)
+    elif format == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+        w.writeheader()
+        w.writerows(flat)
+        emit(buf.getvalue(), output)
+    else:
+        emit(tabulate([[r[k] for k in keys] for r in flat], headers=keys, tablefmt="simple",
+                      floatfmt=".4g"), output)
+    failed = sum(not r["ok"] for r in rows)
+    if failed:
+        typer.echo(f"{failed} of {len(rows)} points failed (reason in the error column)", err=True)
+
+
+@app.command()
+@guarded
 def calibrate(
     threads: ThreadsOpt = None,
     output: Annotated[str, typer.Option("--output", "-o", help="Where to write the spec.")] = "host.yaml",
