@@ -74,6 +74,16 @@ class Analyzer:
                 raise
             return 1
 
+    def characteristics(self, model: str, batch: int | None, fusion: str) -> dict:
+        """The model's own numbers, before any chip: the seed report's "model characteristics" row."""
+        p = self.profile(model, batch)
+        f = self.fused(model, batch, "model", fusion)
+        t = p.totals
+        return {"macs": t.macs, "flops": t.flops, "params": t.params,
+                "peak_memory_bytes": t.peak_memory_bytes,
+                "arithmetic_intensity": f.totals["arithmetic_intensity"], "kernels": f.totals["kernels"],
+                "nodes": len(p.costs.nodes), "precision": p.model_precision}
+
     def resolve_precision(self, spec: HardwareSpec, precision: str, model: str, batch: int) -> str:
         if precision == "auto":
             return default_precision(spec)
@@ -91,20 +101,26 @@ class Analyzer:
         return schedule(self.fused(p.model, p.batch, prec, p.fusion), spec, prec, batch, p.threads)
 
 
-def analyze(model: str | os.PathLike, hardware: list[str] | str = "h100-sxm5",
-            batch: list[int] | int | None = None,
-            precision: list[str] | str = "auto", fusion: str = "runtime", shapes: dict | None = None,
-            dims: dict | None = None, threads: int | None = None) -> list[Schedule]:
-    """The Python face of `onnx-hwutil analyze`: one Schedule per hardware x batch x precision. Without a
-    batch, a model with a symbolic batch dim runs at batch 1 and one with static shapes at its own."""
+def plan(a: Analyzer, model: str | os.PathLike, hardware: list[str] | str = "h100-sxm5",
+         batch: list[int] | int | None = None, precision: list[str] | str = "auto", fusion: str = "runtime",
+         threads: int | None = None) -> list[Point]:
+    """The points `analyze` maps: hardware x batch x precision. Without a batch, a model with a symbolic
+    batch dim runs at batch 1 and one with static shapes at its own."""
     hws = [hardware] if isinstance(hardware, str) else list(hardware)
     batches = [batch] if isinstance(batch, int) or batch is None else list(batch)
     precs = [precision] if isinstance(precision, str) else list(precision)
     for b in batches:
         if b is not None and b < 1:
             raise HwUtilError(f"--batch {b}: must be at least 1")
-    a = Analyzer(shapes, dims)
     if batches == [None]:
         batches = [a.default_batch(os.fspath(model))]
-    return [a.run(Point(os.fspath(model), hw, b, p, fusion, threads)) for hw in hws for b in batches
-            for p in precs]
+    return [Point(os.fspath(model), hw, b, p, fusion, threads) for hw in hws for b in batches for p in precs]
+
+
+def analyze(model: str | os.PathLike, hardware: list[str] | str = "h100-sxm5",
+            batch: list[int] | int | None = None,
+            precision: list[str] | str = "auto", fusion: str = "runtime", shapes: dict | None = None,
+            dims: dict | None = None, threads: int | None = None) -> list[Schedule]:
+    """The Python face of `onnx-hwutil analyze`: one Schedule per hardware x batch x precision."""
+    a = Analyzer(shapes, dims)
+    return [a.run(p) for p in plan(a, model, hardware, batch, precision, fusion, threads)]

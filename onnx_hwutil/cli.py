@@ -210,32 +210,45 @@ def analyze(
     threads: ThreadsOpt = None,
     fail_if: Annotated[list[str] | None, typer.Option(
         "--fail-if", help='Exit 1 if this holds for any result, e.g. "latency_ms>5" (repeatable).')] = None,
+    with_findings: Annotated[bool, typer.Option(
+        "--findings/--no-findings", help="Computed observations with evidence and a mitigation.")] = True,
+    plot: Annotated[str | None, typer.Option(
+        "--plot", help="Write each result's roofline (PNG and SVG) into this directory.")] = None,
     format: FormatOpt = Format.table,
     output: OutputOpt = None,
 ) -> None:
-    """Utilization, latency, throughput, units allocated and energy of a model on chips."""
+    """Utilization, latency, throughput, units allocated, energy and findings of a model on chips."""
     import csv
     import io
 
-    from .analysis import analyze as run
+    from .analysis import Analyzer, plan
+    from .findings import findings
+    from .gates import failures, parse_gate
     from .report import analysis_view
 
     b = bindings(shape, dim, None)
-    schedules = run(model, _csv_list(hw) or ["h100-sxm5"], _ints(batch, "--batch") or None,
-                    _csv_list(precision) or ["auto"], fusion, b.shapes, b.dims, threads)
-    from .gates import failures, parse_gate
-
-    entries = [s.to_dict(False) for s in schedules]
+    a = Analyzer(b.shapes, b.dims)
+    pts = plan(a, model, _csv_list(hw) or ["h100-sxm5"], _ints(batch, "--batch") or None,
+               _csv_list(precision) or ["auto"], fusion, threads)
+    schedules = [a.run(p) for p in pts]
+    found = [[f.to_dict() for f in findings(a, p, s)] if with_findings else None
+             for p, s in zip(pts, schedules, strict=True)]
+    entries = [s.to_dict(per_subgraph) | ({"findings": f} if f is not None else {})
+               for s, f in zip(schedules, found, strict=True)]
     gates = [parse_gate(g, entries[0]) for g in fail_if or []]
+    if plot:
+        from .report import plots
+
+        for e in entries if per_subgraph else [s.to_dict(True) for s in schedules]:
+            plots.save(plots.roofline(e), plot, f"roofline_{e['hardware']}_{e['precision']}_b{e['batch']}")
     if format is Format.json:
-        emit(json.dumps([s.to_dict(per_subgraph) for s in schedules], indent=1), output)
+        emit(json.dumps(entries, indent=1), output)
     elif format is Format.csv:
-        rows = [s.to_dict(False) for s in schedules]
         buf = io.StringIO()
-        keys = [k for k in rows[0] if not isinstance(rows[0][k], (dict, list))]
+        keys = [k for k in entries[0] if not isinstance(entries[0][k], (dict, list))]
         w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
-        w.writerows(rows)
+        w.writerows(entries)
         emit(buf.getvalue(), output)
     else:
         parts = [analysis_view.analyze_table(schedules)]
@@ -243,6 +256,10 @@ def analyze(
             for s in schedules:
                 parts += ["", f"{s.spec.name}, {s.precision}, batch {s.batch}: slowest kernels",
                           analysis_view.subgraph_table(s)]
+        for e in entries:
+            if e.get("findings"):
+                parts += ["", f"Findings: {e['hardware']}, {e['precision']}, batch {e['batch']}"]
+                parts += analysis_view.findings_list(e["findings"])
         notes = sorted({n for s in schedules for n in s.notes})
         if notes:
             parts += ["", "Notes:"] + [f"- {n}" for n in notes]
@@ -280,15 +297,7 @@ def compare(
     per_model = {m: asked or ([1, 32] if a.default_batch(m) == 1 else [None]) for m in models}
     results = {(m, hwn, b): a.run(Point(m, hwn, b, precision, fusion)) for m in models for hwn in hws
                for b in per_model[m]}
-    chars = []
-    for m in models:
-        p = a.profile(m, per_model[m][0])
-        f = a.fused(m, per_model[m][0], "model", fusion)
-        t = p.totals
-        chars.append({"macs": t.macs, "flops": t.flops, "params": t.params,
-                      "peak_memory_bytes": t.peak_memory_bytes,
-                      "arithmetic_intensity": f.totals["arithmetic_intensity"],
-                      "kernels": f.totals["kernels"], "nodes": len(p.costs.nodes)})
+    chars = [a.characteristics(m, per_model[m][0], fusion) for m in models]
     by_hw = {hwn: [results[(m, hwn, per_model[m][0])] for m in models] for hwn in hws}
     advice = []
     for name, m in zip(names, models, strict=True):
@@ -322,8 +331,13 @@ def sweep(
     precision: Annotated[list[str] | None, typer.Option(
         "--precision", help="Precisions, comma-separated (auto, model, fp32, fp16, ...).")] = None,
     fusion: Annotated[list[str] | None, typer.Option("--fusion", help="Presets, comma-separated.")] = None,
-    jobs: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    jobs: Annotated[int, typer.Option(min=1, help="Worker processes on this machine.")] = 1,
+    scheduler: Annotated[str | None, typer.Option(
+        help="Run on a dask.distributed cluster instead: its scheduler address, e.g. tcp://host:8786.")
+    ] = None,
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv or jsonl.")] = "table",
+    plot: Annotated[str | None, typer.Option(
+        "--plot", help="Write the batch curves (batch_sweep.png and .svg) into this directory.")] = None,
     output: OutputOpt = None,
 ) -> None:
     """The cross product of models, chips, batches, precisions and fusion presets."""
@@ -340,8 +354,13 @@ def sweep(
         raise HwUtilError(f"--format {format!r}: choose table, csv or jsonl")
     pts = points(models, _csv_list(hw) or REPORT_HARDWARE, _ints(batch, "--batch") or [1],
                  _csv_list(precision) or ["auto"], _csv_list(fusion) or ["runtime"])
-    with typer.progressbar(length=len(pts), label="sweeping", file=sys.stderr) as bar:
-        rows = run(pts, jobs, progress=bar.update)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress("sweeping", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True)) as bar:
+        task = bar.add_task("sweep", total=len(pts))
+        rows = run(pts, jobs, progress=lambda n: bar.advance(task, n), scheduler=scheduler)
     keys = ["model", "hardware", "batch", "precision", "fusion", "latency_s", "throughput_per_s",
             "compute_utilization", "memory_bandwidth_utilization", "attained_ops_per_s", "energy_j", "error"]
     flat = [{k: r.get(k, r.get("asked_precision") if k == "precision" else "") for k in keys} for r in rows]
@@ -356,9 +375,41 @@ def sweep(
     else:
         emit(tabulate([[r[k] for k in keys] for r in flat], headers=keys, tablefmt="simple",
                       floatfmt=".4g"), output)
+    if plot:
+        from .report import plots
+
+        plots.save(plots.batch_curves(rows), plot, "batch_sweep")
     failed = sum(not r["ok"] for r in rows)
     if failed:
         typer.echo(f"{failed} of {len(rows)} points failed (reason in the error column)", err=True)
+
+
+@app.command()
+@guarded
+def report(
+    models: Annotated[list[str], typer.Argument(help="One or two .onnx files.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Directory to write the report into.")],
+    hw: HwOpt = None,
+    batch: Annotated[int | None, typer.Option(
+        "--batch", min=1, help="Batch of the per-chip tables (default 1, or the file's own).")] = None,
+    sweep_batch: Annotated[list[str] | None, typer.Option(
+        "--sweep-batch", help="Batches of the batch sweep, comma-separated.")] = None,
+    precision: Annotated[str, typer.Option(help="auto, model or a precision, for every chip.")] = "auto",
+    fusion: FusionOpt = "runtime",
+    shape: ShapeOpt = None,
+    dim: DimOpt = None,
+) -> None:
+    """The seed report's analysis for any model: Markdown, self-contained HTML, JSON and plots."""
+    from .analysis import REPORT_HARDWARE
+    from .report import document
+    from .study import build
+
+    b = bindings(shape, dim, None)
+    study = build(models, _csv_list(hw) or REPORT_HARDWARE, batch,
+                  _ints(sweep_batch, "--sweep-batch") or None, precision, fusion, b.shapes, b.dims)
+    written = document.write(study, output)
+    typer.echo(f"wrote {len(written)} files to {output}: report.md, report.html, report.json and plots",
+               err=True)
 
 
 @app.command()

@@ -2,7 +2,8 @@
 
 A condition is METRIC OP NUMBER with OP one of < <= > >= == !=. METRIC is a key of an analyze JSON entry
 (latency_s, throughput_per_s, compute_utilization, memory_bandwidth_utilization, energy_j, ...) or one of
-the conveniences latency_ms, energy_mj and units_mean. Every entry (hardware x batch x precision) is tested.
+the conveniences latency_ms, energy_mj and units_mean, or a count of findings: `findings` (all of them) or
+`finding_RULE` (one rule's, e.g. finding_memory_bound). Every entry (hardware x batch x precision) is tested.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import re
 from dataclasses import dataclass
 
 from .errors import HwUtilError
+from .findings import RULES
 
 _OPS = {"<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt,
         ">": operator.gt}
 _CONDITION = re.compile(r"^\s*([a-z_]+)\s*(<=|>=|==|!=|<|>)\s*([-+0-9.eE]+)\s*$")
 _DERIVED = {"latency_ms": lambda d: d["latency_s"] * 1e3, "energy_mj": lambda d: d["energy_j"] * 1e3,
-            "units_mean": lambda d: d["units_allocated"]["mean"]}
+            "units_mean": lambda d: d["units_allocated"]["mean"],
+            "findings": lambda d: len(d["findings"])}
+_DERIVED |= {f"finding_{r}": (lambda d, r=r: sum(f["rule"] == r for f in d["findings"])) for r in RULES}
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ def parse_gate(text: str, example: dict) -> Gate:
     numeric = sorted(numbers + list(_DERIVED))
     if metric not in numeric:
         raise HwUtilError(f"--fail-if {text!r}: unknown metric {metric!r}; metrics: {', '.join(numeric)}")
+    if metric.startswith("finding") and "findings" not in example:
+        raise HwUtilError(f"--fail-if {text!r}: needs findings, which --no-findings turned off")
     try:
         return Gate(text, metric, op, float(number))
     except ValueError:

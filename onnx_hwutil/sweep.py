@@ -3,6 +3,9 @@
 Points that share a model and batch share its shape inference, those that share a precision its costs,
 those that share a fusion preset its fused graph; only the mapping runs per chip (see `analysis`). A point
 that fails (a precision a chip lacks, say) is reported with its reason, and the sweep goes on.
+
+Chunks of points run here, in local worker processes, or on a dask.distributed cluster; each chunk is the
+same pure function of its points wherever it runs, so the three give identical rows.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
 
 from .analysis import Analyzer, Point
 from .errors import HwUtilError
@@ -21,11 +25,11 @@ def points(models, hardware, batches, precisions, fusions) -> list[Point]:
             for m, b, p, f, hw in itertools.product(models, batches, precisions, fusions, hardware)]
 
 
-def _run_group(group: list[Point]) -> list[dict]:
-    """One worker's share: points of one model and batch, so its caches are reused."""
-    a = Analyzer()
+def run_points(pts: list[Point], a: Analyzer | None = None) -> list[dict]:
+    """Analyze each point with one Analyzer (so its caches are shared): a row per point, failed or not."""
+    a = a or Analyzer()
     out = []
-    for p in group:
+    for p in pts:
         row = {"model": p.model, "hardware": p.hardware, "batch": p.batch, "asked_precision": p.precision,
                "fusion": p.fusion}
         try:
@@ -36,23 +40,75 @@ def _run_group(group: list[Point]) -> list[dict]:
     return out
 
 
-def sweep(pts: list[Point], jobs: int = 1, progress: Callable[[int], None] | None = None) -> list[dict]:
-    """Results in the order of `pts`; with jobs > 1, (model, batch) groups run in worker processes."""
+def _portable(p: Point) -> Point:
+    """Absolute paths for what names a local file, so a worker on another host (with the same shared file
+    system) or another working directory opens the same files."""
+    hw = os.path.abspath(p.hardware) if os.path.isfile(p.hardware) else p.hardware
+    return replace(p, model=os.path.abspath(p.model), hardware=hw)
+
+
+def _check_address(address: str) -> None:
+    """A malformed address fails here, in one line, not inside a half-built Client."""
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+    from distributed.comm.registry import backends
+
+    try:
+        scheme, loc = parse_address(address, strict=True)
+        if scheme not in backends:
+            raise ValueError(f"unknown scheme {scheme!r}; known: {', '.join(sorted(backends))}")
+        if scheme != "inproc":
+            parse_host_port(loc)
+    except ValueError as e:
+        raise HwUtilError(f"--scheduler {address!r}: {e} (expected e.g. tcp://host:8786)") from None
+
+
+def _on_dask(address: str, chunks: list[list[Point]]):
+    """Run chunks on a dask.distributed cluster; yields (chunk index, rows) as they finish."""
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise HwUtilError("--scheduler needs dask.distributed: pip install 'onnx-hwutil[dask]'") from None
+    _check_address(address)
+    try:
+        client = Client(address, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as e:
+        raise HwUtilError(f"--scheduler {address}: cannot connect ({e})") from None
+    with client:
+        futures = client.map(run_points, [[_portable(p) for p in c] for c in chunks], pure=False)
+        index = {f.key: i for i, f in enumerate(futures)}
+        for fut in as_completed(futures):
+            yield index[fut.key], fut.result()
+
+
+def _local(jobs: int, chunks: list[list[Point]]):
+    if jobs <= 1:
+        for i, c in enumerate(chunks):
+            yield i, run_points(c)
+        return
+    with ProcessPoolExecutor(jobs) as ex:
+        futures = {ex.submit(run_points, c): i for i, c in enumerate(chunks)}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+
+
+def sweep(pts: list[Point], jobs: int = 1, progress: Callable[[int], None] | None = None,
+          scheduler: str | None = None) -> list[dict]:
+    """Results in the order of `pts`. Points of one (model, batch) form a chunk that shares its caches; with
+    jobs > 1 chunks run in worker processes, with `scheduler` (a dask.distributed address) on its cluster."""
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(pts):
         groups.setdefault((p.model, p.batch), []).append(i)
+    idx = list(groups.values())
+    chunks = [[pts[i] for i in g] for g in idx]
     results: list[dict | None] = [None] * len(pts)
-    step = progress or (lambda n: None)
-    if jobs <= 1:
-        for idx in groups.values():
-            for i, row in zip(idx, _run_group([pts[i] for i in idx]), strict=True):
-                results[i] = row
-            step(len(idx))
-    else:
-        with ProcessPoolExecutor(jobs) as ex:
-            futures = {ex.submit(_run_group, [pts[i] for i in idx]): idx for idx in groups.values()}
-            for fut, idx in futures.items():
-                for i, row in zip(idx, fut.result(), strict=True):
-                    results[i] = row
-                step(len(idx))
+    done = _on_dask(scheduler, chunks) if scheduler else _local(jobs, chunks)
+    for c, rows in done:
+        for i, row in zip(idx[c], rows, strict=True):
+            row["model"] = pts[i].model  # as the user wrote it, wherever it ran
+            if not row["ok"]:
+                row["hardware"] = pts[i].hardware
+            results[i] = row
+        if progress:
+            progress(len(rows))
     return [r for r in results if r is not None]

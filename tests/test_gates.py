@@ -1,5 +1,7 @@
 """CI gates on analyze: tripped conditions exit 1 naming each failure, held ones exit 0, bad ones exit 2."""
 
+import json
+
 from conftest import model_path
 from typer.testing import CliRunner
 
@@ -32,3 +34,21 @@ def test_bad_gates_are_input_errors():
     assert r.exit_code == 2 and "expected METRIC OP NUMBER" in r.stderr
     r = _analyze("speed>5")
     assert r.exit_code == 2 and "unknown metric 'speed'" in r.stderr and "latency_ms" in r.stderr
+
+
+def test_gates_act_on_findings():
+    r = _analyze("finding_low_utilization>0")  # the H100 at batch 1 and 8 is far below half its peak
+    assert r.exit_code == 1 and "finding_low_utilization>0 on h100-sxm5 bf16 batch 1" in r.stderr
+    assert _analyze("findings>20").exit_code == 0
+    r = CliRunner().invoke(app, ["analyze", model_path("resnet18"), "--no-findings", "--fail-if",
+                                 "findings>0"])
+    assert r.exit_code == 2 and "--no-findings" in r.stderr
+
+
+def test_findings_in_json_rows():
+    r = CliRunner().invoke(app, ["analyze", model_path("resnet50"), "--hw", "xeon-8490h", "-f", "json"])
+    [entry] = json.loads(r.stdout)
+    rules = {f["rule"]: f for f in entry["findings"]}
+    assert {"low_utilization", "memory_bound", "below_ridge"} <= set(rules)
+    mb = rules["memory_bound"]
+    assert mb["evidence"]["fusion_options"]["aggressive"]["saved_bytes"] > 0 and mb["mitigation"]

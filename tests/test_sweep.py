@@ -1,9 +1,13 @@
 """Sweeps: every point equals the same point analyzed alone, in one process or several; failures carry on."""
 
+import json
+
 import pytest
 from conftest import model_path
+from typer.testing import CliRunner
 
 from onnx_hwutil.analysis import analyze
+from onnx_hwutil.cli import app
 from onnx_hwutil.sweep import points, sweep
 
 
@@ -21,3 +25,31 @@ def test_sweep_points_equal_single_analyses_and_workers_agree():
             [alone] = analyze(r["model"], r["hardware"], r["batch"], r["precision"], r["fusion"])
             assert r["latency_s"] == pytest.approx(alone.latency_s, rel=1e-12)
             assert r["energy_j"] == pytest.approx(alone.energy["total_j"], rel=1e-12)
+
+
+def test_dask_cluster_gives_the_same_rows_as_local_runs():
+    from distributed import LocalCluster
+
+    pts = points([model_path("resnet18"), model_path("mobilenet_v2")], ["h100-sxm5", "tpu-v4"], [1, 4],
+                 ["bf16", "fp16"], ["runtime"])
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        seen = []
+        remote = sweep(pts, scheduler=cluster.scheduler_address, progress=seen.append)
+    assert remote == sweep(pts, jobs=1)
+    assert sum(seen) == len(pts) == 16 and len(seen) == 4  # one progress step per (model, batch) chunk
+    assert remote[0]["model"] == model_path("resnet18")  # the user's path, not the one shipped
+
+
+def test_cli_sweep_on_dask_with_plot_and_bad_scheduler(tmp_path):
+    from distributed import LocalCluster
+
+    args = ["sweep", model_path("resnet18"), "--hw", "h100-sxm5,tpu-v4", "--batch", "1,2", "-f", "jsonl"]
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        r = CliRunner().invoke(app, [*args, "--scheduler", cluster.scheduler_address,
+                                     "--plot", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(rows) == 4 and all(row["ok"] for row in rows)
+    assert (tmp_path / "batch_sweep.png").is_file() and (tmp_path / "batch_sweep.svg").is_file()
+    r = CliRunner().invoke(app, [*args, "--scheduler", "localhost:8786"])
+    assert r.exit_code == 2 and "expected e.g. tcp://host:8786" in r.stderr

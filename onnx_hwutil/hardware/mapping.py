@@ -114,6 +114,16 @@ class Schedule:
     def memory_bandwidth_utilization(self) -> float:
         return self.dram_bytes / self.latency_s / self.spec.dram_bandwidth if self.latency_s else 0.0
 
+    @property
+    def arithmetic_intensity(self) -> float:
+        """FLOPs per DRAM byte as mapped: after fusion, spills and on-chip hits (DESIGN.md)."""
+        return self.flops / self.dram_bytes if self.dram_bytes else float("inf")
+
+    @property
+    def ridge_point(self) -> float:
+        """The intensity at which this chip's roofline turns from memory- to compute-bound."""
+        return self.rates.peak_ops_per_s / self.spec.dram_bandwidth
+
     @cached_property
     def capacity(self) -> dict:
         """Where the chip's on-chip memory ran out: the cliffs that can make a larger batch slower."""
@@ -151,6 +161,9 @@ class Schedule:
             "compute_utilization": self.compute_utilization,
             "memory_bandwidth_utilization": self.memory_bandwidth_utilization,
             "attained_ops_per_s": self.attained_ops_per_s, "peak_ops_per_s": self.rates.peak_ops_per_s,
+            "dram_bandwidth_bytes_per_s": self.spec.dram_bandwidth,
+            "arithmetic_intensity": self.arithmetic_intensity if self.dram_bytes else None,
+            "ridge_point": self.ridge_point,
             "matrix_units": self.rates.matrix_units,
             "units_allocated": self.units_allocated, "energy_j": self.energy["total_j"],
             "energy_breakdown_j": {k: v for k, v in self.energy.items() if k != "total_j"},
@@ -160,7 +173,8 @@ class Schedule:
         if per_subgraph:
             d["subgraphs"] = [{"id": k.id, "label": k.label, "units": k.units, "latency_s": k.latency_s,
                                "compute_s": k.compute_s, "memory_s": k.memory_s, "overhead_s": k.overhead_s,
-                               "bound": k.bound, "energy_j": k.energy_j, "dram_bytes": k.dram_bytes}
+                               "bound": k.bound, "energy_j": k.energy_j, "flops": k.flops,
+                               "dram_bytes": k.dram_bytes}
                               for k in self.kernels]
         return d
 

@@ -42,6 +42,10 @@ def subgraph_table(s: Schedule, top: int = 15) -> str:
                     tablefmt="simple", disable_numparse=True)
 
 
+def findings_list(rows: list[dict]) -> list[str]:
+    return [f"- {r['finding']}\n  -> {r['mitigation']}" for r in rows]
+
+
 def _change(a: float, b: float, ratio: bool = False) -> str:
     if ratio:
         return f"{b / a:.2f}x" if a else "n/a"

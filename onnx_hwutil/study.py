@@ -1,0 +1,104 @@
+"""A study: everything `onnx-hwutil report` says about one or two models on a set of chips, as one JSON
+document. The Markdown, the HTML and the plots are all drawn from this document and nothing else.
+
+It holds the seed report's parts, computed: model characteristics, per-chip results at one batch (with
+every kernel, for the rooflines), a batch sweep, the same point under each fusion preset, findings, the best
+chip per question, energy, and how far each chip's numbers can be trusted.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import __version__
+from .analysis import Analyzer, Point
+from .errors import HwUtilError
+from .findings import findings
+from .fusion import PRESETS
+from .sweep import run_points
+
+SCHEMA = "onnx-hwutil/report/1"
+SWEEP_BATCHES = [1, 2, 4, 8, 16, 32, 64]
+# What each kind of backend has been checked against (docs/validation.md holds the measurements).
+VALIDATION = {
+    "cpu": "calibrate this machine's spec (onnx-hwutil calibrate) and check it with onnx-hwutil validate; "
+           "bundled CPU specs are uncalibrated peaks (docs/validation.md, section 6)",
+    "gpu": "not calibrated: against measured PyTorch fp16 latencies on an H100, predictions were 0.29x to "
+           "3.5x the measurement, median absolute error 60% (docs/validation.md, section 5); treat GPU "
+           "latencies as a roofline estimate",
+    "tpu": "MXU cycles agree with the SCALE-Sim systolic-array simulator (docs/validation.md, section 3); "
+           "memory system and overheads are not validated",
+    "kpu": "no silicon to compare with: every number is the spec's stated assumption",
+}
+
+
+def model_names(models: list[str]) -> list[str]:
+    names = [os.path.splitext(os.path.basename(m))[0] for m in models]
+    return names if len(set(names)) == len(names) else [f"{n} ({i + 1})" for i, n in enumerate(names)]
+
+
+def _hardware(a: Analyzer, hw: str, precision: str) -> dict:
+    s = a.spec(hw)
+    assumed = sum(c.assumed for c in s.sources.values())
+    return {"name": s.name, "title": s.title, "kind": s.kind, "units": s.units, "unit_name": s.unit_name,
+            "precision": precision, "dram_bandwidth_bytes_per_s": s.dram_bandwidth,
+            "onchip_bytes": s.onchip_bytes, "tdp_w": s.tdp_w, "numbers": len(s.sources),
+            "numbers_assumed": assumed, "validation": VALIDATION[s.kind], "spec": s.path}
+
+
+def build(models: list[str], hardware: list[str], batch: int | None = None,
+          sweep_batches: list[int] | None = None, precision: str = "auto", fusion: str = "runtime",
+          shapes: dict | None = None, dims: dict | None = None) -> dict:
+    if not 1 <= len(models) <= 2:
+        raise HwUtilError("report: give one or two models")
+    if fusion not in PRESETS:
+        raise HwUtilError(f"unknown fusion preset {fusion!r}; presets: {', '.join(PRESETS)}")
+    a = Analyzer(shapes, dims)
+    names = model_names(models)
+    sweep_batches = sweep_batches or SWEEP_BATCHES
+    out: dict = {"schema": SCHEMA, "generator": f"onnx-hwutil {__version__}",
+                 "settings": {"hardware": hardware, "batch": batch, "sweep_batches": sweep_batches,
+                              "precision": precision, "fusion": fusion, "presets": list(PRESETS)},
+                 "models": [], "hardware": [], "results": [], "sweep": [], "fusion": [], "advice": [],
+                 "notes": []}
+    notes: set[str] = set()
+    for name, m in zip(names, models, strict=True):
+        fixed = a.default_batch(m) is None
+        b = None if fixed else (batch or 1)
+        if fixed and batch is not None:
+            raise HwUtilError(f"--batch {batch}: {m} has no symbolic batch dim (its shapes are fixed)")
+        here = []
+        for hw in hardware:
+            p = Point(m, hw, b, precision, fusion)
+            s = a.run(p)
+            notes.update(s.notes)
+            here.append(s)
+            out["results"].append({"model": name} | s.to_dict(per_subgraph=True)
+                                  | {"findings": [f.to_dict() for f in findings(a, p, s)]})
+            for preset in PRESETS:
+                t = a.run(Point(m, hw, b, precision, preset))
+                out["fusion"].append({"model": name} | t.to_dict(False))
+        out["models"].append({"name": name, "path": m, "batch": here[0].batch, "batch_fixed": fixed,
+                              "characteristics": a.characteristics(m, b, fusion)})
+        if fixed:
+            notes.add(f"{name}: the file fixes the batch at {here[0].batch}; no batch sweep")
+        else:
+            pts = [Point(m, hw, sb, precision, fusion) for hw in hardware for sb in sweep_batches]
+            rows = run_points(pts, a)
+            out["sweep"] += [r | {"model": name} for r in rows]
+            notes.update(f"{name}: {r['hardware']} batch {r['batch']}: {r['error']}"
+                         for r in rows if not r["ok"])
+        own = here[0].batch
+        for bb in [own] + ([max(sweep_batches)] if not fixed and max(sweep_batches) != own else []):
+            runs = ([s.to_dict(False) for s in here] if bb == own else
+                    [r for r in out["sweep"] if r["model"] == name and r["ok"] and r["batch"] == bb])
+            if runs:
+                out["advice"].append({
+                    "model": name, "batch": bb,
+                    "lowest_latency": min(runs, key=lambda r: r["latency_s"])["hardware"],
+                    "highest_throughput": max(runs, key=lambda r: r["throughput_per_s"])["hardware"],
+                    "least_energy": min(runs, key=lambda r: r["energy_j"] / r["batch"])["hardware"]})
+    for hw, r in zip(hardware, out["results"], strict=False):
+        out["hardware"].append(_hardware(a, hw, r["precision"]))
+    out["notes"] = sorted(notes)
+    return out
