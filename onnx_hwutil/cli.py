@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -72,6 +73,18 @@ PrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="model (the file's own dtypes), fp32, tf32, fp16, bf16, int8 or fp8.")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 OutputOpt = Annotated[str | None, typer.Option("--output", "-o", help="Write here instead of to stdout.")]
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, total: int):
+    """A rich progress bar on stderr (stdout stays clean for JSON/CSV); yields advance(n)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(label, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True)) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def bindings(shape: list[str] | None, dim: list[str] | None, batch: int | None) -> Bindings:
@@ -226,6 +239,10 @@ def analyze(
     from .gates import failures, parse_gate
     from .report import analysis_view
 
+    if plot:
+        from .report.plots import ensure_dir
+
+        ensure_dir(plot)
     b = bindings(shape, dim, None)
     a = Analyzer(b.shapes, b.dims)
     pts = plan(a, model, _csv_list(hw) or ["h100-sxm5"], _ints(batch, "--batch") or None,
@@ -347,23 +364,25 @@ def sweep(
     from tabulate import tabulate
 
     from .analysis import REPORT_HARDWARE
-    from .sweep import points
+    from .sweep import check_scheduler, points
     from .sweep import sweep as run
 
     if format not in ("table", "csv", "jsonl"):
         raise HwUtilError(f"--format {format!r}: choose table, csv or jsonl")
     pts = points(models, _csv_list(hw) or REPORT_HARDWARE, _ints(batch, "--batch") or [1],
                  _csv_list(precision) or ["auto"], _csv_list(fusion) or ["runtime"])
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+    if scheduler:
+        check_scheduler(scheduler)
+    if plot:
+        from .report.plots import ensure_dir
 
-    with Progress("sweeping", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True)) as bar:
-        task = bar.add_task("sweep", total=len(pts))
-        rows = run(pts, jobs, progress=lambda n: bar.advance(task, n), scheduler=scheduler)
+        ensure_dir(plot)
+    with progress_bar("sweeping", len(pts)) as advance:
+        rows = run(pts, jobs, progress=advance, scheduler=scheduler)
     keys = ["model", "hardware", "batch", "precision", "fusion", "latency_s", "throughput_per_s",
             "compute_utilization", "memory_bandwidth_utilization", "attained_ops_per_s", "energy_j", "error"]
-    flat = [{k: r.get(k, r.get("asked_precision") if k == "precision" else "") for k in keys} for r in rows]
+    flat = [{k: (r.get(k) or r["asked_precision"]) if k == "precision" else r.get(k, "") for k in keys}
+            for r in rows]
     if format == "jsonl":
         emit("\n".join(json.dumps(r) for r in rows), output)
     elif format == "csv":
@@ -380,6 +399,8 @@ def sweep(
 
         plots.save(plots.batch_curves(rows), plot, "batch_sweep")
     failed = sum(not r["ok"] for r in rows)
+    if failed == len(rows):
+        raise HwUtilError(f"every point failed; the first: {rows[0]['error']}")
     if failed:
         typer.echo(f"{failed} of {len(rows)} points failed (reason in the error column)", err=True)
 
@@ -402,8 +423,10 @@ def report(
     """The seed report's analysis for any model: Markdown, self-contained HTML, JSON and plots."""
     from .analysis import REPORT_HARDWARE
     from .report import document
+    from .report.plots import ensure_dir
     from .study import build
 
+    ensure_dir(output)
     b = bindings(shape, dim, None)
     study = build(models, _csv_list(hw) or REPORT_HARDWARE, batch,
                   _ints(sweep_batch, "--sweep-batch") or None, precision, fusion, b.shapes, b.dims)
@@ -427,8 +450,8 @@ def calibrate(
     from .hardware.spec import parse
 
     n = threads or os.cpu_count() or 1
-    with typer.progressbar(length=steps(quick) * n, label="calibrating", file=sys.stderr) as bar:
-        data = run(threads, quick, progress=lambda _: bar.update(1))
+    with progress_bar("calibrating", steps(quick) * n) as advance:
+        data = run(threads, quick, progress=lambda _: advance(1))
     parse(data, output)  # what we write must load
     emit(yaml.safe_dump(data, sort_keys=False, width=110), output)
     typer.echo(f"wrote {output}: {n} thread count(s) measured; use --hw {output}", err=True)
@@ -484,7 +507,24 @@ def hw_show(name: Annotated[str, typer.Argument(help="A bundled chip's name, or 
 
 
 def main() -> None:
-    sys.exit(app())
+    """The console script: usage errors (an option out of range, a missing argument) become one line and
+    exit 2 like every other bad input, instead of click's boxed message."""
+    try:
+        code = app(standalone_mode=False)
+    except (KeyboardInterrupt, typer.Abort):
+        typer.echo("onnx-hwutil: aborted", err=True)
+        code = 130
+    except Exception as e:
+        if not hasattr(e, "format_message"):  # not click's usage error (ours are handled by `guarded`)
+            raise
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help())
+        else:
+            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            typer.echo(f"onnx-hwutil: error: {e.format_message()}{hint}", err=True)
+        code = EXIT_INPUT
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,12 @@ units, fractions for shares), so gates and scripts can act on them without parsi
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, replace
 
 from .analysis import Analyzer, Point
+from .dtypes import PRECISIONS
 from .errors import HwUtilError
 from .fusion import PRESETS
 from .hardware.mapping import Schedule
@@ -22,10 +24,22 @@ from .report.units import size
 
 TARGET_UTILIZATION = 0.5  # the seed report's "saturate": half the chip's peak at this precision
 MAX_BATCH = 1024  # the batch search stops here
+EXHAUSTIVE = 64  # at most this many batches checked one by one between two powers of two
 MEMORY_BOUND_SHARE = 0.3  # time share memory-bound above which fusion and precision are worth a look
 OVERHEAD_SHARE = 0.25
 IDLE_SHARE = 0.25  # units idle on average, as a share of the chip
-RULES = ("low_utilization", "memory_bound", "below_ridge", "idle_units", "overhead_bound", "spills")
+RULES = ("exceeds_memory", "low_utilization", "memory_bound", "below_ridge", "idle_units", "overhead_bound",
+         "spills")
+
+
+@dataclass
+class _Search:
+    best: Schedule  # the highest utilization seen
+    tried: int  # the largest batch analyzed
+    batch: int | None = None  # the first batch found at the target, and its schedule
+    at: Schedule | None = None
+    method: str = "powers of two"
+    stopped: str | None = None  # why a batch could not be analyzed, if one could not
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,10 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _ms(s: float) -> str:
     return f"{s * 1e3:.3g} ms"
 
@@ -62,40 +80,98 @@ class _Rules:
     def finding(self, rule: str, text: str, evidence: dict, mitigation: str) -> Finding:
         return Finding(rule, self.hw, text, evidence, mitigation)
 
-    def batch_fixed(self) -> bool:
-        return self.p.batch is None and self.a.default_batch(self.p.model) is None
-
-    def search_batch(self, target: float) -> tuple[int | None, Schedule | None, Schedule]:
-        """The first batch whose compute utilization reaches `target`: doubling, then bisection between
-        the last batch below and the first at or above (utilization is not monotonic in batch everywhere, so
-        this is the first crossing the search meets). Returns (batch, its schedule, the best seen)."""
+    def search_batch(self, target: float) -> _Search:
+        """Search upward from the point's batch for the first batch whose compute utilization reaches
+        `target`: powers of two until one does, then every batch between it and the previous power (at most
+        EXHAUSTIVE of them; beyond that, bisection). Utilization is not monotonic in batch (wave quantization,
+        capacity cliffs), so the batches between smaller powers are not all checked; the evidence says so."""
         s = self.s
-        best, lo, hi, hi_s = s, s.batch, None, None
-        b = s.batch
+        r = _Search(best=s, tried=s.batch)
+        lo, b = s.batch, s.batch
         while b < MAX_BATCH:
             b = min(2 * b, MAX_BATCH)
-            try:
-                t = self.at(batch=b)
-            except HwUtilError:  # a batch the model cannot take (a reshape with a fixed size, say)
-                break
-            best = max(best, t, key=lambda x: x.compute_utilization)
+            t = self._try(r, b)
+            if t is None:
+                return r
             if t.compute_utilization >= target:
-                hi, hi_s = b, t
+                r.batch, r.at = b, t
                 break
             lo = b
-        if hi is None:
-            return None, None, best
+        if r.batch is None:
+            return r
+        hi = r.batch
+        if hi - lo <= EXHAUSTIVE:
+            r.method = f"powers of two up to {lo}, then every batch from {lo + 1}"
+            for mid in range(lo + 1, hi):
+                t = self._try(r, mid)
+                if t is None:
+                    break
+                if t.compute_utilization >= target:
+                    r.batch, r.at = mid, t
+                    break
+            return r
+        r.method = f"powers of two up to {lo}, then bisection up to {hi}"
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            try:
-                t = self.at(batch=mid)
-            except HwUtilError:  # a batch between two the model takes, which it cannot (a fixed reshape)
+            t = self._try(r, mid)
+            if t is None:
                 break
             if t.compute_utilization >= target:
-                hi, hi_s = mid, t
+                hi, r.batch, r.at = mid, mid, t
             else:
                 lo = mid
-        return hi, hi_s, best
+        return r
+
+    def _try(self, r: _Search, batch: int) -> Schedule | None:
+        try:
+            t = self.at(batch=batch)
+        except HwUtilError as e:  # a batch the model cannot take (a fixed reshape, a --shape binding)
+            r.stopped = f"at batch {batch}: {e}"
+            return None
+        r.tried = max(r.tried, batch)
+        r.best = max(r.best, t, key=lambda x: x.compute_utilization)
+        return t
+
+    def peak_memory(self, batch: int | None) -> tuple[int, int]:
+        t = self.a.profile(self.p.model, batch, self.s.precision).totals
+        return t.peak_memory_bytes, t.weight_bytes
+
+    def exceeds_memory(self) -> Finding | None:
+        s = self.s
+        cap = s.spec.dram_capacity
+        peak, weights = self.peak_memory(self.p.batch)
+        if peak <= cap:
+            return None
+        text = (f"needs {size(peak)} at its peak ({size(weights)} of weights at {s.precision}), more than "
+                f"{s.spec.name}'s {size(cap)} of memory: it does not fit, whatever the latency says")
+        ev = {"peak_memory_bytes": peak, "weight_bytes": weights, "memory_capacity_bytes": cap}
+        if weights > cap:
+            bits = PRECISIONS[s.precision] or 32
+            narrower = [q for q in s.spec.precisions if (PRECISIONS[q] or 32) < bits]
+            if narrower:
+                q = narrower[-1]
+                w = self.a.profile(self.p.model, self.p.batch, q).totals.weight_bytes
+                how = f"at {q} they take {size(w)}" + ("" if w <= cap else ", still too much")
+            else:
+                how = f"{s.precision} is the narrowest type this chip runs"
+            return self.finding("exceeds_memory", text, ev,
+                                f"the weights alone do not fit ({how}): split the model over several chips "
+                                "or choose a chip with more memory")
+        fits, b = None, s.batch
+        while b > 1 and fits is None:
+            b //= 2
+            try:
+                if self.peak_memory(b)[0] <= cap:
+                    fits = b
+            except HwUtilError:
+                break
+        ev["largest_power_of_two_batch_that_fits"] = fits
+        if fits is None:
+            return self.finding("exceeds_memory", text, ev,
+                                "no smaller batch fits either: a narrower precision or a chip with more "
+                                "memory")
+        return self.finding("exceeds_memory", text, ev,
+                            f"batch {fits} fits ({size(self.peak_memory(fits)[0])} at its peak)")
 
     def low_utilization(self) -> Finding | None:
         s = self.s
@@ -105,24 +181,33 @@ class _Rules:
         text = (f"{_pct(u)} of {s.spec.name}'s {s.precision} peak at batch {s.batch} "
                 f"(target {_pct(TARGET_UTILIZATION)})")
         ev = {"batch": s.batch, "compute_utilization": u, "target": TARGET_UTILIZATION}
-        if self.batch_fixed():
-            return self.finding("low_utilization", text, ev | {"batch_fixed": True},
-                                f"the file fixes the batch at {s.batch}: export it with a symbolic batch dim "
-                                "to let a larger batch fill the chip")
-        b, t, best = self.search_batch(TARGET_UTILIZATION)
-        if b is not None:
-            ev |= {"batch_reaching_target": b, "utilization_at_that_batch": t.compute_utilization,
-                   "latency_s_at_that_batch": t.latency_s, "throughput_at_that_batch": t.throughput_per_s}
+        r = self.search_batch(TARGET_UTILIZATION)
+        ev |= {"batch_reaching_target": r.batch, "search": r.method, "searched_up_to": r.tried,
+               "search_stopped": r.stopped}
+        if r.batch is not None:
+            t = r.at
+            ev |= {"utilization_at_that_batch": t.compute_utilization, "latency_s_at_that_batch": t.latency_s,
+                   "throughput_at_that_batch": t.throughput_per_s}
             return self.finding("low_utilization", text, ev,
-                                f"batch {b} is the first to reach {_pct(TARGET_UTILIZATION)} "
+                                f"batch {r.batch} is the first to reach {_pct(TARGET_UTILIZATION)} "
                                 f"({_pct(t.compute_utilization)}, {_ms(t.latency_s)} per batch, "
-                                f"{t.throughput_per_s:,.0f}/s)")
+                                f"{t.throughput_per_s:,.0f}/s; searched {r.method})")
+        if r.tried == s.batch:  # no larger batch could be analyzed
+            if r.stopped and "no symbolic batch dim" in r.stopped:
+                return self.finding("low_utilization", text, ev | {"batch_fixed": True},
+                                    f"the file fixes the batch at {s.batch}: export it with a symbolic batch "
+                                    "dim to let a larger batch fill the chip")
+            why = f"no larger batch could be analyzed ({r.stopped})" if r.stopped else (
+                f"the batch is already at the search limit ({MAX_BATCH})")
+            return self.finding("low_utilization", text, ev, why)
+        best = r.best
         shares = best.bound_share
         limit = max(shares, key=shares.get)
-        ev |= {"batch_reaching_target": None, "searched_up_to": MAX_BATCH, "best_batch": best.batch,
-               "best_utilization": best.compute_utilization, "bound_share_at_best": shares}
+        ev |= {"best_batch": best.batch, "best_utilization": best.compute_utilization,
+               "bound_share_at_best": shares}
+        stop = f" (the search stopped at batch {r.tried}: {r.stopped})" if r.stopped else ""
         return self.finding("low_utilization", text, ev,
-                            f"no batch up to {MAX_BATCH} reaches it: the best is "
+                            f"no batch from {s.batch} to {r.tried} reaches it{stop}: the best is "
                             f"{_pct(best.compute_utilization)} at batch {best.batch}, where "
                             f"{_pct(shares[limit])} of the time is {limit}-bound; batch alone will not fill "
                             "this chip")
@@ -206,31 +291,33 @@ class _Rules:
         need = max(1, math.ceil(u["mean"]))
         if s.spec.kind == "gpu":
             mitigation = (f"run other work on the idle {u['name']}s (concurrent streams or instances), or "
-                          f"give this model a partition of about {need} {u['name']}s (MIG); a larger batch "
+                          f"give this model a partition of about {_n(need, u['name'])} (MIG); a larger batch "
                           "gives each kernel more tiles")
         elif s.spec.kind == "cpu" and u["total"] // need >= 2:
             mitigation = (f"run {u['total'] // need} instances side by side with {need} threads each, or a "
                           "larger batch")
         else:
             mitigation = (f"a larger batch gives each kernel more parallel work, or several models can share "
-                          f"the chip; this model keeps about {need} {u['name']}s busy")
+                          f"the chip; this model keeps about {_n(need, u['name'])} busy")
         return self.finding("idle_units", text, ev, mitigation)
 
     def overhead_bound(self) -> Finding | None:
         s = self.s
-        share = s.bound_share["overhead"]
+        share = sum(k.overhead_s for k in s.kernels) / s.latency_s
         if share < OVERHEAD_SHARE:
             return None
-        text = (f"{_pct(share)} of the time is per-kernel overhead ({len(s.kernels)} kernels x "
+        text = (f"{_pct(share)} of the time is per-kernel overhead ({_n(len(s.kernels), 'kernel')} x "
                 f"{s.spec.kernel_overhead_s * 1e6:.3g} us)")
         ev = {"overhead_share": share, "kernels": len(s.kernels),
               "kernel_overhead_s": s.spec.kernel_overhead_s}
         mitigation = "a larger batch amortizes each launch over more work"
-        if s.fusion != "aggressive" and s.fusion in PRESETS:
+        if s.fusion in PRESETS and s.fusion != "aggressive":
             t = self.at(fusion="aggressive")
-            ev["kernels_aggressive"] = len(t.kernels)
-            mitigation = (f"fusion preset aggressive launches {len(t.kernels)} kernels instead of "
-                          f"{len(s.kernels)} (latency {_ms(t.latency_s)}); " + mitigation)
+            if len(t.kernels) < len(s.kernels):
+                ev["kernels_aggressive"] = len(t.kernels)
+                mitigation = (f"fusion preset aggressive launches {len(t.kernels)} kernels instead of "
+                              f"{len(s.kernels)} (latency {_ms(s.latency_s)} -> {_ms(t.latency_s)}); "
+                              + mitigation)
         return self.finding("overhead_bound", text, ev, mitigation)
 
     def spills(self) -> Finding | None:
@@ -242,11 +329,37 @@ class _Rules:
         text = (f"{n} fused kernels outgrow {s.spec.name}'s {size(s.spec.onchip_bytes)} on-chip memory and "
                 f"spill {size(spill)} of intermediates through DRAM")
         ev = {"spill_bytes": spill, "kernels_spilling": n, "onchip_bytes": s.spec.onchip_bytes}
-        return self.finding("spills", text, ev,
-                            "a smaller batch or a less aggressive fusion preset keeps intermediates on chip")
+        # What would keep them on chip, and only if it is faster per inference: less fusion, a smaller batch.
+        order = list(PRESETS)
+        options = {}
+        weaker = order[:order.index(s.fusion)] if s.fusion in order else []
+        for preset in weaker:
+            t = self.at(fusion=preset)
+            options[f"fusion {preset}"] = t
+        if s.batch > 1:
+            with contextlib.suppress(HwUtilError):  # a batch the model cannot take: not an alternative
+                options[f"batch {s.batch // 2}"] = self.at(batch=s.batch // 2)
+        per_inference = {k: t.latency_s / t.batch for k, t in options.items()}
+        ev["alternatives"] = {k: {"latency_s_per_inference": v,
+                                  "spill_bytes": options[k].capacity["spill_bytes"]}
+                              for k, v in per_inference.items()}
+        own = s.latency_s / s.batch
+        faster = {k: v for k, v in per_inference.items() if v < 0.99 * own}
+        if faster:
+            k = min(faster, key=faster.get)
+            mitigation = (f"{k} spills {size(options[k].capacity['spill_bytes'])} and is faster per "
+                          f"inference ({_ms(own)} -> {_ms(faster[k])})")
+        elif per_inference:
+            tried = ", ".join(f"{k} is {_ms(v)} per inference" for k, v in per_inference.items())
+            mitigation = f"the spill costs less than the alternatives: {tried}, against {_ms(own)}"
+        else:
+            mitigation = "no smaller batch or weaker fusion preset to try; a chip with more on-chip memory"
+        return self.finding("spills", text, ev, mitigation)
 
 
 def findings(a: Analyzer, p: Point, s: Schedule) -> list[Finding]:
     """Every rule's finding for point `p`, whose schedule `s` the Analyzer `a` produced."""
+    if not s.kernels or not s.flops or not s.latency_s:
+        return []  # nothing computes: no utilization to explain
     r = _Rules(a, p, s)
     return [f for rule in RULES if (f := getattr(r, rule)()) is not None]

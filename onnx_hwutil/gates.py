@@ -31,12 +31,14 @@ class Gate:
     op: str
     value: float
 
-    def value_of(self, entry: dict) -> float:
-        return _DERIVED[self.metric](entry) if self.metric in _DERIVED else entry[self.metric]
+    def value_of(self, entry: dict) -> float | None:
+        return _DERIVED[self.metric](entry) if self.metric in _DERIVED else entry.get(self.metric)
 
     def fails(self, entry: dict) -> bool:
-        """The condition says when to fail: `latency_ms>5` fails an entry slower than 5 ms."""
-        return _OPS[self.op](self.value_of(entry), self.value)
+        """The condition says when to fail: `latency_ms>5` fails an entry slower than 5 ms. A metric with
+        no value (the intensity of a model with no DRAM traffic) satisfies no condition."""
+        v = self.value_of(entry)
+        return v is not None and _OPS[self.op](v, self.value)
 
 
 def parse_gate(text: str, example: dict) -> Gate:
@@ -45,7 +47,8 @@ def parse_gate(text: str, example: dict) -> Gate:
         raise HwUtilError(f"--fail-if {text!r}: expected METRIC OP NUMBER, for example latency_ms>5")
     metric, op, number = m.groups()
     # the numbers an analyze entry holds, and the conveniences
-    numbers = [k for k, v in example.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    numbers = [k for k, v in example.items()
+               if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))]
     numeric = sorted(numbers + list(_DERIVED))
     if metric not in numeric:
         raise HwUtilError(f"--fail-if {text!r}: unknown metric {metric!r}; metrics: {', '.join(numeric)}")

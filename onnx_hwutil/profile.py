@@ -120,6 +120,19 @@ class Profile:
     def unresolved(self) -> list[dict]:
         return [{"node": n, "op_type": op, "tensor": t} for n, op, t in self.costs.unresolved]
 
+    @property
+    def coverage_notes(self) -> list[str]:
+        """What the totals leave out, in words every downstream report repeats: never a silent zero."""
+        out = []
+        if self.uncovered:
+            out.append("UNCOVERED ops (no cost formula; their FLOPs are not in the totals, their bytes are): "
+                       + ", ".join(f"{u['domain']}::{u['op_type']} x{u['count']}" for u in self.uncovered))
+        if self.unresolved:
+            shown = ", ".join(f"{u['node']} ({u['op_type']})" for u in self.unresolved[:10])
+            more = f" and {len(self.unresolved) - 10} more" if len(self.unresolved) > 10 else ""
+            out.append(f"UNRESOLVED shapes: {len(self.unresolved)} nodes not costed: {shown}{more}")
+        return out + list(self.bound.shape_notes) + self.costs.notes
+
     def by_op_type(self) -> list[dict]:
         rows: dict[tuple[str, str], dict] = {}
         for nc in self.costs.nodes:

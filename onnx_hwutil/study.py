@@ -55,18 +55,22 @@ def build(models: list[str], hardware: list[str], batch: int | None = None,
         raise HwUtilError(f"unknown fusion preset {fusion!r}; presets: {', '.join(PRESETS)}")
     a = Analyzer(shapes, dims)
     names = model_names(models)
-    sweep_batches = sweep_batches or SWEEP_BATCHES
+    sweep_batches = sorted(set(sweep_batches or SWEEP_BATCHES))
+    hardware = list(dict.fromkeys(hardware))
     out: dict = {"schema": SCHEMA, "generator": f"onnx-hwutil {__version__}",
                  "settings": {"hardware": hardware, "batch": batch, "sweep_batches": sweep_batches,
                               "precision": precision, "fusion": fusion, "presets": list(PRESETS)},
                  "models": [], "hardware": [], "results": [], "sweep": [], "fusion": [], "advice": [],
                  "notes": []}
     notes: set[str] = set()
+    given: dict[str, str] = {}
+    for hw in hardware:  # results are keyed by chip name: two specs of one name would overwrite each other
+        n = a.spec(hw).name
+        if n in given:
+            raise HwUtilError(f"--hw {given[n]} and {hw} are both named {n!r}: rename one (its 'name' field)")
+        given[n] = hw
     for name, m in zip(names, models, strict=True):
-        fixed = a.default_batch(m) is None
-        b = None if fixed else (batch or 1)
-        if fixed and batch is not None:
-            raise HwUtilError(f"--batch {batch}: {m} has no symbolic batch dim (its shapes are fixed)")
+        b = batch or (None if a.default_batch(m) is None else 1)
         here = []
         for hw in hardware:
             p = Point(m, hw, b, precision, fusion)
@@ -78,16 +82,19 @@ def build(models: list[str], hardware: list[str], batch: int | None = None,
             for preset in PRESETS:
                 t = a.run(Point(m, hw, b, precision, preset))
                 out["fusion"].append({"model": name} | t.to_dict(False))
-        out["models"].append({"name": name, "path": m, "batch": here[0].batch, "batch_fixed": fixed,
-                              "characteristics": a.characteristics(m, b, fusion)})
+        rows = run_points([Point(m, hw, sb, precision, fusion) for hw in hardware for sb in sweep_batches], a)
+        # The file fixes the batch (or --dim/--shape bound it): at most its own batch analyzes.
+        failed = [r for r in rows if not r["ok"]]
+        fixed = bool(failed) and len({r["batch"] for r in rows if r["ok"]}) <= 1
         if fixed:
-            notes.add(f"{name}: the file fixes the batch at {here[0].batch}; no batch sweep")
+            notes.add(f"{name}: no batch sweep: {failed[0]['error']}")
         else:
-            pts = [Point(m, hw, sb, precision, fusion) for hw in hardware for sb in sweep_batches]
-            rows = run_points(pts, a)
             out["sweep"] += [r | {"model": name} for r in rows]
             notes.update(f"{name}: {r['hardware']} batch {r['batch']}: {r['error']}"
                          for r in rows if not r["ok"])
+        out["models"].append({"name": name, "path": m, "batch": here[0].batch, "batch_fixed": fixed,
+                              "characteristics": a.characteristics(m, b, fusion),
+                              "coverage_notes": a.profile(m, b).coverage_notes})
         own = here[0].batch
         for bb in [own] + ([max(sweep_batches)] if not fixed and max(sweep_batches) != own else []):
             runs = ([s.to_dict(False) for s in here] if bb == own else

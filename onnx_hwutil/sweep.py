@@ -17,10 +17,27 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 
 from .analysis import Analyzer, Point
+from .dtypes import check_precision
 from .errors import HwUtilError
+from .fusion import resolve_passes
+from .hardware import load_spec
 
 
 def points(models, hardware, batches, precisions, fusions) -> list[Point]:
+    """The cross product, duplicates dropped. What is wrong for every point (a missing model file, an
+    unknown chip, precision or preset) is an input error now, not hundreds of failed rows later."""
+    models, hardware, batches, precisions, fusions = (list(dict.fromkeys(x)) for x in
+                                                      (models, hardware, batches, precisions, fusions))
+    for m in models:
+        if not os.path.isfile(m):
+            raise HwUtilError(f"{m}: no such file")
+    for hw in hardware:
+        load_spec(hw)
+    for p in precisions:
+        if p not in ("auto", "model"):
+            check_precision(p)
+    for f in fusions:
+        resolve_passes(f)
     return [Point(os.fspath(m), hw, b, p, f)
             for m, b, p, f, hw in itertools.product(models, batches, precisions, fusions, hardware)]
 
@@ -35,7 +52,7 @@ def run_points(pts: list[Point], a: Analyzer | None = None) -> list[dict]:
         try:
             row |= a.run(p).to_dict(per_subgraph=False) | {"ok": True}
         except HwUtilError as e:
-            row |= {"ok": False, "error": str(e)}
+            row |= {"precision": None, "ok": False, "error": str(e)}
         out.append(row)
     return out
 
@@ -47,7 +64,10 @@ def _portable(p: Point) -> Point:
     return replace(p, model=os.path.abspath(p.model), hardware=hw)
 
 
-def _check_address(address: str) -> None:
+WORKER_WAIT_S = 30
+
+
+def check_scheduler(address: str) -> None:
     """A malformed address fails here, in one line, not inside a half-built Client."""
     from distributed.comm import parse_address
     from distributed.comm.addressing import parse_host_port
@@ -69,12 +89,16 @@ def _on_dask(address: str, chunks: list[list[Point]]):
         from distributed import Client, as_completed
     except ImportError:
         raise HwUtilError("--scheduler needs dask.distributed: pip install 'onnx-hwutil[dask]'") from None
-    _check_address(address)
+    check_scheduler(address)
     try:
         client = Client(address, timeout="10s")
-    except (OSError, TimeoutError, ValueError) as e:
+    except (OSError, TimeoutError, ValueError, TypeError) as e:  # TypeError: tls/ucx without their setup
         raise HwUtilError(f"--scheduler {address}: cannot connect ({e})") from None
     with client:
+        try:
+            client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+        except TimeoutError:
+            raise HwUtilError(f"--scheduler {address}: no worker joined in {WORKER_WAIT_S} s") from None
         futures = client.map(run_points, [[_portable(p) for p in c] for c in chunks], pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
         for fut in as_completed(futures):
@@ -92,6 +116,15 @@ def _local(jobs: int, chunks: list[list[Point]]):
             yield futures[fut], fut.result()
 
 
+def _as_given(row: dict, p: Point) -> None:
+    """Paths as the user wrote them, wherever the row was computed (a worker sees absolute ones)."""
+    shipped = _portable(p)
+    row["model"] = p.model
+    if not row["ok"]:
+        row["hardware"] = p.hardware
+        row["error"] = row["error"].replace(shipped.model, p.model).replace(shipped.hardware, p.hardware)
+
+
 def sweep(pts: list[Point], jobs: int = 1, progress: Callable[[int], None] | None = None,
           scheduler: str | None = None) -> list[dict]:
     """Results in the order of `pts`. Points of one (model, batch) form a chunk that shares its caches; with
@@ -105,9 +138,7 @@ def sweep(pts: list[Point], jobs: int = 1, progress: Callable[[int], None] | Non
     done = _on_dask(scheduler, chunks) if scheduler else _local(jobs, chunks)
     for c, rows in done:
         for i, row in zip(idx[c], rows, strict=True):
-            row["model"] = pts[i].model  # as the user wrote it, wherever it ran
-            if not row["ok"]:
-                row["hardware"] = pts[i].hardware
+            _as_given(row, pts[i])
             results[i] = row
         if progress:
             progress(len(rows))

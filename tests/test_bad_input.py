@@ -3,9 +3,12 @@
 import hashlib
 import os
 import pathlib
+import subprocess
+import sys
 
+import numpy as np
 import pytest
-from builders import conv_relu, model, save, vi
+from builders import conv_relu, init, model, save, vi
 from onnx import TensorProto as T
 from onnx import helper
 from typer.testing import CliRunner
@@ -115,3 +118,29 @@ def test_strict_exits_1_on_uncovered(tmp_path):
     assert ok.exit_code == 0 and "UNCOVERED" in ok.stdout and "com.example::Mystery x1" in ok.stdout
     strict = _run(path, "--strict")
     assert strict.exit_code == 1 and "com.example::Mystery" in strict.stderr
+
+
+def test_a_reshape_fixed_for_another_batch_is_refused(tmp_path):
+    m = model([helper.make_node("Reshape", ["x", "s"], ["r"], name="flat"),
+               helper.make_node("MatMul", ["r", "w"], ["y"])],
+              [vi("x", T.FLOAT, ["N", 256])], [vi("y", T.FLOAT, ["N", 10])],
+              [init("s", (2,), np.int64, [1, 256]), init("w", (256, 10))])
+    path = save(m, tmp_path / "hard.onnx")
+    assert runner.invoke(app, ["analyze", path, "--batch", "1"]).exit_code == 0
+    _assert_clean_error(runner.invoke(app, ["analyze", path, "--batch", "8"]),
+                        "node 'flat' (Reshape): its input has 2048 elements but its output 1x256 has 256")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["report", "m.onnx", "-o", "out", "--batch", "0"], "Invalid value for '--batch'"),
+    (["sweep", "m.onnx", "--jobs", "0"], "Invalid value for '--jobs'"),
+    (["analyze"], "Missing argument 'model'"),
+    (["analyze", "m.onnx", "--bogus"], "No such option: --bogus"),
+])
+def test_usage_errors_of_the_console_script_are_one_line(tmp_path, args, fragment):
+    # click formats these before our code runs; the console script's main() turns them into our one line
+    r = subprocess.run([sys.executable, "-m", "onnx_hwutil.cli", *args], capture_output=True, text=True,
+                       cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == ""
+    [line] = r.stderr.splitlines()
+    assert line.startswith("onnx-hwutil: error: ") and fragment in line

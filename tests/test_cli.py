@@ -55,3 +55,12 @@ def test_dim_binding_equals_batch(tmp_path):
     b = onnx_hwutil.profile(path, dims={"N": 3}).totals
     c = onnx_hwutil.profile(path, shapes={"x": (3, 3, 32, 32)}).totals
     assert a == b == c
+
+
+def test_analyze_plot_writes_a_roofline_per_result(tmp_path):
+    r = CliRunner().invoke(app, ["analyze", model_path("resnet18"), "--hw", "h100-sxm5,tpu-v4", "--batch",
+                                 "1,8", "--plot", str(tmp_path), "--no-findings"])
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(f"roofline_{hw}_bf16_b{b}.{ext}" for hw in ("h100-sxm5", "tpu-v4") for b in (1, 8)
+                           for ext in ("png", "svg"))

@@ -1,7 +1,7 @@
 """Findings: each rule's evidence is what an independent analysis of the what-if gives."""
 
 import pytest
-from builders import conv_relu, save
+from builders import T, conv_relu, helper, model, save, vi
 from conftest import model_path
 
 from onnx_hwutil.analysis import Analyzer, Point, analyze
@@ -20,8 +20,12 @@ def test_batch_search_finds_the_first_batch_reaching_half_of_peak():
     ev = fs["low_utilization"].evidence
     assert s.compute_utilization < TARGET_UTILIZATION == ev["target"]
     b = ev["batch_reaching_target"]
-    [at_b, before] = [analyze(model_path("resnet18"), "xeon-8490h", n, s.precision)[0] for n in (b, b - 1)]
-    assert at_b.compute_utilization >= 0.5 > before.compute_utilization
+    lo = 1 << ((b - 1).bit_length() - 1)  # the power of two below it: every batch from there was checked
+    assert ev["search"] == f"powers of two up to {lo}, then every batch from {lo + 1}"
+    [at_b] = analyze(model_path("resnet18"), "xeon-8490h", b, s.precision)
+    assert at_b.compute_utilization >= 0.5
+    for n in [*range(lo, b), *(1 << k for k in range(lo.bit_length() - 1))]:
+        assert analyze(model_path("resnet18"), "xeon-8490h", n, s.precision)[0].compute_utilization < 0.5, n
     assert ev["utilization_at_that_batch"] == pytest.approx(at_b.compute_utilization, rel=1e-12)
     assert f"batch {b} is the first" in fs["low_utilization"].mitigation
 
@@ -71,6 +75,41 @@ def test_idle_units_and_a_well_used_chip():
     assert s.compute_utilization > 0.5 and s.arithmetic_intensity > s.ridge_point and fs == {}
 
 
+def test_a_batch_bound_by_dim_is_not_called_fixed_by_the_file():
+    a = Analyzer(dims={"batch": 8})
+    p = Point(model_path("resnet18"), "xeon-8490h", None, "auto", "runtime")
+    s = a.run(p)
+    f = {f.rule: f for f in findings(a, p, s)}["low_utilization"]
+    assert s.batch == 8 and "batch_fixed" not in f.evidence and f.evidence["searched_up_to"] == 8
+    assert f.mitigation == ("no larger batch could be analyzed (at batch 16: --batch 16 conflicts with --dim "
+                            "batch=8)")
+
+
+def test_overhead_share_is_the_launch_time_itself():
+    s, fs = _findings(model_path("resnet18"), "h100-sxm5")
+    ev = fs["overhead_bound"].evidence
+    assert ev["overhead_share"] == pytest.approx(39 * 5e-6 / s.latency_s)
+    # every kernel is overhead-bound, but not all of the time is overhead
+    assert ev["overhead_share"] < s.bound_share["overhead"] == 1.0
+
+
+def test_a_spill_mitigation_is_only_offered_when_faster():
+    s, fs = _findings(model_path("vit_b_16"), "kpu-t256", batch=8)
+    f = fs["spills"]
+    alt = f.evidence["alternatives"]
+    assert set(alt) == {"fusion none", "batch 4"}
+    assert all(v["latency_s_per_inference"] > s.latency_s / 8 for v in alt.values())
+    assert f.mitigation.startswith("the spill costs less than the alternatives")
+
+
+def test_nothing_to_find_where_nothing_computes(tmp_path):
+    path = save(model([helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 1])],
+                      [vi("x", T.FLOAT, ["N", 64, 128])], [vi("y", T.FLOAT, ["N", 128, 64])]),
+                tmp_path / "t.onnx")
+    s, fs = _findings(path, "h100-sxm5")
+    assert s.flops == 0 and len(s.kernels) == 1 and fs == {}
+
+
 def test_fixed_batch_is_said_not_searched(tmp_path):
     path = save(conv_relu(batch=4), tmp_path / "fixed.onnx")
     [s] = analyze(path, "h100-sxm5")
@@ -80,3 +119,17 @@ def test_fixed_batch_is_said_not_searched(tmp_path):
     assert s.batch == 4
     assert fs["low_utilization"].evidence["batch_fixed"] is True
     assert "symbolic batch dim" in fs["low_utilization"].mitigation
+
+
+def test_a_model_that_does_not_fit_says_so_and_which_batch_does():
+    s, fs = _findings(model_path("resnet50"), "h100-sxm5", batch=32768)
+    f = fs["exceeds_memory"]
+    cap = s.spec.dram_capacity
+    a = Analyzer()
+    peak = {b: a.profile(model_path("resnet50"), b, "bf16").totals.peak_memory_bytes for b in (16384, 32768)}
+    assert f.evidence["peak_memory_bytes"] == peak[32768] > cap >= peak[16384]
+    assert f.evidence["largest_power_of_two_batch_that_fits"] == 16384
+    s, fs = _findings(model_path("bert_base"), "kendryte-k210")
+    f = fs["exceeds_memory"]
+    assert f.evidence["weight_bytes"] > f.evidence["memory_capacity_bytes"] == 8 * 2**20
+    assert "int8 is the narrowest type this chip runs" in f.mitigation

@@ -79,3 +79,13 @@ def test_saved_files_are_valid_and_reproducible(tmp_path):
     assert ET.parse(svg).getroot().tag.endswith("svg")
     png2, svg2 = plots.save(plots.roofline(_entry()), tmp_path / "again", "roof")
     assert Path(png2).read_bytes() == first and Path(svg2).read_text() == Path(svg).read_text()
+
+
+def test_batch_curves_with_many_series_keep_their_axes():
+    rows = [{"model": f"m{i % 3}", "hardware": f"chip{i}", "precision": "fp16", "fusion": "none", "batch": b,
+             "latency_s": 1e-3 * b, "throughput_per_s": 1e3, "compute_utilization": 0.1 * (i % 9)}
+            for i in range(64) for b in (1, 2, 4)]
+    fig = plots.batch_curves(rows)
+    assert all(len(ax.lines) == 64 for ax in fig.axes)
+    assert all(ax.get_position().height > 0.2 for ax in fig.axes)  # the legend grew the figure instead
+    assert len({line.get_color() for line in fig.axes[0].lines}) == 20  # tab20 beyond ten series

@@ -8,8 +8,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from builders import conv_relu, save
-from conftest import model_path
+from builders import OPSET, T, conv_relu, helper, init, model, save, vi
+from conftest import ROOT, model_path
 from typer.testing import CliRunner
 
 from onnx_hwutil.analysis import analyze
@@ -90,8 +90,8 @@ def test_one_model_with_a_fixed_batch(tmp_path):
     assert r.exit_code == 0, r.output
     study = json.loads((tmp_path / "out" / "report.json").read_text())
     assert study["sweep"] == [] and study["results"][0]["batch"] == 2
-    assert "fixes the batch at 2" in " ".join(study["notes"])
-    assert "No model here has a symbolic batch dim" in (tmp_path / "out" / "report.md").read_text()
+    assert "no batch sweep: --batch 1: the model has no symbolic batch dim" in " ".join(study["notes"])
+    assert "No batch sweep" in (tmp_path / "out" / "report.md").read_text()
     assert not os.path.exists(tmp_path / "out" / "batch_sweep.png")
     assert Path(path).read_bytes() == before
 
@@ -102,3 +102,37 @@ def test_report_input_errors(tmp_path):
     assert r.exit_code == 2 and "one or two models" in r.stderr
     r = CliRunner().invoke(app, ["report", model_path("resnet18"), "--fusion", "max", "-o", str(tmp_path)])
     assert r.exit_code == 2 and "unknown fusion preset 'max'" in r.stderr
+
+
+def test_uncovered_ops_are_named_and_counts_not_called_exact(tmp_path):
+    path = save(model([helper.make_node("MatMul", ["x", "w"], ["h"]),
+                       helper.make_node("Foo", ["h"], ["y"], domain="custom.x")],
+                      [vi("x", T.FLOAT, ["N", 64])], [vi("y", T.FLOAT, ["N", 64])], [init("w", (64, 64))],
+                      opset=[*OPSET, helper.make_opsetid("custom.x", 1)],
+                      value_info=[vi("h", T.FLOAT, ["N", 64])]),
+                tmp_path / "custom.onnx")
+    r = CliRunner().invoke(app, ["report", path, model_path("resnet18"), "--hw", "tpu-v4", "--sweep-batch",
+                                 "1,2", "-o", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "exact counts **except**" in md and "custom: UNCOVERED ops" in md and "custom.x::Foo x1" in md
+
+
+def test_a_model_that_computes_nothing_beside_one_that_does(tmp_path):
+    path = save(model([helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 1])],
+                      [vi("x", T.FLOAT, ["N", 64, 128])], [vi("y", T.FLOAT, ["N", 128, 64])]),
+                tmp_path / "t.onnx")
+    r = CliRunner().invoke(app, ["report", path, model_path("resnet18"), "--hw", "h100-sxm5", "--sweep-batch",
+                                 "1,2", "-o", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    study = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert study["results"][0]["flops"] == 0 and study["results"][0]["findings"] == []
+    assert "x the FLOPs of" not in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_two_chips_of_one_name_are_refused(tmp_path):
+    spec = tmp_path / "mine.yaml"
+    spec.write_text((ROOT / "hwspecs" / "h100-sxm5.yaml").read_text())
+    r = CliRunner().invoke(app, ["report", model_path("resnet18"), "--hw", f"{spec},h100-sxm5", "-o",
+                                 str(tmp_path / "out")])
+    assert r.exit_code == 2 and "are both named 'h100-sxm5'" in r.stderr

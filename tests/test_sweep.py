@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from onnx_hwutil.analysis import analyze
 from onnx_hwutil.cli import app
+from onnx_hwutil.errors import HwUtilError
 from onnx_hwutil.sweep import points, sweep
 
 
@@ -38,6 +39,43 @@ def test_dask_cluster_gives_the_same_rows_as_local_runs():
     assert remote == sweep(pts, jobs=1)
     assert sum(seen) == len(pts) == 16 and len(seen) == 4  # one progress step per (model, batch) chunk
     assert remote[0]["model"] == model_path("resnet18")  # the user's path, not the one shipped
+
+
+def test_dask_rows_use_the_paths_as_given(monkeypatch):
+    from conftest import ROOT
+    from distributed import LocalCluster
+
+    monkeypatch.chdir(ROOT)
+    pts = points(["models/resnet18.onnx"], ["h100-sxm5", "hwspecs/tpu-v4.yaml"], [1], ["fp16"], ["none"])
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        remote = sweep(pts, scheduler=cluster.scheduler_address)
+    assert remote == sweep(pts)
+    failed = [r for r in remote if not r["ok"]]
+    assert [r["hardware"] for r in failed] == ["hwspecs/tpu-v4.yaml"]
+    assert remote[0]["model"] == "models/resnet18.onnx" and str(ROOT) not in failed[0]["error"]
+
+
+def test_a_cluster_without_workers_is_an_error(monkeypatch):
+    from distributed import LocalCluster
+
+    from onnx_hwutil import sweep as sweep_module
+
+    monkeypatch.setattr(sweep_module, "WORKER_WAIT_S", 1)
+    pts = points([model_path("resnet18")], ["h100-sxm5"], [1], ["auto"], ["none"])
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster, \
+            pytest.raises(HwUtilError, match="no worker joined in 1 s"):
+        sweep(pts, scheduler=cluster.scheduler_address)
+
+
+def test_what_is_wrong_for_every_point_is_an_input_error():
+    base = ["sweep", model_path("resnet18"), "--batch", "1"]
+    for extra, message in ((["--hw", "bogus"], "unknown hardware 'bogus'"),
+                           (["--precision", "fp64"], "unknown --precision 'fp64'"),
+                           (["--fusion", "max"], "unknown fusion preset 'max'"),
+                           (["missing.onnx"], "missing.onnx: no such file"),
+                           (["--hw", "tpu-v4", "--precision", "fp16"], "every point failed")):
+        r = CliRunner().invoke(app, [*base, *extra])
+        assert r.exit_code == 2 and message in r.stderr, (extra, r.output)
 
 
 def test_cli_sweep_on_dask_with_plot_and_bad_scheduler(tmp_path):

@@ -189,7 +189,7 @@ def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int,
     costs = {nc.node.name: nc.cost for nc in fused.profile.costs.nodes}
     elem = element_bits(1, precision) / 8  # bytes of one float element at this precision
     window = _Window(spec.onchip_bytes)
-    notes = list(r.notes)
+    notes = fused.profile.coverage_notes + list(r.notes)
     kernels: list[KernelTime] = []
     approx = 0
     for sub in fused.subgraphs:
@@ -230,6 +230,9 @@ def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int,
             spill_bytes=spill,
             energy_compute_j=matrix_flops * r.matrix_j_per_op + vector_flops * r.vector_j_per_op,
             energy_dram_j=dram * spec.j_per_dram_byte, energy_static_j=spec.idle_w * latency))
+    if not kernels:
+        notes.append(f"{spec.name}: no kernel runs: every node is a view, a shape computation or folded at "
+                     "load time, so latency, throughput and utilization are 0")
     if approx:
         notes.append(f"{approx} matrix ops have no GEMM geometry we know; mapped as one GEMM of equal MACs")
     if getattr(backend, "cal", None) is not None:

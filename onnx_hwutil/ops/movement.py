@@ -9,12 +9,25 @@ from __future__ import annotations
 
 from math import log2
 
+from ..errors import HwUtilError
 from .registry import OpContext, OpKind, Work, cost
 
 INJ = OpKind.INJECTIVE
 
-cost("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Shape", "Size", "Identity", "Dropout",
-     "Optional", "OptionalGetElement", "OptionalHasElement")(lambda ctx: Work(kind=OpKind.SHAPE))
+cost("Squeeze", "Unsqueeze", "Shape", "Size", "Identity", "Dropout", "Optional", "OptionalGetElement",
+     "OptionalHasElement")(lambda ctx: Work(kind=OpKind.SHAPE))
+
+
+@cost("Reshape", "Flatten")
+def _reshape(ctx: OpContext) -> Work:
+    # A shape written into the file for one batch makes another batch impossible; shape inference (not
+    # strict) lets it through, onnxruntime would refuse to run it, and so do we rather than cost it.
+    n_in, n_out = ctx.numel(0), ctx.numel_out()
+    if n_in != n_out:
+        raise HwUtilError(f"node {ctx.node.name!r} ({ctx.node.op_type}): its input has {n_in} elements but "
+                          f"its output {'x'.join(map(str, ctx.out()))} has {n_out}; the model cannot run "
+                          "with these shapes (a size fixed in the file for another batch?)")
+    return Work(kind=OpKind.SHAPE)
 
 
 @cost("Constant")

@@ -63,7 +63,8 @@ def _summary(study: dict) -> list[str]:
         lines.append(f"- **{m['name']}**: {si(c['macs'])} MACs ({si(c['flops'])} FLOPs), {si(c['params'])} "
                      f"parameters, {c['arithmetic_intensity']:.1f} FLOP per DRAM byte after "
                      f"{study['settings']['fusion']} fusion, {c['kernels']} kernels.")
-    if len(ms) == 2:
+    if len(ms) == 2 and all(m["characteristics"]["flops"] and m["characteristics"]["arithmetic_intensity"]
+                            for m in ms):
         a, b = (m["characteristics"] for m in ms)
         lines.append(f"- {ms[1]['name']} has {b['flops'] / a['flops']:.2f}x the FLOPs of {ms[0]['name']} "
                      f"and {b['arithmetic_intensity'] / a['arithmetic_intensity']:.2f}x its arithmetic "
@@ -75,12 +76,8 @@ def _summary(study: dict) -> list[str]:
     for r in study["results"]:
         for f in r["findings"]:
             if f["rule"] == "low_utilization":
-                b = f["evidence"].get("batch_reaching_target")
-                reach = (f"batch {b} is the first to reach {_pct(f['evidence']['target'])}" if b else
-                         f"no batch up to {f['evidence'].get('searched_up_to', r['batch'])} reaches "
-                         f"{_pct(f['evidence']['target'])}")
                 lines.append(f"- {r['model']} on {r['hardware']}: {_pct(r['compute_utilization'])} compute "
-                             f"utilization at batch {r['batch']}; {reach}.")
+                             f"utilization at batch {r['batch']}; {f['mitigation']}.")
     n = sum(len(r["findings"]) for r in study["results"])
     lines.append(f"- {n} findings, each with its evidence and a mitigation: see "
                  "[Findings and recommendations](#findings-and-recommendations).")
@@ -132,7 +129,8 @@ def _per_chip(study: dict, image: Callable[[str, str], str]) -> list[str]:
             row("Attained", lambda r: si(r["attained_ops_per_s"], "OP/s")),
             row("Peak at this precision", lambda r: si(r["peak_ops_per_s"], "OP/s")),
             row("Arithmetic intensity as mapped (ridge point)",
-                lambda r: f"{r['arithmetic_intensity'] or float('inf'):.1f} ({r['ridge_point']:.1f}) FLOP/B"),
+                lambda r: (f"{r['arithmetic_intensity']:.1f}" if r["arithmetic_intensity"] is not None else
+                           "n/a (no DRAM traffic)") + f" ({r['ridge_point']:.1f}) FLOP/B"),
             row("Latency", lambda r: _ms(r["latency_s"])),
             row("Throughput", lambda r: f"{r['throughput_per_s']:,.0f} /s"),
             row(f"{h['unit_name']}s allocated (time-weighted mean, max)",
@@ -151,7 +149,7 @@ def _per_chip(study: dict, image: Callable[[str, str], str]) -> list[str]:
 
 def _sweep(study: dict, image: Callable[[str, str], str]) -> list[str]:
     if not study["sweep"]:
-        return ["", "No model here has a symbolic batch dim to sweep."]
+        return ["", "No batch sweep: no model here lets its batch vary (see Notes)."]
     out = ["", image("batch_sweep", "Latency, throughput and utilization against batch"), ""]
     chips = [h["name"] for h in study["hardware"]]
     for m in study["models"]:
@@ -188,6 +186,17 @@ def _findings(study: dict) -> list[str]:
             _table(rows, ["model", "chip", "rule", "finding", "mitigation"])]
 
 
+def _tradeoffs(study: dict) -> list[str]:
+    out = []
+    for m in study["models"]:
+        rs = sorted((r for r in study["results"] if r["model"] == m["name"]),
+                    key=lambda r: -r["throughput_per_s"])
+        out.append(f"- **{m['name']}** (batch {m['batch']}): " + "; ".join(
+            f"{r['hardware']} {r['throughput_per_s']:,.0f}/s at {_ms(r['latency_s'])} "
+            f"({r['energy_j'] * 1e3 / r['batch']:.3f} mJ/inference)" for r in rs))
+    return out
+
+
 def _energy(study: dict) -> str:
     rows = []
     for r in study["results"]:
@@ -199,6 +208,16 @@ def _energy(study: dict) -> str:
                      f"{1 / per:,.0f}" if per else "n/a"])
     return _table(rows, ["model", "chip", "precision", "mJ / inference", "compute mJ", "DRAM mJ",
                          "static mJ", "inferences / J"])
+
+
+def _counts_trust(study: dict) -> list[str]:
+    gaps = [f"{m['name']}: {n}" for m in study["models"] for n in m["coverage_notes"]
+            if n.startswith(("UNCOVERED", "UNRESOLVED"))]
+    if not gaps:
+        return ["- MACs, FLOPs, parameters and bytes are exact counts under the conventions of DESIGN.md: "
+                "every op of these models has a cost formula and a shape."]
+    return ["- MACs, FLOPs, parameters and bytes are exact counts **except** where an op has no formula or "
+            "no shape; those are left out of every number above:", *[f"  - {g}" for g in gaps]]
 
 
 def render_markdown(study: dict, image: Callable[[str, str], str]) -> str:
@@ -218,12 +237,12 @@ def render_markdown(study: dict, image: Callable[[str, str], str]) -> str:
            _table([[a["model"], a["batch"], a["lowest_latency"], a["highest_throughput"], a["least_energy"]]
                    for a in study["advice"]],
                   ["model", "batch", "lowest latency", "highest throughput", "least energy / inference"]),
+           "", "## Throughput vs latency", "", *_tradeoffs(study),
            "", "## Energy", "", _energy(study),
            "", "## How far to trust these numbers", "",
            *[f"- **{h['name']}** ({h['numbers_assumed']} of {h['numbers']} spec numbers assumed): "
              f"{h['validation']}." for h in study["hardware"]],
-           "- MACs, FLOPs, parameters and bytes are exact counts (checked against published figures).",
-           ]
+           *_counts_trust(study)]
     if study["notes"]:
         out += ["", "## Notes", "", *[f"- {n}" for n in study["notes"]]]
     return "\n".join(out) + "\n"

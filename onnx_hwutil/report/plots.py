@@ -65,7 +65,10 @@ def roofline(entry: dict) -> Figure:
         ax.scatter([ai], [entry["attained_ops_per_s"]], marker="*", s=250, c="gold", edgecolors="black",
                    zorder=3,
                    label=f"whole model: {ai:.3g} FLOP/B, {si(entry['attained_ops_per_s'], 'FLOP/s')}")
-    if hidden:
+    if not entry["subgraphs"]:
+        ax.text(0.01, 0.01, "no kernel runs: every node is a view, a shape computation or folded",
+                transform=ax.transAxes, fontsize=7)
+    elif hidden:
         share = sum(k["latency_s"] for k in hidden) / total
         ax.text(0.01, 0.01, f"{len(hidden)} kernels with no FLOPs or no DRAM traffic not shown "
                 f"({100 * share:.1f}% of the time)", transform=ax.transAxes, fontsize=7)
@@ -85,22 +88,30 @@ def batch_curves(rows: list[dict]) -> Figure:
             lines[tuple(r.get(k, "") for k in keys)].append(r)
     varying = [i for i in range(len(keys)) if len({k[i] for k in lines}) > 1] or [1]
     batches = sorted({r["batch"] for pts in lines.values() for r in pts})
-    rows_of_legend = -(-len(lines) // 4)
-    fig = Figure(figsize=(13, 4.2 + 0.2 * rows_of_legend))
+    legend_rows = -(-len(lines) // 4)
+    # The legend sits below the axes: the figure grows by its height, so the axes keep theirs.
+    height = 3.8 + 0.22 * legend_rows
+    fig = Figure(figsize=(13, height))
     axes = fig.subplots(1, 3)
-    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.14 + 0.05 * rows_of_legend, top=0.92, wspace=0.25)
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=(0.55 + 0.22 * legend_rows) / height,
+                        top=1 - 0.35 / height, wspace=0.25)
+    colors = mpl.colormaps["tab10" if len(lines) <= 10 else "tab20"].colors
     metrics = [("latency_s", "latency per batch (ms)", 1e3, "log"),
                ("throughput_per_s", "throughput (inferences/s)", 1, "log"),
                ("compute_utilization", "compute utilization (%)", 100, "linear")]
     styles = ["-", "--", ":", "-."]
     models = sorted({k[0] for k in lines})
     for ax, (metric, title, scale, yscale) in zip(axes, metrics, strict=True):
-        for key, pts in sorted(lines.items()):
-            pts = sorted(pts, key=lambda r: r["batch"])
+        for n, (key, pts) in enumerate(sorted(lines.items())):
+            # a log axis has no place for zero (a model with no kernel has no latency)
+            pts = sorted((r for r in pts if r[metric] > 0 or yscale == "linear"), key=lambda r: r["batch"])
+            if not pts:
+                continue
             ax.plot([r["batch"] for r in pts], [r[metric] * scale for r in pts], marker="o", ms=3,
-                    ls=styles[models.index(key[0]) % len(styles)], label=", ".join(key[i] for i in varying))
+                    ls=styles[models.index(key[0]) % len(styles)], color=colors[n % len(colors)],
+                    label=", ".join(key[i] for i in varying))
         ax.set_xscale("log", base=2)
-        ax.set(yscale=yscale, xlabel="batch", title=title)
+        ax.set(yscale=yscale if ax.lines else "linear", xlabel="batch", title=title)
         ax.set_xticks(batches, [str(b) for b in batches])
         ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
         ax.grid(True, alpha=0.3)
@@ -159,12 +170,19 @@ def fusion_bars(entries: list[dict]) -> Figure:
     return fig
 
 
-def save(fig: Figure, directory: str, name: str, formats: tuple[str, ...] = FORMATS) -> list[str]:
-    """Write `name.png` and `name.svg`; metadata without dates, so the same input writes the same files."""
+def ensure_dir(directory: str) -> None:
+    """Create the output directory up front, so a bad path fails before the work, not after it."""
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as e:
         raise HwUtilError(f"{directory}: cannot create the directory: {e.strerror}") from None
+    if not os.access(directory, os.W_OK):
+        raise HwUtilError(f"{directory}: the directory is not writable")
+
+
+def save(fig: Figure, directory: str, name: str, formats: tuple[str, ...] = FORMATS) -> list[str]:
+    """Write `name.png` and `name.svg`; metadata without dates, so the same input writes the same files."""
+    ensure_dir(directory)
     paths = []
     for fmt in formats:
         path = os.path.join(directory, f"{name}.{fmt}")

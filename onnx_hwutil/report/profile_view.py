@@ -60,16 +60,13 @@ def render(p: Profile, top: int) -> str:
              totals_table(p), "", op_type_table(p)]
     if top > 0:
         parts += ["", f"Top {top} nodes by FLOPs", top_nodes_table(p, top)]
-    if p.uncovered:
-        parts += ["", "UNCOVERED ops (no cost formula; their FLOPs are not in the totals, their bytes are): "
-                  + ", ".join(f"{u['domain']}::{u['op_type']} x{u['count']}" for u in p.uncovered)]
-    if p.unresolved:
-        shown = ", ".join(f"{u['node']} ({u['op_type']})" for u in p.unresolved[:10])
-        more = f" and {len(p.unresolved) - 10} more" if len(p.unresolved) > 10 else ""
-        parts += ["", f"UNRESOLVED shapes: {len(p.unresolved)} nodes not costed: {shown}{more}"]
-    notes = list(p.bound.shape_notes) + p.costs.notes
-    if notes:
-        parts += ["", "Notes:"] + [f"- {n}" for n in notes]
+    notes = p.coverage_notes
+    flagged = [n for n in notes if n.startswith(("UNCOVERED", "UNRESOLVED"))]
+    for n in flagged:
+        parts += ["", n]
+    rest = notes[len(flagged):]
+    if rest:
+        parts += ["", "Notes:"] + [f"- {n}" for n in rest]
     return "\n".join(parts)
 
 
