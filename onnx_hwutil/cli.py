@@ -511,16 +511,11 @@ def main() -> None:
     exit 2 like every other bad input, instead of click's boxed message."""
     try:
         code = app(standalone_mode=False)
-    except (KeyboardInterrupt, typer.Abort):
-        typer.echo("onnx-hwutil: aborted", err=True)
-        code = 130
     except Exception as e:
         if not hasattr(e, "format_message"):  # not click's usage error (ours are handled by `guarded`)
             raise
-        ctx = getattr(e, "ctx", None)
-        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
-            typer.echo(ctx.get_help())
-        else:
+        if type(e).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+            ctx = getattr(e, "ctx", None)
             hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
             typer.echo(f"onnx-hwutil: error: {e.format_message()}{hint}", err=True)
         code = EXIT_INPUT

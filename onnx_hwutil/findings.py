@@ -84,7 +84,9 @@ class _Rules:
         """Search upward from the point's batch for the first batch whose compute utilization reaches
         `target`: powers of two until one does, then every batch between it and the previous power (at most
         EXHAUSTIVE of them; beyond that, bisection). Utilization is not monotonic in batch (wave quantization,
-        capacity cliffs), so the batches between smaller powers are not all checked; the evidence says so."""
+        capacity cliffs), so the batches between smaller powers are not all checked; the evidence says so.
+        A batch that cannot run (a size fixed in the file, or more memory than the chip has) is skipped
+        between powers and ends the doubling."""
         s = self.s
         r = _Search(best=s, tried=s.batch)
         lo, b = s.batch, s.batch
@@ -104,9 +106,7 @@ class _Rules:
             r.method = f"powers of two up to {lo}, then every batch from {lo + 1}"
             for mid in range(lo + 1, hi):
                 t = self._try(r, mid)
-                if t is None:
-                    break
-                if t.compute_utilization >= target:
+                if t is not None and t.compute_utilization >= target:
                     r.batch, r.at = mid, t
                     break
             return r
@@ -124,6 +124,11 @@ class _Rules:
 
     def _try(self, r: _Search, batch: int) -> Schedule | None:
         try:
+            peak = self.peak_memory(batch)[0]
+            if peak > self.s.spec.dram_capacity:
+                r.stopped = (f"at batch {batch}: it needs {size(peak)}, more than the chip's "
+                             f"{size(self.s.spec.dram_capacity)}")
+                return None
             t = self.at(batch=batch)
         except HwUtilError as e:  # a batch the model cannot take (a fixed reshape, a --shape binding)
             r.stopped = f"at batch {batch}: {e}"
@@ -136,6 +141,18 @@ class _Rules:
         t = self.a.profile(self.p.model, batch, self.s.precision).totals
         return t.peak_memory_bytes, t.weight_bytes
 
+    def narrower_weights(self) -> str:
+        """What a narrower type would do for weights that do not fit, or why none can."""
+        s = self.s
+        bits = PRECISIONS[s.precision] or 32
+        narrower = [q for q in s.spec.precisions if (PRECISIONS[q] or 32) < bits]
+        if not narrower:
+            return f"{s.precision} is the narrowest type this chip runs"
+        q = narrower[-1]
+        w = self.a.profile(self.p.model, self.p.batch, q).totals.weight_bytes
+        still = "" if w <= s.spec.dram_capacity else ", still too much"
+        return f"at {q} the weights take {size(w)}{still}"
+
     def exceeds_memory(self) -> Finding | None:
         s = self.s
         cap = s.spec.dram_capacity
@@ -146,17 +163,9 @@ class _Rules:
                 f"{s.spec.name}'s {size(cap)} of memory: it does not fit, whatever the latency says")
         ev = {"peak_memory_bytes": peak, "weight_bytes": weights, "memory_capacity_bytes": cap}
         if weights > cap:
-            bits = PRECISIONS[s.precision] or 32
-            narrower = [q for q in s.spec.precisions if (PRECISIONS[q] or 32) < bits]
-            if narrower:
-                q = narrower[-1]
-                w = self.a.profile(self.p.model, self.p.batch, q).totals.weight_bytes
-                how = f"at {q} they take {size(w)}" + ("" if w <= cap else ", still too much")
-            else:
-                how = f"{s.precision} is the narrowest type this chip runs"
             return self.finding("exceeds_memory", text, ev,
-                                f"the weights alone do not fit ({how}): split the model over several chips "
-                                "or choose a chip with more memory")
+                                f"the weights alone do not fit ({self.narrower_weights()}): split the model "
+                                "over several chips or choose a chip with more memory")
         fits, b = None, s.batch
         while b > 1 and fits is None:
             b //= 2
@@ -167,9 +176,10 @@ class _Rules:
                 break
         ev["largest_power_of_two_batch_that_fits"] = fits
         if fits is None:
+            smaller = "no smaller batch fits either" if s.batch > 1 else "batch 1 is the smallest"
             return self.finding("exceeds_memory", text, ev,
-                                "no smaller batch fits either: a narrower precision or a chip with more "
-                                "memory")
+                                f"{smaller} ({self.narrower_weights()}): a chip with more memory, or the "
+                                "activations split over several chips")
         return self.finding("exceeds_memory", text, ev,
                             f"batch {fits} fits ({size(self.peak_memory(fits)[0])} at its peak)")
 
@@ -188,8 +198,10 @@ class _Rules:
             t = r.at
             ev |= {"utilization_at_that_batch": t.compute_utilization, "latency_s_at_that_batch": t.latency_s,
                    "throughput_at_that_batch": t.throughput_per_s}
+            # a batch skipped as impossible leaves the order uncertain: then it is "a" batch, not "the first"
+            which = "is the first to reach" if r.stopped is None else "reaches"
             return self.finding("low_utilization", text, ev,
-                                f"batch {r.batch} is the first to reach {_pct(TARGET_UTILIZATION)} "
+                                f"batch {r.batch} {which} {_pct(TARGET_UTILIZATION)} "
                                 f"({_pct(t.compute_utilization)}, {_ms(t.latency_s)} per batch, "
                                 f"{t.throughput_per_s:,.0f}/s; searched {r.method})")
         if r.tried == s.batch:  # no larger batch could be analyzed
@@ -205,12 +217,12 @@ class _Rules:
         limit = max(shares, key=shares.get)
         ev |= {"best_batch": best.batch, "best_utilization": best.compute_utilization,
                "bound_share_at_best": shares}
-        stop = f" (the search stopped at batch {r.tried}: {r.stopped})" if r.stopped else ""
+        verdict = (f"larger batches cannot run (the search stopped {r.stopped})" if r.stopped else
+                   "batch alone will not fill this chip")
         return self.finding("low_utilization", text, ev,
-                            f"no batch from {s.batch} to {r.tried} reaches it{stop}: the best is "
-                            f"{_pct(best.compute_utilization)} at batch {best.batch}, where "
-                            f"{_pct(shares[limit])} of the time is {limit}-bound; batch alone will not fill "
-                            "this chip")
+                            f"no batch from {s.batch} to {r.tried} reaches {_pct(TARGET_UTILIZATION)}: the "
+                            f"best is {_pct(best.compute_utilization)} at batch {best.batch}, where "
+                            f"{_pct(shares[limit])} of the time is {limit}-bound; {verdict}")
 
     def memory_bound(self) -> Finding | None:
         s = self.s

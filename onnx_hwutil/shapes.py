@@ -230,8 +230,44 @@ def unresolved(model: onnx.ModelProto, known: dict | None = None) -> list[str]:
     return bad
 
 
+def _without_declared(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list]:
+    """A copy whose intermediate and output shapes are left to inference, and the declared ones. Exporters
+    write the traced batch into value_info and outputs; ONNX inference (not strict) keeps such a stale shape
+    over the one it computes, while onnxruntime runs the model at the bound batch. Declared shapes return
+    only where inference finds nothing (ops it does not know)."""
+    declared = [*model.graph.value_info, *model.graph.output]  # read only: `model` is not changed
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    del bare.graph.value_info[:]
+    for vi in bare.graph.output:
+        if vi.type.HasField("tensor_type"):
+            vi.type.tensor_type.ClearField("shape")
+    return bare, declared
+
+
+def _fill_from_declared(model: onnx.ModelProto, declared: list, known: dict) -> None:
+    for vi in declared:
+        t = vi.type
+        if t.WhichOneof("value") != "tensor_type":
+            continue
+        dims = _dims_of(vi)
+        shape = None if dims is None else tuple(d if type(d) is int else None for d in dims)
+        have = known.get(vi.name, (None, 0))
+        if _better(shape, have[0]):
+            model.graph.value_info.append(vi)
+            known[vi.name] = (shape, t.tensor_type.elem_type or have[1])
+
+
 def infer(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], dict]:
     """Run the inference layers: (inferred model, notes on which layers were needed, its tensor shapes)."""
+    model, declared = _without_declared(model)
+    inferred, notes = _infer_layers(model)
+    known = tensor_shapes(inferred.graph)
+    _fill_from_declared(inferred, declared, known)
+    return inferred, notes, known
+
+
+def _infer_layers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     notes: list[str] = []
     try:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False,
@@ -239,10 +275,9 @@ def infer(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], dict]:
     except Exception as e:  # onnx raises a zoo of types here; any failure just hands over to the next layer
         notes.append(f"onnx shape inference failed ({_first_line(e)})")
         inferred = model
-    known = tensor_shapes(inferred.graph)
-    missing = unresolved(inferred, known)
+    missing = unresolved(inferred)
     if not missing:
-        return inferred, notes, known
+        return inferred, notes
 
     ort = _ort_symbolic(inferred)
     if ort is not None:
@@ -274,7 +309,7 @@ def infer(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], dict]:
             inferred, missing = again, still
         if learned:
             notes.append(f"{note} resolved {learned} more tensors")
-    return inferred, notes, tensor_shapes(inferred.graph)
+    return inferred, notes
 
 
 def _onnx_infer(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -1,6 +1,7 @@
 """Bad input: one line naming the problem on stderr, exit code 2, no traceback, the file untouched."""
 
 import hashlib
+import json
 import os
 import pathlib
 import subprocess
@@ -128,7 +129,31 @@ def test_a_reshape_fixed_for_another_batch_is_refused(tmp_path):
     path = save(m, tmp_path / "hard.onnx")
     assert runner.invoke(app, ["analyze", path, "--batch", "1"]).exit_code == 0
     _assert_clean_error(runner.invoke(app, ["analyze", path, "--batch", "8"]),
-                        "node 'flat' (Reshape): its input has 2048 elements but its output 1x256 has 256")
+                        "node 'flat' (Reshape): its input has 2048 elements, which its target shape 1x256")
+
+
+@pytest.mark.parametrize("target, allowzero", [([0, -1], 0), ([-1, 16], 0), ([4, 0, 16], 1), ([2, -1], 0)])
+def test_reshapes_that_can_run_are_costed(tmp_path, target, allowzero):
+    x = [4, 16] if allowzero else ["N", 16]
+    m = model([helper.make_node("Reshape", ["x", "s"], ["r"], allowzero=allowzero),
+               helper.make_node("Relu", ["r"], ["y"])],
+              [vi("x", T.FLOAT, x if not allowzero else [4, 0, 16])], [vi("y", T.FLOAT, None)],
+              [init("s", (len(target),), np.int64, target)])
+    path = save(m, tmp_path / "ok.onnx")
+    args = ["profile", path, "--strict"] + ([] if allowzero else ["--batch", "4"])
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+
+
+def test_a_stale_declared_output_shape_does_not_refuse_a_runnable_batch(tmp_path):
+    # exporters write the traced batch into value_info and outputs; onnxruntime runs other batches anyway
+    m = model([helper.make_node("Flatten", ["x"], ["f"], axis=1), helper.make_node("Relu", ["f"], ["y"])],
+              [vi("x", T.FLOAT, ["N", 8, 4])], [vi("y", T.FLOAT, [1, 32])],
+              value_info=[vi("f", T.FLOAT, [1, 32])])
+    path = save(m, tmp_path / "stale.onnx")
+    r = runner.invoke(app, ["profile", path, "--batch", "3", "--strict", "-f", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["totals"]["flops"] == 3 * 32  # the Relu of 3 rows
 
 
 @pytest.mark.parametrize("args, fragment", [

@@ -1,7 +1,8 @@
 """Findings: each rule's evidence is what an independent analysis of the what-if gives."""
 
+import numpy as np
 import pytest
-from builders import T, conv_relu, helper, model, save, vi
+from builders import T, conv_relu, helper, init, model, save, vi
 from conftest import model_path
 
 from onnx_hwutil.analysis import Analyzer, Point, analyze
@@ -133,3 +134,24 @@ def test_a_model_that_does_not_fit_says_so_and_which_batch_does():
     f = fs["exceeds_memory"]
     assert f.evidence["weight_bytes"] > f.evidence["memory_capacity_bytes"] == 8 * 2**20
     assert "int8 is the narrowest type this chip runs" in f.mitigation
+
+
+def test_a_batch_the_model_cannot_take_makes_it_a_batch_not_the_first(tmp_path):
+    # the Reshape to [-1, 1024] of [N, 512] runs only at even N: odd batches between powers are skipped
+    path = save(model([helper.make_node("Reshape", ["x", "s"], ["r"]),
+                       helper.make_node("MatMul", ["r", "w"], ["y"])],
+                      [vi("x", T.FLOAT, ["N", 512])], [vi("y", T.FLOAT, None)],
+                      [init("s", (2,), np.int64, [-1, 1024]), init("w", (1024, 1024))]),
+                tmp_path / "even.onnx")
+    _, fs = _findings(path, "kpu-t256", batch=2)
+    f = fs["low_utilization"]
+    b = f.evidence["batch_reaching_target"]
+    assert b % 2 == 0 and "(Reshape)" in f.evidence["search_stopped"]
+    assert f"batch {b} reaches 50.0%" in f.mitigation and "first" not in f.mitigation
+
+
+def test_no_batch_advice_for_a_model_that_does_not_fit():
+    _, fs = _findings(model_path("bert_base"), "kendryte-k210")
+    f = fs["low_utilization"]
+    assert f.evidence["batch_reaching_target"] is None
+    assert f.mitigation.startswith("no larger batch could be analyzed (at batch 2: it needs")

@@ -7,26 +7,42 @@ move nothing. Gather-like ops read the rows they pick, not the whole table.
 
 from __future__ import annotations
 
-from math import log2
+from math import log2, prod
 
 from ..errors import HwUtilError
-from .registry import OpContext, OpKind, Work, cost
+from .registry import MissingShape, OpContext, OpKind, Work, cost
 
 INJ = OpKind.INJECTIVE
 
-cost("Squeeze", "Unsqueeze", "Shape", "Size", "Identity", "Dropout", "Optional", "OptionalGetElement",
-     "OptionalHasElement")(lambda ctx: Work(kind=OpKind.SHAPE))
+cost("Flatten", "Squeeze", "Unsqueeze", "Shape", "Size", "Identity", "Dropout", "Optional",
+     "OptionalGetElement", "OptionalHasElement")(lambda ctx: Work(kind=OpKind.SHAPE))
 
 
-@cost("Reshape", "Flatten")
+@cost("Reshape")
 def _reshape(ctx: OpContext) -> Work:
-    # A shape written into the file for one batch makes another batch impossible; shape inference (not
-    # strict) lets it through, onnxruntime would refuse to run it, and so do we rather than cost it.
-    n_in, n_out = ctx.numel(0), ctx.numel_out()
-    if n_in != n_out:
-        raise HwUtilError(f"node {ctx.node.name!r} ({ctx.node.op_type}): its input has {n_in} elements but "
-                          f"its output {'x'.join(map(str, ctx.out()))} has {n_out}; the model cannot run "
-                          "with these shapes (a size fixed in the file for another batch?)")
+    # A target shape written into the file for one batch makes another batch impossible: shape inference
+    # (not strict) lets it through, onnxruntime refuses to run it, and so do we rather than cost it. The check
+    # reads the constant target itself, never the output's declared shape (which a file may carry stale).
+    target = ctx.const_value(1)
+    try:
+        n_in, dims = ctx.numel(0), ctx.shape(0)
+    except MissingShape:
+        return Work(kind=OpKind.SHAPE)
+    if target is None or target.ndim != 1:
+        return Work(kind=OpKind.SHAPE)
+    keep_zero = bool(ctx.attr("allowzero", 0))
+    sizes = [int(d) if d != 0 or keep_zero else (dims[i] if i < len(dims) else 0)
+             for i, d in enumerate(target.tolist())]
+    known = prod(d for d in sizes if d != -1)
+    if -1 in sizes:
+        ok = n_in % known == 0 if known else n_in == 0
+    else:
+        ok = known == n_in
+    if not ok:
+        shape = "x".join(map(str, target.tolist()))
+        raise HwUtilError(f"node {ctx.node.name!r} (Reshape): its input has {n_in} elements, which its "
+                          f"target shape {shape} cannot hold; the model cannot run with these shapes (a size "
+                          "fixed in the file for another batch?)")
     return Work(kind=OpKind.SHAPE)
 
 
