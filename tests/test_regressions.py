@@ -8,7 +8,9 @@ from onnx import TensorProto as T
 from onnx import helper
 
 import onnx_hwutil
+from onnx_hwutil.analysis import analyze
 from onnx_hwutil.fusion import FusedGraph, Partition, fuse
+from onnx_hwutil.profile import Bindings, Profile, bind
 
 
 def _p(tmp_path, m, **kw):
@@ -168,3 +170,19 @@ def test_fuzz_found_degenerate_gemms_and_odd_perms_do_not_crash(tmp_path):
     p = _p(tmp_path, m)
     for preset in ("runtime", "aggressive"):
         fuse(p, preset)
+
+
+def test_weights_inside_an_if_branch_reach_the_mapped_dram_traffic(tmp_path):
+    # the then-branch multiplies by its own 64x64 initializer: 16 KiB at fp32 that the profile counts, and
+    # that the mapping must move too (it used to see only the If node's own inputs and outputs)
+    then = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["t"])], "then", [],
+                             [vi("t", T.FLOAT, [1, 64])], [init("w", (64, 64))])
+    other = helper.make_graph([helper.make_node("Relu", ["x"], ["e"])], "else", [],
+                              [vi("e", T.FLOAT, [1, 64])])
+    m = model([helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+              [vi("x", T.FLOAT, [1, 64]), vi("c", T.BOOL, [])], [vi("y", T.FLOAT, [1, 64])])
+    path = save(m, tmp_path / "if.onnx")
+    [s] = analyze(path, "h100-sxm5", precision="fp32")
+    [k] = s.kernels
+    assert k.dram_bytes >= 64 * 64 * 4
+    assert k.dram_bytes == fuse(Profile(bind(path, Bindings()), "fp32"), "runtime").subgraphs[0].dram_bytes

@@ -117,7 +117,13 @@ class FusedGraph:
                         working_set_bytes=rd + wr + wb + (0 if tiled else internal),
                         folded=tuple(m for m in members if m in part.folded), tiled=tiled,
                         reads=tuple((r, b, False) for r, b in read.items())
-                        + tuple((r, b, True) for r, b in weights.items()),
+                        + tuple((r, b, True) for r, b in weights.items())
+                        # a control-flow node's bodies read what their costing counted, branch weights
+                        # included: one pseudo-buffer each, so the mapping moves the bytes the totals hold
+                        + tuple((f"{m} (body reads)", x.bytes_read, False)
+                                for m, x in zip(nested, c, strict=True) if x.bytes_read)
+                        + tuple((f"{m} (body weights)", x.weight_bytes, True)
+                                for m, x in zip(nested, c, strict=True) if x.weight_bytes),
                         writes=tuple(writes))
 
     @cached_property
