@@ -69,9 +69,12 @@ WORKER_WAIT_S = 30
 
 def check_scheduler(address: str) -> None:
     """A malformed address fails here, in one line, not inside a half-built Client."""
-    from distributed.comm import parse_address
-    from distributed.comm.addressing import parse_host_port
-    from distributed.comm.registry import backends
+    try:
+        from distributed.comm import parse_address
+        from distributed.comm.addressing import parse_host_port
+        from distributed.comm.registry import backends
+    except ImportError:
+        raise HwUtilError("--scheduler needs dask.distributed: pip install 'onnx-hwutil[dask]'") from None
 
     try:
         scheme, loc = parse_address(address, strict=True)
@@ -85,11 +88,9 @@ def check_scheduler(address: str) -> None:
 
 def _on_dask(address: str, chunks: list[list[Point]]):
     """Run chunks on a dask.distributed cluster; yields (chunk index, rows) as they finish."""
-    try:
-        from distributed import Client, as_completed
-    except ImportError:
-        raise HwUtilError("--scheduler needs dask.distributed: pip install 'onnx-hwutil[dask]'") from None
     check_scheduler(address)
+    from distributed import Client, as_completed
+
     try:
         client = Client(address, timeout="10s")
     except (OSError, TimeoutError, ValueError, TypeError) as e:  # TypeError: tls/ucx without their setup
