@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import functools
+import io
 import json
 import os
 import sys
@@ -85,6 +87,14 @@ def progress_bar(label: str, total: int):
                   console=Console(stderr=True)) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+def to_csv(rows: list[dict], keys: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
 
 
 def bindings(shape: list[str] | None, dim: list[str] | None, batch: int | None) -> Bindings:
@@ -231,9 +241,6 @@ def analyze(
     output: OutputOpt = None,
 ) -> None:
     """Utilization, latency, throughput, units allocated, energy and findings of a model on chips."""
-    import csv
-    import io
-
     from .analysis import Analyzer, plan
     from .findings import findings
     from .gates import failures, parse_gate
@@ -261,12 +268,7 @@ def analyze(
     if format is Format.json:
         emit(json.dumps(entries, indent=1), output)
     elif format is Format.csv:
-        buf = io.StringIO()
-        keys = [k for k in entries[0] if not isinstance(entries[0][k], (dict, list))]
-        w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        w.writerows(entries)
-        emit(buf.getvalue(), output)
+        emit(to_csv(entries, [k for k in entries[0] if not isinstance(entries[0][k], (dict, list))]), output)
     else:
         parts = [analysis_view.analyze_table(schedules)]
         if per_subgraph:
@@ -302,6 +304,7 @@ def compare(
     """Two models side by side on the same chips: the seed report's tables, with defensible numbers."""
     from .analysis import REPORT_HARDWARE, Analyzer, Point
     from .report import analysis_view
+    from .study import best_chips
 
     hws = _csv_list(hw) or REPORT_HARDWARE
     asked = _ints(batch, "--batch")
@@ -319,10 +322,8 @@ def compare(
     advice = []
     for name, m in zip(names, models, strict=True):
         for b in per_model[m]:
-            runs = [results[(m, hwn, b)] for hwn in hws]
-            advice.append((name, runs[0].batch, min(runs, key=lambda s: s.latency_s).spec.name,
-                           max(runs, key=lambda s: s.throughput_per_s).spec.name,
-                           min(runs, key=lambda s: s.energy["total_j"] / s.batch).spec.name))
+            runs = [results[(m, hwn, b)].to_dict(False) for hwn in hws]
+            advice.append((name, runs[0]["batch"], *best_chips(runs).values()))
     notes = sorted({n for s in results.values() for n in s.notes})
     notes.append("precision per chip: " + ", ".join(f"{h} {by_hw[h][0].precision}" for h in hws))
     notes += [f"{a.spec(h).name}: every number of this chip is an assumption (no silicon); see hw show {h}"
@@ -358,9 +359,6 @@ def sweep(
     output: OutputOpt = None,
 ) -> None:
     """The cross product of models, chips, batches, precisions and fusion presets."""
-    import csv
-    import io
-
     from tabulate import tabulate
 
     from .analysis import REPORT_HARDWARE
@@ -386,11 +384,7 @@ def sweep(
     if format == "jsonl":
         emit("\n".join(json.dumps(r) for r in rows), output)
     elif format == "csv":
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-        w.writeheader()
-        w.writerows(flat)
-        emit(buf.getvalue(), output)
+        emit(to_csv(flat, keys), output)
     else:
         emit(tabulate([[r[k] for k in keys] for r in flat], headers=keys, tablefmt="simple",
                       floatfmt=".4g"), output)

@@ -122,7 +122,12 @@ class Profile:
 
     @property
     def coverage_notes(self) -> list[str]:
-        """What the totals leave out, in words every downstream report repeats: never a silent zero."""
+        """The gaps, then every shape and cost note: what each downstream report repeats."""
+        return self.gaps + list(self.bound.shape_notes) + self.costs.notes
+
+    @property
+    def gaps(self) -> list[str]:
+        """What the totals leave out (ops without a formula, nodes without a shape): never a silent zero."""
         out = []
         if self.uncovered:
             out.append("UNCOVERED ops (no cost formula; their FLOPs are not in the totals, their bytes are): "
@@ -131,7 +136,7 @@ class Profile:
             shown = ", ".join(f"{u['node']} ({u['op_type']})" for u in self.unresolved[:10])
             more = f" and {len(self.unresolved) - 10} more" if len(self.unresolved) > 10 else ""
             out.append(f"UNRESOLVED shapes: {len(self.unresolved)} nodes not costed: {shown}{more}")
-        return out + list(self.bound.shape_notes) + self.costs.notes
+        return out
 
     def by_op_type(self) -> list[dict]:
         rows: dict[tuple[str, str], dict] = {}

@@ -191,19 +191,26 @@ def tensor_shapes(graph: onnx.GraphProto) -> dict[str, tuple[tuple[int | None, .
     """name -> (shape with None for unknown dims, or None for unknown rank; elem dtype) from value infos."""
     out: dict[str, tuple[tuple[int | None, ...] | None, int]] = {}
     for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
-        t = vi.type
-        if t.WhichOneof("value") != "tensor_type":
-            continue
-        dims = _dims_of(vi)
-        shape = None if dims is None else tuple(d if type(d) is int else None for d in dims)
-        prev = out.get(vi.name)
-        if prev is None or _better(shape, prev[0]):
-            out[vi.name] = (shape, t.tensor_type.elem_type or (prev[1] if prev else 0))
+        _keep_better(out, vi)
     for init in graph.initializer:
         out[init.name] = (tuple(init.dims), init.data_type)
     for sparse in graph.sparse_initializer:
         out[sparse.values.name] = (tuple(sparse.dims), sparse.values.data_type)
     return out
+
+
+def _keep_better(known: dict, vi: onnx.ValueInfoProto) -> bool:
+    """Record a value info's shape in `known` if it knows more dims than what is there; say if it did."""
+    t = vi.type
+    if t.WhichOneof("value") != "tensor_type":
+        return False
+    dims = _dims_of(vi)
+    shape = None if dims is None else tuple(d if type(d) is int else None for d in dims)
+    prev = known.get(vi.name)
+    if prev is not None and not _better(shape, prev[0]):
+        return False
+    known[vi.name] = (shape, t.tensor_type.elem_type or (prev[1] if prev else 0))
+    return True
 
 
 def _better(a, b) -> bool:
@@ -245,29 +252,17 @@ def _without_declared(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list]:
     return bare, declared
 
 
-def _fill_from_declared(model: onnx.ModelProto, declared: list, known: dict) -> None:
-    for vi in declared:
-        t = vi.type
-        if t.WhichOneof("value") != "tensor_type":
-            continue
-        dims = _dims_of(vi)
-        shape = None if dims is None else tuple(d if type(d) is int else None for d in dims)
-        have = known.get(vi.name, (None, 0))
-        if _better(shape, have[0]):
-            model.graph.value_info.append(vi)
-            known[vi.name] = (shape, t.tensor_type.elem_type or have[1])
-
-
 def infer(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], dict]:
     """Run the inference layers: (inferred model, notes on which layers were needed, its tensor shapes)."""
     model, declared = _without_declared(model)
-    inferred, notes = _infer_layers(model)
-    known = tensor_shapes(inferred.graph)
-    _fill_from_declared(inferred, declared, known)
+    inferred, notes, known = _infer_layers(model)
+    for vi in declared:
+        if _keep_better(known, vi):
+            inferred.graph.value_info.append(vi)
     return inferred, notes, known
 
 
-def _infer_layers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+def _infer_layers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], dict]:
     notes: list[str] = []
     try:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False,
@@ -275,9 +270,10 @@ def _infer_layers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     except Exception as e:  # onnx raises a zoo of types here; any failure just hands over to the next layer
         notes.append(f"onnx shape inference failed ({_first_line(e)})")
         inferred = model
-    missing = unresolved(inferred)
+    known = tensor_shapes(inferred.graph)
+    missing = unresolved(inferred, known)
     if not missing:
-        return inferred, notes
+        return inferred, notes, known
 
     ort = _ort_symbolic(inferred)
     if ort is not None:
@@ -309,7 +305,7 @@ def _infer_layers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
             inferred, missing = again, still
         if learned:
             notes.append(f"{note} resolved {learned} more tensors")
-    return inferred, notes
+    return inferred, notes, tensor_shapes(inferred.graph)
 
 
 def _onnx_infer(model: onnx.ModelProto) -> onnx.ModelProto:

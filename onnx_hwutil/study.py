@@ -32,6 +32,13 @@ VALIDATION = {
 }
 
 
+def best_chips(entries: list[dict]) -> dict:
+    """The seed report's "best architecture" question, over analyze entries of one model and batch."""
+    return {"lowest_latency": min(entries, key=lambda r: r["latency_s"])["hardware"],
+            "highest_throughput": max(entries, key=lambda r: r["throughput_per_s"])["hardware"],
+            "least_energy": min(entries, key=lambda r: r["energy_j"] / r["batch"])["hardware"]}
+
+
 def model_names(models: list[str]) -> list[str]:
     names = [os.path.splitext(os.path.basename(m))[0] for m in models]
     return names if len(set(names)) == len(names) else [f"{n} ({i + 1})" for i, n in enumerate(names)]
@@ -94,17 +101,13 @@ def build(models: list[str], hardware: list[str], batch: int | None = None,
                          for r in rows if not r["ok"])
         out["models"].append({"name": name, "path": m, "batch": here[0].batch, "batch_fixed": fixed,
                               "characteristics": a.characteristics(m, b, fusion),
-                              "coverage_notes": a.profile(m, b).coverage_notes})
+                              "gaps": a.profile(m, b).gaps})
         own = here[0].batch
         for bb in [own] + ([max(sweep_batches)] if not fixed and max(sweep_batches) != own else []):
             runs = ([s.to_dict(False) for s in here] if bb == own else
                     [r for r in out["sweep"] if r["model"] == name and r["ok"] and r["batch"] == bb])
             if runs:
-                out["advice"].append({
-                    "model": name, "batch": bb,
-                    "lowest_latency": min(runs, key=lambda r: r["latency_s"])["hardware"],
-                    "highest_throughput": max(runs, key=lambda r: r["throughput_per_s"])["hardware"],
-                    "least_energy": min(runs, key=lambda r: r["energy_j"] / r["batch"])["hardware"]})
+                out["advice"].append({"model": name, "batch": bb} | best_chips(runs))
     for hw, r in zip(hardware, out["results"], strict=False):
         out["hardware"].append(_hardware(a, hw, r["precision"]))
     out["notes"] = sorted(notes)

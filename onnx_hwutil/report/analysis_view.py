@@ -5,11 +5,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from ..hardware.mapping import Schedule
-from .units import si, size
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
+from .units import pct, si, size
 
 
 def _units(s: Schedule) -> str:
@@ -23,9 +19,9 @@ def analyze_table(schedules: list[Schedule]) -> str:
         b = s.bound_share
         rows.append((s.spec.name, s.precision, s.batch, f"{s.latency_s * 1e3:.3f}",
                      f"{s.throughput_per_s:,.0f}",
-                     _pct(s.compute_utilization), _pct(s.memory_bandwidth_utilization),
+                     pct(s.compute_utilization), pct(s.memory_bandwidth_utilization),
                      si(s.attained_ops_per_s, "OP/s"), _units(s), f"{s.energy['total_j'] * 1e3:.2f}",
-                     f"{_pct(b['compute'])}/{_pct(b['memory'])}/{_pct(b['overhead'])}"))
+                     f"{pct(b['compute'])}/{pct(b['memory'])}/{pct(b['overhead'])}"))
     return tabulate(rows, headers=["hardware", "prec", "batch", "latency ms", "throughput /s", "compute util",
                                    "mem BW util", "attained", "units allocated", "energy mJ",
                                    "time compute/memory/overhead-bound"], tablefmt="simple",
@@ -68,9 +64,9 @@ def comparison(names: list[str], chars: list[dict], by_hw: dict[str, list[Schedu
     for hw, (sa, sb) in by_hw.items():
         out += ["", f"## {sa.spec.title} ({hw}, {sa.precision}, batch {sa.batch})", ""]
         rows = [
-            ("Compute util", _pct(sa.compute_utilization), _pct(sb.compute_utilization),
+            ("Compute util", pct(sa.compute_utilization), pct(sb.compute_utilization),
              _change(sa.compute_utilization, sb.compute_utilization)),
-            ("Mem BW util", _pct(sa.memory_bandwidth_utilization), _pct(sb.memory_bandwidth_utilization),
+            ("Mem BW util", pct(sa.memory_bandwidth_utilization), pct(sb.memory_bandwidth_utilization),
              _change(sa.memory_bandwidth_utilization, sb.memory_bandwidth_utilization)),
             ("Attained", si(sa.attained_ops_per_s, "OP/s"), si(sb.attained_ops_per_s, "OP/s"),
              _change(sa.attained_ops_per_s, sb.attained_ops_per_s, True)),
@@ -85,8 +81,8 @@ def comparison(names: list[str], chars: list[dict], by_hw: dict[str, list[Schedu
              f"{sb.energy['total_j'] * 1e3 / sb.batch:.2f} mJ",
              _change(sa.energy["total_j"], sb.energy["total_j"], True)),
             ("Time compute/memory/overhead-bound",
-             "/".join(_pct(sa.bound_share[k]) for k in ("compute", "memory", "overhead")),
-             "/".join(_pct(sb.bound_share[k]) for k in ("compute", "memory", "overhead")), ""),
+             "/".join(pct(sa.bound_share[k]) for k in ("compute", "memory", "overhead")),
+             "/".join(pct(sb.bound_share[k]) for k in ("compute", "memory", "overhead")), ""),
         ]
         out.append(tabulate(rows, headers=["metric", a, b, "change"], tablefmt="github",
                             disable_numparse=True))

@@ -17,7 +17,7 @@ from tabulate import tabulate
 
 from ..errors import HwUtilError
 from . import plots
-from .units import si, size
+from .units import ms, pct, si, size
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem}
 body{line-height:1.45}table{border-collapse:collapse;margin:0.8rem 0;font-size:0.9rem}
@@ -25,12 +25,6 @@ th,td{border:1px solid #ccc;padding:0.25rem 0.5rem}th{background:#f3f3f3}img{max
 code{background:#f5f5f5;padding:0 0.2rem}"""
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def _ms(s: float) -> str:
-    return f"{s * 1e3:.3f} ms"
 
 
 def _table(rows: list, headers: list[str]) -> str:
@@ -76,7 +70,7 @@ def _summary(study: dict) -> list[str]:
     for r in study["results"]:
         for f in r["findings"]:
             if f["rule"] == "low_utilization":
-                lines.append(f"- {r['model']} on {r['hardware']}: {_pct(r['compute_utilization'])} compute "
+                lines.append(f"- {r['model']} on {r['hardware']}: {pct(r['compute_utilization'])} compute "
                              f"utilization at batch {r['batch']}; {f['mitigation']}.")
     n = sum(len(r["findings"]) for r in study["results"])
     lines.append(f"- {n} findings, each with its evidence and a mitigation: see "
@@ -124,20 +118,20 @@ def _per_chip(study: dict, image: Callable[[str, str], str]) -> list[str]:
             return [label, *(fn(r) for r in rs)]
 
         table = [
-            row("Compute utilization", lambda r: _pct(r["compute_utilization"])),
-            row("Memory bandwidth utilization", lambda r: _pct(r["memory_bandwidth_utilization"])),
+            row("Compute utilization", lambda r: pct(r["compute_utilization"])),
+            row("Memory bandwidth utilization", lambda r: pct(r["memory_bandwidth_utilization"])),
             row("Attained", lambda r: si(r["attained_ops_per_s"], "OP/s")),
             row("Peak at this precision", lambda r: si(r["peak_ops_per_s"], "OP/s")),
             row("Arithmetic intensity as mapped (ridge point)",
                 lambda r: (f"{r['arithmetic_intensity']:.1f}" if r["arithmetic_intensity"] is not None else
                            "n/a (no DRAM traffic)") + f" ({r['ridge_point']:.1f}) FLOP/B"),
-            row("Latency", lambda r: _ms(r["latency_s"])),
+            row("Latency", lambda r: ms(r["latency_s"])),
             row("Throughput", lambda r: f"{r['throughput_per_s']:,.0f} /s"),
             row(f"{h['unit_name']}s allocated (time-weighted mean, max)",
                 lambda r: "{mean:.1f}, {max} of {total}".format(**r["units_allocated"])),
             row("Kernels", lambda r: str(r["kernels"])),
             row("Time compute / memory / overhead-bound",
-                lambda r: " / ".join(_pct(r["bound_share"][k]) for k in ("compute", "memory", "overhead"))),
+                lambda r: " / ".join(pct(r["bound_share"][k]) for k in ("compute", "memory", "overhead"))),
             row("Energy per inference", lambda r: f"{r['energy_j'] * 1e3 / r['batch']:.3f} mJ"),
         ]
         out.append(_table(table, ["metric", *names]))
@@ -157,7 +151,7 @@ def _sweep(study: dict, image: Callable[[str, str], str]) -> list[str]:
         if not rows:
             continue
         at = {(r["hardware"], r["batch"]): r for r in rows}
-        table = [[b, *(f"{at[(c, b)]['throughput_per_s']:,.0f}/s, {_pct(at[(c, b)]['compute_utilization'])}"
+        table = [[b, *(f"{at[(c, b)]['throughput_per_s']:,.0f}/s, {pct(at[(c, b)]['compute_utilization'])}"
                        if at.get((c, b), {}).get("ok") else "failed" for c in chips)]
                  for b in study["settings"]["sweep_batches"]]
         out += [f"**{m['name']}**: throughput and compute utilization per batch", "",
@@ -168,8 +162,8 @@ def _sweep(study: dict, image: Callable[[str, str], str]) -> list[str]:
 def _fusion(study: dict, image: Callable[[str, str], str]) -> list[str]:
     out = []
     for m in study["models"]:
-        rows = [[r["hardware"], r["fusion"], r["kernels"], size(r["dram_bytes"]), _ms(r["latency_s"]),
-                 _pct(r["bound_share"]["memory"])] for r in study["fusion"] if r["model"] == m["name"]]
+        rows = [[r["hardware"], r["fusion"], r["kernels"], size(r["dram_bytes"]), ms(r["latency_s"]),
+                 pct(r["bound_share"]["memory"])] for r in study["fusion"] if r["model"] == m["name"]]
         out += ["", f"**{m['name']}**", "",
                 _table(rows, ["chip", "fusion", "kernels", "DRAM traffic", "latency", "time memory-bound"]),
                 "", image(_slug("fusion", m["name"]), f"Fusion presets compared for {m['name']}")]
@@ -192,7 +186,7 @@ def _tradeoffs(study: dict) -> list[str]:
         rs = sorted((r for r in study["results"] if r["model"] == m["name"]),
                     key=lambda r: -r["throughput_per_s"])
         out.append(f"- **{m['name']}** (batch {m['batch']}): " + "; ".join(
-            f"{r['hardware']} {r['throughput_per_s']:,.0f}/s at {_ms(r['latency_s'])} "
+            f"{r['hardware']} {r['throughput_per_s']:,.0f}/s at {ms(r['latency_s'])} "
             f"({r['energy_j'] * 1e3 / r['batch']:.3f} mJ/inference)" for r in rs))
     return out
 
@@ -211,8 +205,7 @@ def _energy(study: dict) -> str:
 
 
 def _counts_trust(study: dict) -> list[str]:
-    gaps = [f"{m['name']}: {n}" for m in study["models"] for n in m["coverage_notes"]
-            if n.startswith(("UNCOVERED", "UNRESOLVED"))]
+    gaps = [f"{m['name']}: {n}" for m in study["models"] for n in m["gaps"]]
     if not gaps:
         return ["- MACs, FLOPs, parameters and bytes are exact counts under the conventions of DESIGN.md: "
                 "every op of these models has a cost formula and a shape."]

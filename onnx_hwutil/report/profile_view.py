@@ -60,11 +60,9 @@ def render(p: Profile, top: int) -> str:
              totals_table(p), "", op_type_table(p)]
     if top > 0:
         parts += ["", f"Top {top} nodes by FLOPs", top_nodes_table(p, top)]
-    notes = p.coverage_notes
-    flagged = [n for n in notes if n.startswith(("UNCOVERED", "UNRESOLVED"))]
-    for n in flagged:
+    for n in p.gaps:
         parts += ["", n]
-    rest = notes[len(flagged):]
+    rest = list(p.bound.shape_notes) + p.costs.notes
     if rest:
         parts += ["", "Notes:"] + [f"- {n}" for n in rest]
     return "\n".join(parts)

@@ -8,6 +8,14 @@ def si(x: float, unit: str = "", digits: int = 3) -> str:
     return f"{x:.{digits}g} {unit}".rstrip()
 
 
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def ms(seconds: float, digits: int = 3) -> str:
+    return f"{seconds * 1e3:.{digits}f} ms"
+
+
 def size(n: float) -> str:
     for factor, prefix in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
         if abs(n) >= factor:
