@@ -378,7 +378,7 @@ def sweep(
     with progress_bar("sweeping", len(pts)) as advance:
         rows = run(pts, jobs, progress=advance, scheduler=scheduler)
     keys = ["model", "hardware", "batch", "precision", "fusion", "latency_s", "throughput_per_s",
-            "compute_utilization", "memory_bandwidth_utilization", "attained_ops_per_s", "energy_j", "error"]
+            "compute_utilization", "memory_bandwidth_utilization", "attained_ops_per_s", "energy_per_inference_j", "energy_per_batch_j", "error"]
     flat = [{k: (r.get(k) or r["asked_precision"]) if k == "precision" else r.get(k, "") for k in keys}
             for r in rows]
     if format == "jsonl":

@@ -20,7 +20,7 @@ from .dtypes import PRECISIONS
 from .errors import HwUtilError
 from .fusion import PRESETS
 from .hardware.mapping import Schedule
-from .report.units import ms, pct, size
+from .report.units import ms, pct, si, size
 
 TARGET_UTILIZATION = 0.5  # the seed report's "saturate": half the chip's peak at this precision
 MAX_BATCH = 1024  # the batch search stops here
@@ -209,14 +209,21 @@ class _Rules:
         best = r.best
         shares = best.bound_share
         limit = max(shares, key=shares.get)
+        vector = best.vector_share_of_compute_bound
         ev |= {"best_batch": best.batch, "best_utilization": best.compute_utilization,
-               "bound_share_at_best": shares}
+               "bound_share_at_best": shares, "vector_share_of_compute_bound_at_best": vector}
         verdict = (f"larger batches cannot run (the search stopped {r.stopped})" if r.stopped else
                    "batch alone will not fill this chip")
+        why = ""
+        if limit == "compute" and vector >= 0.5:
+            # Compute-bound far below the peak: the matrix units wait while other work runs on slower units.
+            why = (f" ({pct(vector)} of that on non-matrix work, which runs at the vector rate of "
+                   f"{si(best.rates.vector_ops_per_s, 'OP/s')}, not the matrix peak of "
+                   f"{si(best.rates.peak_ops_per_s, 'OP/s')})")
         return self.finding("low_utilization", text, ev,
                             f"no batch from {s.batch} to {r.tried} reaches {pct(TARGET_UTILIZATION)}: the "
                             f"best is {pct(best.compute_utilization)} at batch {best.batch}, where "
-                            f"{pct(shares[limit])} of the time is {limit}-bound; {verdict}")
+                            f"{pct(shares[limit])} of the time is {limit}-bound{why}; {verdict}")
 
     def memory_bound(self) -> Finding | None:
         s = self.s
@@ -259,7 +266,8 @@ class _Rules:
             except HwUtilError:
                 continue
             per[prec] = {"arithmetic_intensity": t.arithmetic_intensity if t.dram_bytes else None,
-                         "ridge_point": t.ridge_point, "latency_s": t.latency_s}
+                         "ridge_point": t.ridge_point, "latency_s": t.latency_s,
+                         "peak_ops_per_s": t.rates.peak_ops_per_s}
         ev = {"precision": s.precision, "arithmetic_intensity": s.arithmetic_intensity,
               "ridge_point": s.ridge_point, "by_precision": per}
         # A mitigation must be faster: widening the type "passes" the ridge only by lowering the peak.
@@ -274,10 +282,15 @@ class _Rules:
         elif faster:
             p = min(faster, key=lambda q: faster[q]["latency_s"])
             v = faster[p]
+            if v["peak_ops_per_s"] > s.rates.peak_ops_per_s:
+                why = (f"its peak is {v['peak_ops_per_s'] / s.rates.peak_ops_per_s:.3g}x {s.precision}'s, so "
+                       "the ridge rises with the intensity")
+            else:  # the same (or a lower) peak: fewer bytes per op is all the narrower type buys
+                why = (f"its peak is no higher than {s.precision}'s ({si(v['peak_ops_per_s'], 'OP/s')}); it "
+                       "only moves fewer bytes")
             mitigation = (f"{p} is faster ({ms(s.latency_s)} -> {ms(v['latency_s'])}) but stays below its "
-                          f"ridge ({v['arithmetic_intensity']:.1f} < {v['ridge_point']:.1f} FLOP/B): "
-                          "narrower types raise this chip's peak as fast as the intensity; raise intensity "
-                          "with batch or fusion")
+                          f"ridge ({v['arithmetic_intensity']:.1f} < {v['ridge_point']:.1f} FLOP/B): {why}; "
+                          "raise intensity with batch or fusion")
         else:
             mitigation = (f"no precision this chip runs is faster than {s.precision} here; raise "
                           "intensity with batch or fusion")
@@ -295,10 +308,17 @@ class _Rules:
         ev = {"units_total": u["total"], "units_mean": u["mean"], "units_idle_mean": idle,
               "time_share_under_half": small}
         need = max(1, math.ceil(u["mean"]))
+        # Only a partition the vendor defines (MIG profiles in the spec), the smallest that holds the
+        # average number of busy units and the model's memory.
+        peak = self.peak_memory(self.p.batch)[0]
+        fit = next(((n, units) for n, (units, mem) in s.spec.partitions.items()
+                    if units >= need and mem >= peak and units < u["total"]), None)
+        if fit:
+            ev["partition"] = {"name": fit[0], "units": fit[1]}
         if s.spec.kind == "gpu":
-            mitigation = (f"run other work on the idle {u['name']}s (concurrent streams or instances), or "
-                          f"give this model a partition of about {_n(need, u['name'])} (MIG); a larger batch "
-                          "gives each kernel more tiles")
+            part = (f"give this model a MIG {fit[0]} instance ({_n(fit[1], u['name'])}), or " if fit else "")
+            mitigation = (f"run other work on the idle {u['name']}s (concurrent streams or instances), "
+                          f"{part}a larger batch, which gives each kernel more tiles")
         elif s.spec.kind == "cpu" and u["total"] // need >= 2:
             mitigation = (f"run {u['total'] // need} instances side by side with {need} threads each, or a "
                           "larger batch")

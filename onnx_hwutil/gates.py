@@ -1,8 +1,8 @@
 """CI gates: `--fail-if "latency_ms>5"` conditions over analyze's results; a failed one exits 1.
 
 A condition is METRIC OP NUMBER with OP one of < <= > >= == !=. METRIC is a key of an analyze JSON entry
-(latency_s, throughput_per_s, compute_utilization, memory_bandwidth_utilization, energy_j, ...) or one of
-the conveniences latency_ms, energy_mj and units_mean, or a count of findings: `findings` (all of them) or
+(latency_s, throughput_per_s, compute_utilization, memory_bandwidth_utilization, energy_per_inference_j, ...)
+or one of the conveniences latency_ms, energy_per_inference_mj, energy_per_batch_mj and units_mean, or a count of findings: `findings` (all of them) or
 `finding_RULE` (one rule's, e.g. finding_memory_bound). Every entry (hardware x batch x precision) is tested.
 """
 
@@ -18,7 +18,9 @@ from .findings import RULES
 _OPS = {"<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt,
         ">": operator.gt}
 _CONDITION = re.compile(r"^\s*([a-z_]+)\s*(<=|>=|==|!=|<|>)\s*([-+0-9.eE]+)\s*$")
-_DERIVED = {"latency_ms": lambda d: d["latency_s"] * 1e3, "energy_mj": lambda d: d["energy_j"] * 1e3,
+_DERIVED = {"latency_ms": lambda d: d["latency_s"] * 1e3,
+            "energy_per_inference_mj": lambda d: d["energy_per_inference_j"] * 1e3,
+            "energy_per_batch_mj": lambda d: d["energy_per_batch_j"] * 1e3,
             "units_mean": lambda d: d["units_allocated"]["mean"],
             "findings": lambda d: len(d["findings"])}
 _DERIVED |= {f"finding_{r}": (lambda d, r=r: sum(f["rule"] == r for f in d["findings"])) for r in RULES}

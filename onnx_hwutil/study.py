@@ -36,7 +36,7 @@ def best_chips(entries: list[dict]) -> dict:
     """The seed report's "best architecture" question, over analyze entries of one model and batch."""
     return {"lowest_latency": min(entries, key=lambda r: r["latency_s"])["hardware"],
             "highest_throughput": max(entries, key=lambda r: r["throughput_per_s"])["hardware"],
-            "least_energy": min(entries, key=lambda r: r["energy_j"] / r["batch"])["hardware"]}
+            "least_energy": min(entries, key=lambda r: r["energy_per_inference_j"])["hardware"]}
 
 
 def model_names(models: list[str]) -> list[str]:

@@ -45,7 +45,6 @@ from tabulate import tabulate
 import onnx_hwutil
 from onnx_hwutil.hardware import load_spec
 from onnx_hwutil.hardware.backends import TpuBackend
-from onnx_hwutil.hardware.geometry import gemm_of
 from onnx_hwutil.hardware.rates import rates
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -227,13 +226,13 @@ def main() -> int:
         if node.op_type not in ("Conv", "Gemm"):
             notes.append(f"{node.name} ({node.op_type}): not a Conv/Gemm, not compared")
             continue
-        g = gemm_of(node, p.graph, nc.cost.macs)
+        g = nc.gemms[0] if len(nc.gemms) == 1 else None
         row, why = topology_row(node, p.graph)
         if row is None:
             notes.append(f"{node.name}: skipped, {why}")
             continue
         sm, sn, sk = prod(row[:2]) if node.op_type == "Gemm" else _ofmap(row), row[5], prod(row[2:5])
-        if g.approx or (g.batch, g.m, g.n, g.k) != (1, sm, sn, sk):
+        if g is None or g.approx or (g.batch, g.m, g.n, g.k) != (1, sm, sn, sk):
             notes.append(f"{node.name}: skipped, our GEMM {g} differs from the SCALE-Sim row {row}")
             continue
         ours = g.batch * ceil(g.k / tpu.rows) * ceil(g.n / tpu.cols) * tpu.fold_cycles(g.m)

@@ -157,7 +157,7 @@ def test_fuzz_found_invalid_utf8_names_are_a_clean_error(tmp_path):
 def test_fuzz_found_degenerate_gemms_and_odd_perms_do_not_crash(tmp_path):
     from onnx_hwutil.hardware import load_spec
     from onnx_hwutil.hardware.backends import GpuBackend
-    from onnx_hwutil.hardware.geometry import Gemm
+    from onnx_hwutil.ops import Gemm
     from onnx_hwutil.hardware.rates import rates
 
     spec = load_spec("h100-sxm5")

@@ -13,8 +13,8 @@ from math import ceil
 
 import numpy as np
 
-from .geometry import Gemm
-from .rates import Rates
+from ..ops import Gemm
+from .rates import CALIBRATED_PRECISION, Rates
 from .spec import HardwareSpec
 
 # GPU: the thread-block output tile of cuBLAS/CUTLASS tensor-core and SIMT GEMM kernels for large problems;
@@ -59,14 +59,15 @@ class Backend:
         per_unit = self.rates.vector_ops_per_s / self.units
         return waves * (flops / blocks) / per_unit, units
 
-    def compute(self, gemms: list[Gemm], vector_flops: int, elements: int) -> tuple[float, int]:
+    def compute(self, gemms: list[Gemm], vector_flops: int, elements: int) -> tuple[float, float, int]:
+        """(matrix seconds, vector seconds, units) of one kernel."""
         t, units = 0.0, 0
         for g in gemms:  # the ops of one fused kernel run one after another inside it
             tg, ug = self.matrix(g)
             t += tg
             units = max(units, ug)
         tv, uv = self.vector(vector_flops, elements, self.vector_block)
-        return t + tv, max(units, uv if (vector_flops or not gemms) else 1, 1)
+        return t, tv, max(units, uv if (vector_flops or not gemms) else 1, 1)
 
     vector_block = 1024
 
@@ -175,7 +176,7 @@ class CpuBackend(Backend):
         self.units = max(1, min(threads or spec.units, spec.units))
         tables = (spec.calibration or {}).get("threads", {})
         usable = [n for n in tables if n <= self.units]
-        self.cal = tables[max(usable)] if usable and r.precision == "fp32" else None
+        self.cal = tables[max(usable)] if usable and r.precision == CALIBRATED_PRECISION else None
 
     def matrix(self, g: Gemm) -> tuple[float, int]:
         blocks = g.batch * ceil(g.m / CPU_BLOCK_M) * ceil(g.n / CPU_BLOCK_N)

@@ -48,6 +48,17 @@ def _caches() -> dict[int, int]:
     return out
 
 
+def _clock_hz(info: dict[str, str]) -> float | None:
+    khz = (_read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq") or "").strip()
+    if khz.isdigit() and int(khz) > 0:
+        return float(khz) * 1e3
+    try:
+        mhz = float(info["cpu MHz"])
+    except (KeyError, ValueError):
+        return None
+    return mhz * 1e6 if mhz > 0 else None
+
+
 def host_spec() -> HardwareSpec:
     return parse(host_data(), "host")
 
@@ -59,11 +70,6 @@ def host_data() -> dict:
     cores = os.cpu_count() or 1
     simd = 512 if "avx512f" in flags else 256 if "avx2" in flags or "avx" in flags else 128
     fma = 2 if "fma" in flags or "avx512f" in flags else 1
-    mhz = _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
-    clock = float(mhz) * 1e3 if mhz and mhz.strip().isdigit() else float(info.get("cpu MHz", 2000)) * 1e6
-    caches = _caches()
-    l1, l2, l3 = caches.get(1, 32 * 1024), caches.get(2, 512 * 1024), caches.get(3, 8 * 1024**2)
-    fp32 = cores * (simd // 32) * 2 * fma * clock
     read = "detected at run time from /proc/cpuinfo and /sys/devices/system/cpu"
 
     def det(value, what):
@@ -71,6 +77,20 @@ def host_data() -> dict:
 
     def assumed(value, why):
         return {"value": value, "assumed": why}
+
+    def found(value, what, fallback, why):
+        """Detected where the OS told us; otherwise the fallback, labelled as the assumption it is."""
+        return det(value, what) if value is not None else assumed(fallback, why)
+
+    clock_e = found(_clock_hz(info), "cpuinfo_max_freq, else 'cpu MHz'", 2e9,
+                    "the OS reports no clock (no cpufreq, no 'cpu MHz'): 2 GHz, a typical server base clock")
+    clock = clock_e["value"]
+    caches = _caches()
+    cache_e = {lvl: found(float(caches[lvl]) if lvl in caches else None, what, float(fb),
+                          f"/sys reports no {what}: {fb // 1024} KiB, typical of current server cores")
+               for lvl, what, fb in ((1, "L1 data cache", 32 * 1024), (2, "L2 cache", 512 * 1024),
+                                     (3, "L3 cache", 8 * 1024**2))}
+    fp32 = cores * (simd // 32) * 2 * fma * clock
 
     peak = {"fp32": det(fp32, f"{cores} cores x {simd // 32} fp32 lanes x 2 (FMA) x {fma} FMA units x clock")}
     if {"amx_bf16", "amx_tile"} <= flags:
@@ -81,7 +101,7 @@ def host_data() -> dict:
         "name": "host", "title": f"this machine: {info.get('model name', 'unknown CPU')}, {cores} cores",
         "kind": "cpu",
         "units": {"name": "core", "count": det(cores, "logical CPUs available (os.cpu_count)")},
-        "clock_hz": det(clock, "cpuinfo_max_freq, else 'cpu MHz'"),
+        "clock_hz": clock_e,
         "peak_ops_per_s": peak,
         "vector_ops_per_s": {"fp32": det(fp32, "same as the fp32 peak: the SIMD units do the matrix work")},
         "memory": {
@@ -90,8 +110,8 @@ def host_data() -> dict:
                 "a DDR4/DDR5 socket. `onnx-hwutil calibrate` measures it"),
             "dram_capacity_bytes": det(float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")),
                                        "physical memory"),
-            "onchip_bytes": det(float(l3), "last-level cache size"),
-            "unit_local_bytes": det(float(l2), "L2 size per core"),
+            "onchip_bytes": cache_e[3],
+            "unit_local_bytes": cache_e[2],
         },
         "kernel_overhead_s": assumed(5e-6, "onnxruntime's per-op dispatch on a CPU is a few microseconds; "
                                            "`calibrate` measures it"),
@@ -107,14 +127,14 @@ def host_data() -> dict:
             "fma_units_per_core": assumed(fma, "the flags say whether FMA exists, not how many units; 2 on "
                                                "every AVX2/AVX-512 server core of the last decade"),
             "amx": {"amx_bf16", "amx_tile"} <= flags,
-            "l1d_bytes_per_core": det(float(l1), "L1 data cache"),
-            "l2_bytes_per_core": det(float(l2), "L2 cache"),
-            "l3_bytes": det(float(l3), "L3 cache"),
+            "l1d_bytes_per_core": cache_e[1],
+            "l2_bytes_per_core": cache_e[2],
+            "l3_bytes": cache_e[3],
             "l1_bandwidth_bytes_per_cycle_per_core": assumed(2 * simd // 8, "two SIMD loads per cycle"),
             "l2_bandwidth_bytes_per_cycle_per_core": assumed(32, "one 64-byte line every 2 cycles"),
             "l3_bandwidth_bytes_per_s": assumed(16.0 * clock * cores, "16 bytes/cycle/core, a typical "
                                                                       "sustained L3 read rate"),
-            "all_core_clock_hz": det(clock, "as clock_hz (the OS does not expose all-core turbo)"),
+            "all_core_clock_hz": clock_e,  # the OS does not expose all-core turbo
         }},
     }
     return data

@@ -18,10 +18,9 @@ from functools import cached_property
 
 from ..dtypes import element_bits
 from ..fusion import FusedGraph
-from ..ops import OpKind
+from ..ops import Gemm
 from .backends import BACKENDS
-from .geometry import Gemm, gemm_of
-from .rates import Rates, rates
+from .rates import CALIBRATED_PRECISION, Rates, rates
 from .spec import HardwareSpec
 
 
@@ -40,6 +39,7 @@ class KernelTime:
     energy_compute_j: float
     energy_dram_j: float
     energy_static_j: float
+    vector_s: float = 0.0  # the part of compute_s spent on non-matrix work, at the vector rate
 
     @property
     def latency_s(self) -> float:
@@ -81,6 +81,12 @@ class Schedule:
     fusion: str
     kernels: list[KernelTime]
     notes: list[str] = field(default_factory=list)
+    calibrated: bool = False  # measured rate tables set the times (else the datasheet peaks)
+
+    @property
+    def uncalibrated(self) -> bool:
+        """A calibrated spec asked for a precision its calibration never measured."""
+        return bool(self.spec.calibration) and not self.calibrated
 
     @property
     def precision(self) -> str:
@@ -147,6 +153,14 @@ class Schedule:
                 "static_j": sum(k.energy_static_j for k in self.kernels)}
 
     @cached_property
+    def vector_share_of_compute_bound(self) -> float:
+        """Of the time in compute-bound kernels, the share spent on non-matrix work at the vector rate: a
+        chip can be compute-bound far below its matrix peak when that work dominates."""
+        ks = [k for k in self.kernels if k.bound == "compute"]
+        total = sum(k.compute_s for k in ks)
+        return sum(k.vector_s for k in ks) / total if total else 0.0
+
+    @cached_property
     def bound_share(self) -> dict:
         t = self.latency_s or 1.0
         share = {"compute": 0.0, "memory": 0.0, "overhead": 0.0}
@@ -157,7 +171,7 @@ class Schedule:
     def to_dict(self, per_subgraph: bool = True) -> dict:
         d = {
             "hardware": self.spec.name, "precision": self.precision, "batch": self.batch,
-            "fusion": self.fusion, "latency_s": self.latency_s, "throughput_per_s": self.throughput_per_s,
+            "fusion": self.fusion, "calibrated": self.calibrated, "latency_s": self.latency_s, "throughput_per_s": self.throughput_per_s,
             "compute_utilization": self.compute_utilization,
             "memory_bandwidth_utilization": self.memory_bandwidth_utilization,
             "attained_ops_per_s": self.attained_ops_per_s, "peak_ops_per_s": self.rates.peak_ops_per_s,
@@ -165,7 +179,9 @@ class Schedule:
             "arithmetic_intensity": self.arithmetic_intensity if self.dram_bytes else None,
             "ridge_point": self.ridge_point,
             "matrix_units": self.rates.matrix_units,
-            "units_allocated": self.units_allocated, "energy_j": self.energy["total_j"],
+            "units_allocated": self.units_allocated,
+            "energy_per_batch_j": self.energy["total_j"],
+            "energy_per_inference_j": self.energy["total_j"] / self.batch,
             "energy_breakdown_j": {k: v for k, v in self.energy.items() if k != "total_j"},
             "bound_share": self.bound_share, "kernels": len(self.kernels), "flops": self.flops,
             "dram_bytes": self.dram_bytes, "capacity": self.capacity, "notes": self.notes,
@@ -173,7 +189,7 @@ class Schedule:
         if per_subgraph:
             d["subgraphs"] = [{"id": k.id, "label": k.label, "units": k.units, "latency_s": k.latency_s,
                                "compute_s": k.compute_s, "memory_s": k.memory_s, "overhead_s": k.overhead_s,
-                               "bound": k.bound, "energy_j": k.energy_j, "flops": k.flops,
+                               "bound": k.bound, "energy_per_batch_j": k.energy_j, "flops": k.flops,
                                "dram_bytes": k.dram_bytes}
                               for k in self.kernels]
         return d
@@ -185,8 +201,7 @@ def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int,
     priced at that precision); `threads` limits a CPU to that many cores."""
     r = rates(spec, precision)
     backend = BACKENDS[spec.kind](spec, r, threads)
-    graph = fused.profile.graph
-    costs = {nc.node.name: nc.cost for nc in fused.profile.costs.nodes}
+    costs = {nc.node.name: nc for nc in fused.profile.costs.nodes}
     elem = element_bits(1, precision) / 8  # bytes of one float element at this precision
     window = _Window(spec.onchip_bytes)
     notes = fused.profile.coverage_notes + list(r.notes)
@@ -198,13 +213,11 @@ def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int,
         gemms: list[Gemm] = []
         matrix_flops = 0
         for name in sub.nodes:
-            c = costs[name]
-            if c.kind == OpKind.MATRIX and c.macs and name not in sub.folded:
-                g = gemm_of(graph.by_name[name], graph, c.macs)
-                if g is not None:
-                    gemms.append(g)
-                    approx += g.approx
-                    matrix_flops += 2 * c.macs
+            nc = costs[name]
+            if nc.gemms and name not in sub.folded:
+                gemms.extend(nc.gemms)
+                approx += any(g.approx for g in nc.gemms)
+                matrix_flops += 2 * nc.cost.macs
         vector_flops = max(sub.flops - matrix_flops, 0)
         onchip = dram = 0
         for buf, b, is_weight in sub.reads:
@@ -220,12 +233,14 @@ def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int,
         for buf, b in sub.writes:
             window.write(buf, b)
         elements = max(int(sub.bytes_written / elem), 1)
-        compute_s, units = backend.compute(gemms, vector_flops, elements)
+        matrix_s, vector_s, units = backend.compute(gemms, vector_flops, elements)
+        compute_s = matrix_s + vector_s
         memory_s = backend.memory_time(dram, onchip)
         overhead = backend.overhead()
         latency = max(compute_s, memory_s) + overhead
         kernels.append(KernelTime(
             id=sub.id, label=sub.label, units=max(1, min(units, spec.units)), compute_s=compute_s,
+            vector_s=vector_s,
             memory_s=memory_s, overhead_s=overhead, flops=sub.flops, dram_bytes=dram, onchip_bytes=onchip,
             spill_bytes=spill,
             energy_compute_j=matrix_flops * r.matrix_j_per_op + vector_flops * r.vector_j_per_op,
@@ -235,7 +250,11 @@ def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int,
                      "load time, so latency, throughput and utilization are 0")
     if approx:
         notes.append(f"{approx} matrix ops have no GEMM geometry we know; mapped as one GEMM of equal MACs")
-    if getattr(backend, "cal", None) is not None:
+    calibrated = getattr(backend, "cal", None) is not None
+    if calibrated:
         notes.append(f"{spec.name}: calibrated rates for {backend.units} threads "
                      f"({spec.calibration['source']})")
-    return Schedule(spec, r, batch, fused.preset, kernels, notes)
+    elif spec.calibration:
+        notes.append(f"{spec.name}: uncalibrated at {precision}: its calibration measured "
+                     f"{CALIBRATED_PRECISION} only, so {precision} uses the datasheet peaks")
+    return Schedule(spec, r, batch, fused.preset, kernels, notes, calibrated)

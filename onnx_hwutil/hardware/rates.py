@@ -58,8 +58,15 @@ def rates(spec: HardwareSpec, precision: str) -> Rates:
     return Rates(precision, matrix, vector, mj, vj if vj is not None else mj, how, tuple(notes))
 
 
+# `calibrate` times onnxruntime's fp32 CPU kernels: its tables describe that precision and no other.
+CALIBRATED_PRECISION = "fp32"
+
+
 def default_precision(spec: HardwareSpec) -> str:
-    """`auto`: the chip's 16-bit float matrix precision (its usual inference choice), else int8, else fp32."""
+    """`auto`: the precision a calibrated spec measured; otherwise the chip's 16-bit float matrix precision
+    (its usual inference choice), else int8, else fp32."""
+    if spec.calibration:
+        return CALIBRATED_PRECISION
     for p in ("bf16", "fp16", "int8"):
         if p in spec.peak_ops_per_s:
             return p

@@ -41,6 +41,7 @@ SCHEMA: dict[str, Any] = {
     "energy": {"j_per_op": PRECS, "j_per_dram_byte": NUM},
     "backend": "backend",
     "calibration?": "calibration",
+    "partitions?": "partitions",
 }
 CURVES = ("gemm", "depthwise", "elementwise")  # measured rate tables of a calibrated CPU
 BACKENDS: dict[str, dict[str, Any]] = {
@@ -89,6 +90,8 @@ class HardwareSpec:
     j_per_dram_byte: float
     backend: dict[str, Any]
     calibration: dict | None = None  # measured rate tables (cpu), see `calibrate`
+    # The partitions the vendor defines (NVIDIA MIG profiles): name -> (units, memory bytes), smallest first.
+    partitions: dict[str, tuple[int, float]] = field(default_factory=dict)
     path: str = ""
     sources: dict[str, Cited] = field(default_factory=dict, repr=False)  # dotted field -> number + citation
 
@@ -162,6 +165,13 @@ class _Checker:
             return out
         if schema == "calibration":
             return self.calibration(data, where, kind)
+        if schema == "partitions":
+            if not isinstance(data, dict) or not data:
+                raise self.fail(where, "expected a mapping: profile name -> {units, dram_capacity_bytes}")
+            out = {str(n): self.check(v, {"units": INT, "dram_capacity_bytes": NUM}, _join(where, str(n)))
+                   for n, v in data.items()}
+            return dict(sorted(((n, (v["units"], v["dram_capacity_bytes"])) for n, v in out.items()),
+                               key=lambda nv: nv[1]))
         if schema == "backend":
             if not isinstance(data, dict) or list(data) != [kind]:
                 raise self.fail(where, f"expected exactly one block, '{kind}', matching kind")
@@ -246,6 +256,9 @@ def parse(data: Any, path: str) -> HardwareSpec:
     for p, (via, _) in d.get("emulated", {}).items():
         if via not in d["peak_ops_per_s"]:
             raise c.fail(f"emulated.{p}.via", f"{via} has no peak_ops_per_s to emulate on")
+    for n, (units, _) in d.get("partitions", {}).items():
+        if units > d["units"]["count"]:
+            raise c.fail(f"partitions.{n}.units", f"{units} is more than the chip's {d['units']['count']}")
     for p in d["peak_ops_per_s"]:
         if p not in d["energy"]["j_per_op"]:
             raise c.fail(f"energy.j_per_op.{p}", f"missing: the chip runs {p} but has no energy per op")
@@ -259,7 +272,7 @@ def parse(data: Any, path: str) -> HardwareSpec:
         unit_local_bytes=d["memory"]["unit_local_bytes"], kernel_overhead_s=d["kernel_overhead_s"],
         tdp_w=d["power"]["tdp_w"], idle_w=d["power"]["idle_w"], j_per_op=d["energy"]["j_per_op"],
         j_per_dram_byte=d["energy"]["j_per_dram_byte"], backend=d["backend"],
-        calibration=d.get("calibration"), path=path, sources=c.sources)
+        calibration=d.get("calibration"), partitions=d.get("partitions", {}), path=path, sources=c.sources)
 
 
 def load_spec(name_or_path: str) -> HardwareSpec:

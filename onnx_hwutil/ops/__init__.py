@@ -9,6 +9,7 @@ from ..graph import Graph, Node
 from . import control, elementwise, matrix, movement, normalization, pooling  # noqa: F401  (registration)
 from .registry import (
     Cost,
+    Gemm,
     MissingShape,
     OpContext,
     OpKind,
@@ -19,7 +20,7 @@ from .registry import (
     formula_for,
 )
 
-__all__ = ["Cost", "GraphCosts", "NodeCost", "OpKind", "Traffic", "cost_graph", "covered_ops", "formula_for"]
+__all__ = ["Cost", "Gemm", "GraphCosts", "NodeCost", "OpKind", "Traffic", "cost_graph", "covered_ops", "formula_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class NodeCost:
     missing: str | None = None  # the tensor whose shape was unknown
     traffic: Traffic = field(default_factory=Traffic)
     nested: bool = False  # control flow: its bytes are its bodies' traffic, not its own I/O
+    gemms: tuple[Gemm, ...] = ()  # the matrix work as discrete units see it (registry.Work.gemms)
 
 
 @dataclass
@@ -84,7 +86,8 @@ def cost_graph(graph: Graph, precision: str) -> GraphCosts:
         for _label, child, _times in work.children:
             uncovered.update(child.uncovered)
             unresolved.extend(child.unresolved)
-        nodes.append(NodeCost(node, c, "ok", work.notes, traffic=traffic, nested=work.nested is not None))
+        nodes.append(NodeCost(node, c, "ok", work.notes, traffic=traffic, nested=work.nested is not None,
+                              gemms=work.gemms))
         notes.extend(f"{node.name} ({node.op_type}): {n}" for n in work.notes)
         total = total + c
     return GraphCosts(nodes, total, uncovered, unresolved, notes)

@@ -22,8 +22,11 @@ def _required(ctx: OpContext, name: str):
 
 
 def _work(total: Cost, children, notes) -> Work:
+    # The bodies' matrix work keeps its geometry: each execution is another GEMM of the same shape.
+    gemms = tuple(g.repeated(times) for _label, child, times in children if times > 0
+                  for nc in child.nodes for g in nc.gemms)
     return Work(macs=total.macs, flops=total.flops, kind=OpKind.OPAQUE, nested=total, notes=tuple(notes),
-                children=tuple(children))
+                children=tuple(children), gemms=gemms)
 
 
 @cost("Loop")

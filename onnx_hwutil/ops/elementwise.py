@@ -35,13 +35,11 @@ _MS_FLOPS = {
     "RotaryEmbedding": 3, "Inverse": 1,
 }
 
-# Activation names as FusedConv/FusedGemm spell them.
-_ACTIVATIONS = {"Relu": 1, "Sigmoid": 4, "Tanh": 1, "LeakyRelu": 2, "Clip": 2, "HardSigmoid": 3, "": 0}
-
-
 def activation_flops(name: str | bytes) -> int:
+    """FLOPs per element of an activation that FusedConv/FusedGemm name in an attribute: the same table as
+    the standalone op, so fusing never changes the arithmetic (an empty name is no activation)."""
     name = name.decode() if isinstance(name, bytes) else name
-    return _ACTIVATIONS.get(name, 1)
+    return FLOPS_PER_ELEMENT.get(name, 1) if name else 0
 
 
 def _kind(ctx: OpContext) -> OpKind:

@@ -1,15 +1,18 @@
 """Matrix-class ops: every multiply-accumulate counted as one MAC, FLOPs = 2 x MACs + epilogue.
 
-The pure `*_macs` functions take shapes and numbers only, so tests can check them by hand.
+The pure `*_macs` functions take shapes and numbers only, so tests can check them by hand. Each formula
+also states its GEMM geometry (batch, M, N, K), the shape discrete units see; the geometry must reproduce
+the counted MACs, so a backend's mapping cannot drift from the count.
 """
 
 from __future__ import annotations
 
 import string
+from dataclasses import replace
 from math import prod
 
 from .elementwise import activation_flops
-from .registry import MissingShape, OpContext, OpKind, Work, cost
+from .registry import Gemm, MissingShape, OpContext, OpKind, Work, cost
 
 MATRIX = OpKind.MATRIX
 
@@ -26,43 +29,76 @@ def conv_transpose_macs(x_shape, w_shape) -> int:
     return prod(x_shape) * prod(w_shape[1:])
 
 
-def _epilogue(ctx: OpContext, macs: int, bias_input: int | None, per_out: int = 0) -> Work:
+def checked(gemms: tuple[Gemm, ...], macs: int) -> tuple[Gemm, ...]:
+    """The geometry if it reproduces the counted MACs; otherwise one GEMM that keeps M and N, flagged."""
+    if macs <= 0:
+        return ()
+    if sum(g.macs for g in gemms) == macs:
+        return gemms
+    g = gemms[0] if gemms else Gemm(1, 1, 1, 1)
+    m, n = g.m * g.batch, g.n
+    return (Gemm(1, m, n, max(macs // max(m * n, 1), 1), g.weight_stationary, approx=True),)
+
+
+def _epilogue(ctx: OpContext, macs: int, bias_input: int | None, per_out: int = 0,
+              gemms: tuple[Gemm, ...] = ()) -> Work:
     n_out = ctx.numel_out()
     bias = n_out if bias_input is not None and ctx.has(bias_input) else 0
-    return Work(macs=macs, flops=2 * macs + bias + per_out * n_out, kind=MATRIX)
+    return Work(macs=macs, flops=2 * macs + bias + per_out * n_out, kind=MATRIX, gemms=checked(gemms, macs))
+
+
+def conv_gemm(w_shape, y_shape, group: int, channels_last: bool = False, const: bool = True) -> Gemm:
+    """Implicit GEMM per group: M = N x output pixels, N = Cout/g, K = Cin/g x kernel."""
+    spatial = prod(y_shape[1:-1]) if channels_last else prod(y_shape[2:])
+    return Gemm(group, y_shape[0] * spatial, w_shape[0] // max(group, 1), prod(w_shape[1:]), const)
+
+
+def _conv_like(ctx: OpContext, w: int, bias_input: int | None, per_out: int = 0,
+               channels_last: bool = False) -> Work:
+    w_shape, y = ctx.shape(w), ctx.out()
+    g = conv_gemm(w_shape, y, int(ctx.attr("group", 1)), channels_last, _const(ctx, w))
+    return _epilogue(ctx, conv_macs(w_shape, y), bias_input, per_out, (g,))
+
+
+def _const(ctx: OpContext, i: int) -> bool:
+    return ctx.has(i) and ctx.graph.tensor(ctx.node.inputs[i]).const
 
 
 @cost("Conv")
 def _conv(ctx: OpContext) -> Work:
-    return _epilogue(ctx, conv_macs(ctx.shape(1), ctx.out()), 2)
+    return _conv_like(ctx, 1, 2)
 
 
 @cost("ConvInteger")
 def _conv_integer(ctx: OpContext) -> Work:
-    return _epilogue(ctx, conv_macs(ctx.shape(1), ctx.out()), None)
+    return _conv_like(ctx, 1, None)
 
 
 @cost("QLinearConv")
 def _qlinear_conv(ctx: OpContext) -> Work:
     # Requantization per output: scale multiply and zero-point add.
-    return _epilogue(ctx, conv_macs(ctx.shape(3), ctx.out()), 8, per_out=2)
+    return _conv_like(ctx, 3, 8, per_out=2)
 
 
 @cost("ConvTranspose")
 def _conv_transpose(ctx: OpContext) -> Work:
-    return _epilogue(ctx, conv_transpose_macs(ctx.shape(0), ctx.shape(1)), 2)
+    # As the GEMM before col2im: [N*Hin*Win, Cin/g] x [Cin/g, Cout/g*k] per group.
+    x, w = ctx.shape(0), ctx.shape(1)
+    g = max(int(ctx.attr("group", 1)), 1)
+    gemm = Gemm(g, x[0] * prod(x[2:]), w[1] * prod(w[2:]), w[0] // g, _const(ctx, 1))
+    return _epilogue(ctx, conv_transpose_macs(x, w), 2, gemms=(gemm,))
 
 
 @cost("NhwcConv", domain="com.microsoft")
 def _nhwc_conv(ctx: OpContext) -> Work:
-    return _epilogue(ctx, conv_macs(ctx.shape(1), ctx.out()), 2)
+    return _conv_like(ctx, 1, 2, channels_last=True)
 
 
 @cost("FusedConv", domain="com.microsoft")
 def _fused_conv(ctx: OpContext) -> Work:
     act = activation_flops(ctx.attr("activation", b"") or b"")
     residual = 1 if ctx.has(3) else 0
-    return _epilogue(ctx, conv_macs(ctx.shape(1), ctx.out()), 2, per_out=act + residual)
+    return _conv_like(ctx, 1, 2, per_out=act + residual)
 
 
 # -- GEMM and MatMul ------------------------------------------------------------------------------------
@@ -77,67 +113,90 @@ def matmul_macs(a_shape, y_shape, trans_a: bool = False) -> int:
     return prod(y_shape) * k
 
 
-def _gemm_like(ctx: OpContext, a: int, bias_input: int | None, per_out: int = 0) -> Work:
-    a_shape = ctx.shape(a)
+def _gemm_like(ctx: OpContext, a: int, b: int, bias_input: int | None, per_out: int = 0) -> Work:
+    a_shape, y = ctx.shape(a), ctx.out()
     k = a_shape[0] if ctx.attr("transA", 0) else a_shape[-1]
-    return _epilogue(ctx, ctx.numel_out() * k, bias_input, per_out)
+    gemm = Gemm(1, y[0], y[1], k, _const(ctx, b)) if len(y) == 2 else Gemm(1, prod(y), 1, k, _const(ctx, b))
+    return _epilogue(ctx, ctx.numel_out() * k, bias_input, per_out, (gemm,))
 
 
 @cost("Gemm")
 def _gemm(ctx: OpContext) -> Work:
-    return _gemm_like(ctx, 0, 2)
+    return _gemm_like(ctx, 0, 1, 2)
 
 
 @cost("QGemm", domain="com.microsoft")
 def _qgemm(ctx: OpContext) -> Work:
-    return _gemm_like(ctx, 0, 6, per_out=2)
+    return _gemm_like(ctx, 0, 3, 6, per_out=2)
 
 
 @cost("FusedGemm", domain="com.microsoft")
 def _fused_gemm(ctx: OpContext) -> Work:
-    return _gemm_like(ctx, 0, 2, per_out=activation_flops(ctx.attr("activation", b"") or b""))
+    return _gemm_like(ctx, 0, 1, 2, per_out=activation_flops(ctx.attr("activation", b"") or b""))
+
+
+def matmul_gemm(a_shape, y_shape, b_rank: int, k: int, const_b: bool = False) -> Gemm:
+    """numpy matmul as GEMMs. When B is a matrix (or a vector) it is shared by every row of A, so all
+    leading dims of A fold into M: [197, 1, 768] x [768, 2304] is one 197 x 2304 x 768 GEMM, not 197 of one
+    row. Otherwise each of the broadcast leading dims is its own GEMM."""
+    n = y_shape[-1] if b_rank >= 2 and y_shape else 1
+    if b_rank <= 2:
+        return Gemm(1, prod(y_shape) // max(n, 1), n, k, const_b)
+    m = y_shape[-2] if len(a_shape) > 1 else 1
+    return Gemm(prod(y_shape) // max(m * n, 1), m, n, k, const_b)
+
+
+def _matmul_like(ctx: OpContext, b: int, bias_input: int | None = None, per_out: int = 0,
+                 trans_a: bool = False) -> Work:
+    a, y = ctx.shape(0), ctx.out()
+    macs = matmul_macs(a, y, trans_a)
+    k = macs // max(prod(y), 1)
+    gemm = matmul_gemm(a, y, len(ctx.shape(b)), k, _const(ctx, b))
+    return _epilogue(ctx, macs, bias_input, per_out, (gemm,))
 
 
 @cost("MatMul", "MatMulInteger")
 def _matmul(ctx: OpContext) -> Work:
-    return _epilogue(ctx, matmul_macs(ctx.shape(0), ctx.out()), None)
+    return _matmul_like(ctx, 1)
 
 
 @cost("QLinearMatMul")
 def _qlinear_matmul(ctx: OpContext) -> Work:
-    return _epilogue(ctx, matmul_macs(ctx.shape(0), ctx.out()), None, per_out=2)
+    return _matmul_like(ctx, 3, per_out=2)
 
 
 @cost("MatMulInteger16", domain="com.microsoft")
 def _matmul_integer16(ctx: OpContext) -> Work:
-    return _epilogue(ctx, matmul_macs(ctx.shape(0), ctx.out()), None)
+    return _matmul_like(ctx, 1)
 
 
 @cost("FusedMatMul", domain="com.microsoft")
 def _fused_matmul(ctx: OpContext) -> Work:
     alpha = 1 if ctx.attr("alpha", 1.0) != 1.0 else 0
-    return _epilogue(ctx, matmul_macs(ctx.shape(0), ctx.out(), bool(ctx.attr("transA", 0))), None, alpha)
+    return _matmul_like(ctx, 1, per_out=alpha, trans_a=bool(ctx.attr("transA", 0)))
 
 
 @cost("MatMulIntegerToFloat", domain="com.microsoft")
 def _matmul_integer_to_float(ctx: OpContext) -> Work:
     # Dequantize each output (one multiply by the combined scale), then the optional bias.
-    return _epilogue(ctx, matmul_macs(ctx.shape(0), ctx.out()), 6, per_out=1)
+    return _matmul_like(ctx, 1, 6, per_out=1)
 
 
 @cost("DynamicQuantizeMatMul", domain="com.microsoft")
 def _dynamic_quantize_matmul(ctx: OpContext) -> Work:
-    w = _epilogue(ctx, matmul_macs(ctx.shape(0), ctx.out()), 4, per_out=1)
+    w = _matmul_like(ctx, 1, 4, per_out=1)
     # A is quantized on the fly: min/max scan plus scale, round and shift per element.
-    return Work(macs=w.macs, flops=w.flops + 5 * ctx.numel(0), kind=MATRIX)
+    return replace(w, flops=w.flops + 5 * ctx.numel(0))
 
 
 @cost("MatMulNBits", domain="com.microsoft")
 def _matmul_nbits(ctx: OpContext) -> Work:
     k, n = int(ctx.attr("K")), int(ctx.attr("N"))
     macs = ctx.numel_out() * k
+    gemms = checked((Gemm(1, ctx.numel_out() // max(n, 1), n, k, True),), macs)
     # Packed low-bit weights are dequantized once per call: subtract zero point, multiply scale.
-    return Work(macs=macs, flops=2 * macs + 2 * n * k + (ctx.numel_out() if ctx.has(5) else 0), kind=MATRIX)
+    return Work(macs=macs, flops=2 * macs + 2 * n * k + (ctx.numel_out() if ctx.has(5) else 0), kind=MATRIX,
+                gemms=gemms)
 
 
 # -- Einsum ---------------------------------------------------------------------------------------------
@@ -149,7 +208,15 @@ def einsum_macs(equation: str, shapes: list[tuple[int, ...]]) -> tuple[int, int]
     One operand is a reduction or a relayout (no MACs); two or more are matrix work whose MACs are the
     product of all index sizes of each pairwise step.
     """
-    lhs, _, rhs = equation.replace(" ", "").partition("->")
+    macs, flops, _ = einsum_work(equation, shapes)
+    return macs, flops
+
+
+def einsum_work(equation: str, shapes: list[tuple[int, ...]]) -> tuple[int, int, list[tuple[int, Gemm]]]:
+    """(MACs, FLOPs, [(operand index of B, GEMM) per pairwise step]). In each step a label kept in both
+    operands is a batch dim, one kept from the left only is M, from the right only is N, and every label
+    summed away is K: their product is the step's MACs, so the geometry is the count."""
+    lhs, arrow, rhs = equation.replace(" ", "").partition("->")
     terms = lhs.split(",")
     if len(terms) != len(shapes):
         raise ValueError(f"einsum {equation!r}: {len(terms)} terms for {len(shapes)} operands")
@@ -168,7 +235,7 @@ def einsum_macs(equation: str, shapes: list[tuple[int, ...]]) -> tuple[int, int]
         for c, d in zip(t, s, strict=True):
             sizes[c] = max(sizes.get(c, 1), d)
         labels.append(t)
-    if _:
+    if arrow:
         out = rhs.replace("...", "".join(ell))
     else:
         counts = {c: sum(t.count(c) for t in labels) for c in sizes}
@@ -176,18 +243,27 @@ def einsum_macs(equation: str, shapes: list[tuple[int, ...]]) -> tuple[int, int]
     if len(labels) == 1:
         summed = set(labels[0]) - set(out)
         n = prod(sizes[c] for c in set(labels[0]))
-        return 0, (n if summed else 0)
+        return 0, (n if summed else 0), []
     if set().union(*labels) <= set(out):  # nothing summed: a broadcast elementwise product, not matrix work
-        return 0, prod(sizes[c] for c in set(out)) * (len(labels) - 1)
+        return 0, prod(sizes[c] for c in set(out)) * (len(labels) - 1), []
     macs = 0
+    steps: list[tuple[int, Gemm]] = []
     cur = labels[0]
     for i in range(1, len(labels)):
         nxt = labels[i]
         union = set(cur) | set(nxt)
-        macs += prod(sizes[c] for c in union)
+        step = prod(sizes[c] for c in union)
+        macs += step
         needed = set(out).union(*labels[i + 1:]) if i + 1 < len(labels) else set(out)
+        kept_l, kept_r = set(cur) & needed, set(nxt) & needed
+
+        def size(cs):
+            return prod(sizes[c] for c in cs)
+
+        steps.append((i, Gemm(size(kept_l & kept_r), size(kept_l - kept_r), size(kept_r - kept_l),
+                              size(union - needed))))
         cur = "".join(c for c in union if c in needed)
-    return macs, 2 * macs
+    return macs, 2 * macs, steps
 
 
 @cost("Einsum")
@@ -196,14 +272,15 @@ def _einsum(ctx: OpContext) -> Work:
     eq = ctx.attr("equation")
     eq = eq.decode() if isinstance(eq, bytes) else eq
     try:
-        macs, flops = einsum_macs(eq, shapes)
+        macs, flops, steps = einsum_work(eq, shapes)
     except ValueError as e:
         raise MissingShape(str(e)) from None
     if len(shapes) > 1:
         kind = MATRIX if macs else OpKind.BROADCAST
     else:
         kind = OpKind.REDUCTION if flops else OpKind.INJECTIVE
-    return Work(macs=macs, flops=flops, kind=kind)
+    gemms = tuple(replace(g, weight_stationary=_const(ctx, i)) for i, g in steps)
+    return Work(macs=macs, flops=flops, kind=kind, gemms=checked(gemms, macs))
 
 
 # -- recurrent ------------------------------------------------------------------------------------------
@@ -232,7 +309,9 @@ def _rnn(ctx: OpContext, kind: str, w_transposed: bool = False) -> Work:
     flops = 2 * macs + steps * (per_unit + (bias_per_unit if ctx.has(3) else 0))
     if kind == "LSTM" and ctx.has(7):
         flops += steps * 6  # peepholes: three multiply-adds
-    return Work(macs=macs, flops=flops, kind=MATRIX)
+    # One GEMM per step and direction: [batch, input + H] x [input + H, gates*H]; steps depend on each other.
+    gemm = Gemm(dirs * seq, batch, gates * hidden, x[2] + hidden, True)
+    return Work(macs=macs, flops=flops, kind=MATRIX, gemms=checked((gemm,), macs))
 
 
 @cost("LSTM")
@@ -254,7 +333,7 @@ def _rnn_op(ctx):
 def _dq_lstm(ctx):
     # Weights are stored transposed, [dirs, input, 4H]; X is quantized per step.
     w = _rnn(ctx, "LSTM", w_transposed=True)
-    return Work(macs=w.macs, flops=w.flops + 5 * ctx.numel(0), kind=MATRIX)
+    return replace(w, flops=w.flops + 5 * ctx.numel(0))
 
 
 # -- attention ------------------------------------------------------------------------------------------
@@ -263,6 +342,15 @@ def _dq_lstm(ctx):
 def attention_macs(batch: int, q_len: int, kv_len: int, qk_dim: int, v_dim: int) -> int:
     """QK^T and scores x V summed over heads: dims are heads x head_size."""
     return batch * q_len * kv_len * (qk_dim + v_dim)
+
+
+def attention_gemms(batch: int, heads: int, q_len: int, kv_len: int, qk_dim: int, v_dim: int
+                    ) -> tuple[Gemm, Gemm]:
+    """The two batched products per (batch, head): scores = Q K^T ([S, hd] x [hd, kv]), then scores x V
+    ([S, kv] x [kv, hd_v]). Neither operand is a weight. Heads that do not divide the dims stay one GEMM."""
+    h = heads if heads > 0 and qk_dim % heads == 0 and v_dim % heads == 0 else 1
+    return (Gemm(batch * h, q_len, kv_len, qk_dim // h, False),
+            Gemm(batch * h, q_len, v_dim // h, kv_len, False))
 
 
 def _softmax_flops(batch: int, heads: int, q_len: int, kv_len: int) -> int:
@@ -283,7 +371,8 @@ def _ms_attention(ctx: OpContext) -> Work:
     att = attention_macs(b, s, total, dq, dv)
     macs = proj + att
     flops = 2 * macs + (b * s * w[1] if ctx.has(2) else 0) + _softmax_flops(b, heads, s, total)
-    return Work(macs=macs, flops=flops, kind=MATRIX)
+    gemms = (Gemm(1, b * s, w[1], d_in, _const(ctx, 1)), *attention_gemms(b, heads, s, total, dq, dv))
+    return Work(macs=macs, flops=flops, kind=MATRIX, gemms=checked(gemms, macs))
 
 
 @cost("MultiHeadAttention", domain="com.microsoft")
@@ -303,7 +392,24 @@ def _ms_mha(ctx: OpContext) -> Work:
         kv += ctx.shape(6)[2]
     macs = attention_macs(b, s, kv, d, dv)
     bias = b * s * (2 * d + dv) if ctx.has(3) else 0
-    return Work(macs=macs, flops=2 * macs + bias + _softmax_flops(b, heads, s, kv), kind=MATRIX)
+    return Work(macs=macs, flops=2 * macs + bias + _softmax_flops(b, heads, s, kv), kind=MATRIX,
+                gemms=checked(attention_gemms(b, heads, s, kv, d, dv), macs))
+
+
+def _gqa_total_length(ctx: OpContext, new_tokens: int) -> int:
+    """The key length every query attends to: total_sequence_length where it is a constant; else the
+    present cache, which is past + new tokens when the cache is concatenated, or the whole buffer when past
+    and present share one; a present shorter than the new tokens (inference that could not see the runtime
+    length) means past + new."""
+    tl = ctx.const_value(6)
+    if tl is not None and tl.size == 1:
+        return int(tl.reshape(-1)[0])
+    past = ctx.shape(3)[2] if ctx.has(3) else 0
+    try:
+        present = ctx.out(1)[2]
+    except MissingShape:
+        return past + new_tokens
+    return present if present >= new_tokens else past + new_tokens
 
 
 @cost("GroupQueryAttention", domain="com.microsoft")
@@ -312,13 +418,12 @@ def _ms_gqa(ctx: OpContext) -> Work:
     kv_heads = int(ctx.attr("kv_num_heads"))
     q = ctx.shape(0)
     b, s = q[0], q[1]
-    present = ctx.out(1)  # [B, kv_heads, total, H]: the key length every query attends to
-    head = present[3]
-    total = present[2]
-    d = heads * head
+    head = q[2] // (heads + 2 * kv_heads) if not ctx.has(1) else q[2] // heads  # packed QKV or Q alone
+    total = _gqa_total_length(ctx, s)
+    d = heads * head  # K/V heads are shared across query groups: the MACs depend on query heads only
     macs = attention_macs(b, s, total, d, d)
-    del kv_heads  # K/V heads are shared across query groups: the MACs depend on query heads only
-    return Work(macs=macs, flops=2 * macs + _softmax_flops(b, heads, s, total), kind=MATRIX)
+    return Work(macs=macs, flops=2 * macs + _softmax_flops(b, heads, s, total), kind=MATRIX,
+                gemms=checked(attention_gemms(b, heads, s, total, d, d), macs))
 
 
 @cost("Attention")
@@ -337,4 +442,5 @@ def _onnx_attention(ctx: OpContext) -> Work:
     if ctx.has(4):  # past_key
         kv += ctx.shape(4)[2]
     macs = attention_macs(b, s, kv, qd, vd)
-    return Work(macs=macs, flops=2 * macs + _softmax_flops(b, heads, s, kv), kind=MATRIX)
+    return Work(macs=macs, flops=2 * macs + _softmax_flops(b, heads, s, kv), kind=MATRIX,
+                gemms=checked(attention_gemms(b, heads, s, kv, qd, vd), macs))

@@ -14,7 +14,7 @@ pattern kind, plus byte counts only where the op does not simply read every inpu
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
 from ..dtypes import PARAM_TYPES, nbytes
@@ -60,6 +60,33 @@ class Cost:
 
 
 @dataclass(frozen=True)
+class Gemm:
+    """One matrix product as discrete units see it: `batch` independent [m, k] x [k, n] products.
+
+    The op's own formula states it, next to its MACs, so a backend never rebuilds an op's shape.
+    """
+
+    batch: int  # independent GEMMs (groups, batch dims, heads, recurrent steps)
+    m: int
+    n: int
+    k: int
+    weight_stationary: bool = True  # B is a weight: it can stay in place on a systolic array
+    approx: bool = False  # no geometry known: one GEMM with the same MACs (M = outputs, N = 1)
+
+    def __post_init__(self):
+        # A degenerate dim (a malformed node) still occupies one unit: never zero, never negative.
+        for f in ("batch", "m", "n", "k"):
+            object.__setattr__(self, f, max(int(getattr(self, f)), 1))
+
+    @property
+    def macs(self) -> int:
+        return self.batch * self.m * self.n * self.k
+
+    def repeated(self, times: int) -> Gemm:
+        return Gemm(self.batch * times, self.m, self.n, self.k, self.weight_stationary, self.approx)
+
+
+@dataclass(frozen=True)
 class Work:
     """What a formula returns. Traffic defaults to every input read and every output written in full;
     `reads`/`writes` override that per input/output index (a Gather reads only the rows it picks)."""
@@ -67,6 +94,9 @@ class Work:
     macs: int = 0
     flops: int = 0
     kind: OpKind = OpKind.ELEMENTWISE
+    # The matrix work as GEMMs; their MACs add up to `macs` (a formula with MACs and no geometry gets one
+    # approximate GEMM in `evaluate`, flagged).
+    gemms: tuple[Gemm, ...] = ()
     reads: dict[int, int] | None = None
     writes: dict[int, int] | None = None
     # Control flow: the traffic of the nested graphs as run, which replaces the node's own I/O.
@@ -221,6 +251,9 @@ def evaluate(ctx: OpContext) -> tuple[Cost, Traffic, Work]:
     """Run a node's formula and settle its traffic. Raises KeyError if uncovered, MissingShape if unshaped."""
     fn = _REGISTRY[(ctx.node.domain, ctx.node.op_type)]
     work = fn(ctx)
+    if work.macs > 0 and not work.gemms:
+        n_out = max(ctx.numel_out(), 1) if ctx.node.outputs and ctx.node.outputs[0] else 1
+        work = replace(work, gemms=(Gemm(1, n_out, 1, work.macs // n_out, False, approx=True),))
     if work.kind == OpKind.SHAPE:
         traffic = Traffic()
     elif work.nested is not None:

@@ -17,13 +17,15 @@ def analyze_table(schedules: list[Schedule]) -> str:
     rows = []
     for s in schedules:
         b = s.bound_share
-        rows.append((s.spec.name, s.precision, s.batch, f"{s.latency_s * 1e3:.3f}",
+        prec = f"{s.precision} (uncalibrated)" if s.uncalibrated else s.precision
+        rows.append((s.spec.name, prec, s.batch, f"{s.latency_s * 1e3:.3f}",
                      f"{s.throughput_per_s:,.0f}",
                      pct(s.compute_utilization), pct(s.memory_bandwidth_utilization),
-                     si(s.attained_ops_per_s, "OP/s"), _units(s), f"{s.energy['total_j'] * 1e3:.2f}",
+                     si(s.attained_ops_per_s, "OP/s"), _units(s), f"{s.energy['total_j'] * 1e3 / s.batch:.3f}",
+                     f"{s.energy['total_j'] * 1e3:.3f}",
                      f"{pct(b['compute'])}/{pct(b['memory'])}/{pct(b['overhead'])}"))
     return tabulate(rows, headers=["hardware", "prec", "batch", "latency ms", "throughput /s", "compute util",
-                                   "mem BW util", "attained", "units allocated", "energy mJ",
+                                   "mem BW util", "attained", "units allocated", "mJ / inference", "mJ / batch",
                                    "time compute/memory/overhead-bound"], tablefmt="simple",
                     disable_numparse=True)
 
@@ -34,7 +36,7 @@ def subgraph_table(s: Schedule, top: int = 15) -> str:
              f"{k.memory_s * 1e6:.1f}", f"{k.overhead_s * 1e6:.1f}", f"{k.latency_s * 1e6:.1f}", k.bound,
              size(k.dram_bytes), f"{k.energy_j * 1e3:.3f}") for k in ks]
     return tabulate(rows, headers=["id", "kernel", s.spec.unit_name + "s", "compute us", "memory us",
-                                   "overhead us", "latency us", "bound", "DRAM", "energy mJ"],
+                                   "overhead us", "latency us", "bound", "DRAM", "mJ / batch"],
                     tablefmt="simple", disable_numparse=True)
 
 

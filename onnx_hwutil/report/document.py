@@ -132,7 +132,7 @@ def _per_chip(study: dict, image: Callable[[str, str], str]) -> list[str]:
             row("Kernels", lambda r: str(r["kernels"])),
             row("Time compute / memory / overhead-bound",
                 lambda r: " / ".join(pct(r["bound_share"][k]) for k in ("compute", "memory", "overhead"))),
-            row("Energy per inference", lambda r: f"{r['energy_j'] * 1e3 / r['batch']:.3f} mJ"),
+            row("Energy per inference", lambda r: f"{r['energy_per_inference_j'] * 1e3:.3f} mJ"),
         ]
         out.append(_table(table, ["metric", *names]))
         for r in rs:
@@ -187,7 +187,7 @@ def _tradeoffs(study: dict) -> list[str]:
                     key=lambda r: -r["throughput_per_s"])
         out.append(f"- **{m['name']}** (batch {m['batch']}): " + "; ".join(
             f"{r['hardware']} {r['throughput_per_s']:,.0f}/s at {ms(r['latency_s'])} "
-            f"({r['energy_j'] * 1e3 / r['batch']:.3f} mJ/inference)" for r in rs))
+            f"({r['energy_per_inference_j'] * 1e3:.3f} mJ/inference)" for r in rs))
     return out
 
 
@@ -195,7 +195,7 @@ def _energy(study: dict) -> str:
     rows = []
     for r in study["results"]:
         e, b = r["energy_breakdown_j"], r["batch"]
-        per = r["energy_j"] / b
+        per = r["energy_per_inference_j"]
         rows.append([r["model"], r["hardware"], r["precision"], f"{per * 1e3:.3f}",
                      f"{e['compute_j'] * 1e3 / b:.3f}", f"{e['dram_j'] * 1e3 / b:.3f}",
                      f"{e['static_j'] * 1e3 / b:.3f}",
