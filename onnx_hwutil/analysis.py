@@ -66,13 +66,7 @@ class Analyzer:
 
     def default_batch(self, model: str) -> int | None:
         """No batch asked for: the model's own shapes if they are all static, else batch 1."""
-        try:
-            self.bound(model, None)
-            return None
-        except HwUtilError as e:
-            if "unbound dims" not in str(e):
-                raise
-            return 1
+        return 1 if self.bound(model, None).batch_defaulted else None
 
     def characteristics(self, model: str, batch: int | None, fusion: str) -> dict:
         """The model's own numbers, before any chip: the seed report's "model characteristics" row."""
@@ -105,15 +99,13 @@ def plan(a: Analyzer, model: str | os.PathLike, hardware: list[str] | str = "h10
          batch: list[int] | int | None = None, precision: list[str] | str = "auto", fusion: str = "runtime",
          threads: int | None = None) -> list[Point]:
     """The points `analyze` maps: hardware x batch x precision. Without a batch, a model with a symbolic
-    batch dim runs at batch 1 and one with static shapes at its own."""
+    batch dim runs at batch 1 (binding says so in the notes) and one with static shapes at its own."""
     hws = [hardware] if isinstance(hardware, str) else list(hardware)
     batches = [batch] if isinstance(batch, int) or batch is None else list(batch)
     precs = [precision] if isinstance(precision, str) else list(precision)
     for b in batches:
         if b is not None and b < 1:
             raise HwUtilError(f"--batch {b}: must be at least 1")
-    if batches == [None]:
-        batches = [a.default_batch(os.fspath(model))]
     return [Point(os.fspath(model), hw, b, p, fusion, threads) for hw in hws for b in batches for p in precs]
 
 

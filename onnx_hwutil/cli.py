@@ -140,7 +140,13 @@ def profile(
         emit(profile_view.to_csv(p), output)
     else:
         emit(profile_view.render(p, top), output)
-    if strict and (p.uncovered or p.unresolved):
+    if strict:
+        _check_strict(p)
+
+
+def _check_strict(p) -> None:
+    """--strict: exit 1 naming what a profile leaves out of its counts."""
+    if p.uncovered or p.unresolved:
         what = [f"{u['domain']}::{u['op_type']}" for u in p.uncovered]
         what += [f"{len(p.unresolved)} unshaped nodes"] if p.unresolved else []
         raise _fail("--strict: not fully costed: " + ", ".join(what), EXIT_GATE)
@@ -237,6 +243,7 @@ def analyze(
         "--findings/--no-findings", help="Computed observations with evidence and a mitigation.")] = True,
     plot: Annotated[str | None, typer.Option(
         "--plot", help="Write each result's roofline (PNG and SVG) into this directory.")] = None,
+    strict: Annotated[bool, typer.Option(help="Exit 1 if an op is uncovered or unshaped.")] = False,
     format: FormatOpt = Format.table,
     output: OutputOpt = None,
 ) -> None:
@@ -286,6 +293,9 @@ def analyze(
     failed = failures(gates, entries)
     if failed:
         raise _fail("gate failed: " + "; ".join(failed), EXIT_GATE)
+    if strict:
+        for batch in dict.fromkeys(p.batch for p in pts):
+            _check_strict(a.profile(model, batch))
 
 
 @app.command()

@@ -2,7 +2,8 @@
 
 A condition is METRIC OP NUMBER with OP one of < <= > >= == !=. METRIC is a key of an analyze JSON entry
 (latency_s, throughput_per_s, compute_utilization, memory_bandwidth_utilization, energy_per_inference_j, ...)
-or one of the conveniences latency_ms, energy_per_inference_mj, energy_per_batch_mj and units_mean, or a count of findings: `findings` (all of them) or
+or one of the conveniences latency_ms, energy_per_inference_mj, energy_per_batch_mj, units_mean,
+uncosted_nodes, uncosted_node_share and uncosted_mac_share (a lower bound), or a count of findings: `findings` (all of them) or
 `finding_RULE` (one rule's, e.g. finding_memory_bound). Every entry (hardware x batch x precision) is tested.
 """
 
@@ -22,7 +23,10 @@ _DERIVED = {"latency_ms": lambda d: d["latency_s"] * 1e3,
             "energy_per_inference_mj": lambda d: d["energy_per_inference_j"] * 1e3,
             "energy_per_batch_mj": lambda d: d["energy_per_batch_j"] * 1e3,
             "units_mean": lambda d: d["units_allocated"]["mean"],
-            "findings": lambda d: len(d["findings"])}
+            "findings": lambda d: len(d["findings"]),
+            "uncosted_nodes": lambda d: d["coverage"]["uncosted_nodes"],
+            "uncosted_node_share": lambda d: d["coverage"]["uncosted_node_share"],
+            "uncosted_mac_share": lambda d: d["coverage"]["uncosted_mac_share_at_least"]}
 _DERIVED |= {f"finding_{r}": (lambda d, r=r: sum(f["rule"] == r for f in d["findings"])) for r in RULES}
 
 

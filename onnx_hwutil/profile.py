@@ -28,17 +28,19 @@ class BoundModel:
     symbols: dict[str, int]
     opsets: dict[str, int]
     shape_notes: tuple[str, ...]
+    batch_defaulted: bool = False  # an unbound batch dim was taken as 1
 
 
 def bind(path: str | os.PathLike, bindings: Bindings | None = None) -> BoundModel:
     bindings = bindings or Bindings()
     model = load_model(path)
-    shapes, symbols = bind_inputs(model, bindings)
+    shapes, symbols, bind_notes = bind_inputs(model, bindings)
     apply_bindings(model, shapes, symbols)
     opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
     inferred, notes, known = infer(model)
     graph = Graph(inferred.graph, opsets, known=known)
-    return BoundModel(os.fspath(path), graph, shapes, symbols, opsets, tuple(notes))
+    return BoundModel(os.fspath(path), graph, shapes, symbols, opsets, (*bind_notes, *notes),
+                      bool(bind_notes))
 
 
 @dataclass(frozen=True)

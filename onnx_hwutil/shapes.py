@@ -65,6 +65,17 @@ def graph_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
     return [v for v in graph.input if v.name not in inits]
 
 
+# Names exporters write for "unknown" (paddle2onnx and others write "?" for every dynamic dim): each is its
+# own unknown, not one symbol shared by every dim that carries it.
+_ANONYMOUS = {"?", "-1", "none", "null", "unknown", "unk", "dynamic", "dyn"}
+# A leading dim with one of these names (or none) is a batch: unbound, it defaults to 1 in every command.
+_BATCH_NAME = re.compile(r"^(n|b|bs|bsz|batch|batches|batch_?size|.*batch.*)$", re.IGNORECASE)
+
+
+def is_batch_like(dim: int | str | None) -> bool:
+    return dim is None or (isinstance(dim, str) and bool(_BATCH_NAME.match(dim)))
+
+
 def _dims_of(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:
     """Declared dims: int for static, str for named, None for unnamed/unknown; None if rank unknown."""
     t = vi.type
@@ -78,15 +89,17 @@ def _dims_of(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:
         which = d.WhichOneof("value")
         if which == "dim_value" and d.dim_value >= 0:
             out.append(d.dim_value)
-        elif which == "dim_param" and d.dim_param:
+        elif which == "dim_param" and d.dim_param.strip() and d.dim_param.strip().lower() not in _ANONYMOUS:
             out.append(d.dim_param)
         else:  # unnamed, or a negative dim_value some exporters write for "dynamic"
             out.append(None)
     return out
 
 
-def bind_inputs(model: onnx.ModelProto, b: Bindings) -> tuple[dict[str, Shape], dict[str, int]]:
-    """Resolve every input's shape: (input shapes, symbol values), or an error listing what is unbound."""
+def bind_inputs(model: onnx.ModelProto, b: Bindings) -> tuple[dict[str, Shape], dict[str, int], list[str]]:
+    """Resolve every input's shape: (input shapes, symbol values, notes), or an error listing what is
+    unbound. Without --batch, an unbound leading dim that names a batch (or has no name) is batch 1, and a
+    note says so: one rule for every command."""
     inputs = graph_inputs(model.graph)
     names = [v.name for v in inputs]
     for name in b.shapes:
@@ -112,6 +125,7 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> tuple[dict[str, Shape], 
 
     shapes: dict[str, Shape] = {}
     unbound: list[str] = []
+    notes: list[str] = []
     where = {s: f"--dim {s}={v}" for s, v in b.dims.items()}
     where.update({s: f"--batch {b.batch}" for s in values if s not in b.dims})
     # Whole shapes first: the symbols they bind apply to every other input that names them.
@@ -145,22 +159,37 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> tuple[dict[str, Shape], 
                 resolved.append(d)
             elif isinstance(d, str) and d in values:
                 resolved.append(values[d])
+            elif i == 0 and b.batch is None and is_batch_like(d):
+                if isinstance(d, str):
+                    values[d] = 1
+                resolved.append(1)
+                notes.append(f"input {name!r}: batch dim {d or 'unnamed'!r} not bound, taken as 1 "
+                             "(--batch N to change)")
             elif isinstance(d, str):
                 hint = f"--dim {d}=N" + (" or --batch N" if i == 0 else "")
                 unbound.append(f"input {name!r} dim {i} {d!r} ({hint})")
             elif i == 0 and b.batch is not None:
                 resolved.append(b.batch)
             else:
-                unbound.append(f"input {name!r} dim {i} unnamed (--shape {name}={_fmt_dims(dims, 'N')})")
+                known = [values.get(x, x) if isinstance(x, str) else x for x in dims]
+                unbound.append(f"input {name!r} dim {i} unnamed (--shape {name}={_fmt_dims(known, 'N')})")
         if len(resolved) == len(dims):
             shapes[name] = tuple(resolved)
     if unbound:
         raise HwUtilError("unbound dims: " + "; ".join(unbound))
+    for name, s in shapes.items():
+        dims = declared[name]
+        # A zero past length is how a decoder's prefill is written, so zero is legal in general; a bound
+        # leading (batch) dim of zero is not: nothing would run.
+        if s and s[0] == 0 and (dims is None or not isinstance(dims[0], int)):
+            how = where.get(dims[0], f"--shape {name}=...") if dims and isinstance(dims[0], str) else \
+                f"--shape {name}=..."
+            raise HwUtilError(f"{how}: input {name!r} gets a batch (dim 0) of 0; it must be at least 1")
     if b.batch is not None and not any(s and s[0] == b.batch for s in shapes.values()):
         raise HwUtilError(f"--batch {b.batch}: the model has no symbolic batch dim (its inputs are "
                           + ", ".join(f"{n}={_fmt_dims(list(s))}" for n, s in shapes.items())
                           + "); bind shapes with --shape instead")
-    return shapes, values
+    return shapes, values, notes
 
 
 def _fmt_dims(dims, unknown: str = "?") -> str:

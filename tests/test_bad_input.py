@@ -77,7 +77,10 @@ def test_dangling_input(tmp_path):
 
 
 def test_unbound_dims(tmp_path):
-    _assert_clean_error(_run(save(conv_relu(), tmp_path / "m.onnx")), "unbound dims", "'N'", "--batch")
+    # The batch defaults to 1 (and says so); a sequence length has no default.
+    m = model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", T.FLOAT, ["N", "seq"])],
+              [vi("y", T.FLOAT, ["N", "seq"])])
+    _assert_clean_error(_run(save(m, tmp_path / "m.onnx")), "unbound dims", "'seq'", "--dim seq=N")
 
 
 def test_shape_for_unknown_input(tmp_path):

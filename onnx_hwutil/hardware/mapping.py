@@ -82,6 +82,7 @@ class Schedule:
     kernels: list[KernelTime]
     notes: list[str] = field(default_factory=list)
     calibrated: bool = False  # measured rate tables set the times (else the datasheet peaks)
+    coverage: dict = field(default_factory=dict)  # what the counts leave out (ops.GraphCosts.coverage)
 
     @property
     def uncalibrated(self) -> bool:
@@ -184,7 +185,8 @@ class Schedule:
             "energy_per_inference_j": self.energy["total_j"] / self.batch,
             "energy_breakdown_j": {k: v for k, v in self.energy.items() if k != "total_j"},
             "bound_share": self.bound_share, "kernels": len(self.kernels), "flops": self.flops,
-            "dram_bytes": self.dram_bytes, "capacity": self.capacity, "notes": self.notes,
+            "dram_bytes": self.dram_bytes, "capacity": self.capacity, "coverage": self.coverage,
+            "notes": self.notes,
         }
         if per_subgraph:
             d["subgraphs"] = [{"id": k.id, "label": k.label, "units": k.units, "latency_s": k.latency_s,
@@ -257,4 +259,4 @@ def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int,
     elif spec.calibration:
         notes.append(f"{spec.name}: uncalibrated at {precision}: its calibration measured "
                      f"{CALIBRATED_PRECISION} only, so {precision} uses the datasheet peaks")
-    return Schedule(spec, r, batch, fused.preset, kernels, notes, calibrated)
+    return Schedule(spec, r, batch, fused.preset, kernels, notes, calibrated, fused.profile.costs.coverage)

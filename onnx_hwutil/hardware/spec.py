@@ -15,8 +15,12 @@ import yaml
 
 from ..errors import HwUtilError
 
-HWSPEC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                          "hwspecs")
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A wheel carries the specs as package data; a source checkout (and an editable install) has them beside
+# the package.
+HWSPEC_DIR = next((d for d in (os.path.join(_PACKAGE, "hwspecs"), os.path.join(os.path.dirname(_PACKAGE),
+                                                                                 "hwspecs"))
+                   if os.path.isdir(d)), os.path.join(_PACKAGE, "hwspecs"))
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
 KINDS = ("cpu", "gpu", "tpu", "kpu")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ..dtypes import PARAM_TYPES
 from ..graph import Graph, Node
 from . import control, elementwise, matrix, movement, normalization, pooling  # noqa: F401  (registration)
 from .registry import (
@@ -44,6 +45,20 @@ class GraphCosts:
     uncovered: Counter = field(default_factory=Counter)  # (domain, op_type) -> node count, nested included
     unresolved: list[tuple[str, str, str]] = field(default_factory=list)  # (node, op_type, tensor)
     notes: list[str] = field(default_factory=list)
+    nodes_total: int = 0  # nodes, nested bodies included
+    uncosted_nodes: int = 0  # of those, without a formula, a shape or a valid spec: not in the totals
+    # MACs those nodes do at the least: every weight element multiplied once (a matrix op's M >= 1).
+    uncosted_macs_lower_bound: int = 0
+
+    @property
+    def coverage(self) -> dict:
+        """What the totals leave out, as numbers every table row, JSON entry and gate can carry."""
+        macs = self.total.macs
+        lb = self.uncosted_macs_lower_bound
+        return {"nodes": self.nodes_total, "uncosted_nodes": self.uncosted_nodes,
+                "uncosted_node_share": self.uncosted_nodes / self.nodes_total if self.nodes_total else 0.0,
+                "uncosted_macs_at_least": lb,
+                "uncosted_mac_share_at_least": lb / (macs + lb) if macs + lb else 0.0}
 
 
 def cost_graph(graph: Graph, precision: str) -> GraphCosts:
@@ -56,6 +71,7 @@ def cost_graph(graph: Graph, precision: str) -> GraphCosts:
     unresolved: list[tuple[str, str, str]] = []
     notes: list[str] = []
     byte_cache: dict[str, int] = {}
+    nested_total = nested_uncosted = nested_lb = 0
     for node in graph.nodes:
         ctx = OpContext(node, graph, precision, coster, byte_cache)
         if formula_for(node.domain, node.op_type) is None:
@@ -83,11 +99,33 @@ def cost_graph(graph: Graph, precision: str) -> GraphCosts:
             unresolved.append((node.name, node.op_type, reason))
             nodes.append(NodeCost(node, Cost(kind=OpKind.OPAQUE), "invalid", (reason + ": not costed",)))
             continue
-        for _label, child, _times in work.children:
+        for _label, child, times in work.children:
             uncovered.update(child.uncovered)
             unresolved.extend(child.unresolved)
+            nested_total += child.nodes_total
+            nested_uncosted += child.uncosted_nodes
+            nested_lb += child.uncosted_macs_lower_bound * max(times, 1)
         nodes.append(NodeCost(node, c, "ok", work.notes, traffic=traffic, nested=work.nested is not None,
                               gemms=work.gemms))
         notes.extend(f"{node.name} ({node.op_type}): {n}" for n in work.notes)
         total = total + c
-    return GraphCosts(nodes, total, uncovered, unresolved, notes)
+    uncosted = [nc for nc in nodes if nc.status != "ok"]
+    lb = sum(_weight_macs(nc.node, graph) for nc in uncosted)
+    return GraphCosts(nodes, total, uncovered, unresolved, notes, len(nodes) + nested_total,
+                      len(uncosted) + nested_uncosted, lb + nested_lb)
+
+
+def _weight_macs(node: Node, graph: Graph) -> int:
+    """A lower bound on an uncosted matrix op's MACs: its largest constant operand of rank >= 2 (a weight
+    matrix or kernel), each element used at least once. 0 for other ops (a table read by a Gather does no
+    MACs), and for ops we have no formula for, whose arithmetic we cannot know."""
+    fn = formula_for(node.domain, node.op_type)
+    if fn is None or fn.__module__ != matrix.__name__:
+        return 0
+    best = 0
+    for name in node.inputs:
+        t = graph.lookup(name) if name else None
+        if t is not None and t.const and t.static and t.shape is not None and len(t.shape) >= 2 \
+                and t.dtype in PARAM_TYPES:
+            best = max(best, t.numel)
+    return best

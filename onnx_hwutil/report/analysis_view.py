@@ -5,7 +5,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from ..hardware.mapping import Schedule
-from .units import pct, si, size
+from .units import not_costed, pct, si, size
 
 
 def _units(s: Schedule) -> str:
@@ -23,10 +23,10 @@ def analyze_table(schedules: list[Schedule]) -> str:
                      pct(s.compute_utilization), pct(s.memory_bandwidth_utilization),
                      si(s.attained_ops_per_s, "OP/s"), _units(s), f"{s.energy['total_j'] * 1e3 / s.batch:.3f}",
                      f"{s.energy['total_j'] * 1e3:.3f}",
-                     f"{pct(b['compute'])}/{pct(b['memory'])}/{pct(b['overhead'])}"))
+                     f"{pct(b['compute'])}/{pct(b['memory'])}/{pct(b['overhead'])}", not_costed(s.coverage)))
     return tabulate(rows, headers=["hardware", "prec", "batch", "latency ms", "throughput /s", "compute util",
                                    "mem BW util", "attained", "units allocated", "mJ / inference", "mJ / batch",
-                                   "time compute/memory/overhead-bound"], tablefmt="simple",
+                                   "time compute/memory/overhead-bound", "not costed"], tablefmt="simple",
                     disable_numparse=True)
 
 

@@ -17,7 +17,7 @@ from tabulate import tabulate
 
 from ..errors import HwUtilError
 from . import plots
-from .units import ms, pct, si, size
+from .units import ms, not_costed, pct, si, size
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem}
 body{line-height:1.45}table{border-collapse:collapse;margin:0.8rem 0;font-size:0.9rem}
@@ -133,6 +133,7 @@ def _per_chip(study: dict, image: Callable[[str, str], str]) -> list[str]:
             row("Time compute / memory / overhead-bound",
                 lambda r: " / ".join(pct(r["bound_share"][k]) for k in ("compute", "memory", "overhead"))),
             row("Energy per inference", lambda r: f"{r['energy_per_inference_j'] * 1e3:.3f} mJ"),
+            row("Not costed (nodes; MACs at least)", lambda r: not_costed(r["coverage"])),
         ]
         out.append(_table(table, ["metric", *names]))
         for r in rs:

@@ -46,6 +46,9 @@ def render(f: FusedGraph, compare: FusedGraph | None, top: int | None) -> str:
                   + ", ".join(t["folded_nodes"][:10])]
     if compare is not None:
         parts += ["", f"What-if: {compare.preset} -> {f.preset}", comparison_table(compare, f)]
+    notes = f.profile.gaps + list(f.profile.bound.shape_notes)
+    if notes:
+        parts += ["", "Notes:", *[f"- {n}" for n in notes]]
     return "\n".join(parts)
 
 

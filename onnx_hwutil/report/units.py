@@ -21,3 +21,12 @@ def size(n: float) -> str:
         if abs(n) >= factor:
             return f"{n / factor:.2f} {prefix}"
     return f"{int(n)} B"
+
+
+def not_costed(c: dict) -> str:
+    """The share of nodes left out of the counts, and the MACs they do at least: '-' when none."""
+    if not c.get("uncosted_nodes"):
+        return "-"
+    macs = c["uncosted_macs_at_least"]
+    return (f"{c['uncosted_nodes']}/{c['nodes']} nodes ({pct(c['uncosted_node_share'])})"
+            + (f", >= {si(macs)} MACs ({pct(c['uncosted_mac_share_at_least'])})" if macs else ""))
