@@ -8,6 +8,13 @@
     [0.507]
 """
 
+import os
+
+# onnxruntime writes a telemetry database under the user's home cache folder as it is imported; a static
+# analyzer writes nothing the user did not ask for. Read at onnxruntime's import, so set before any of ours.
+if not os.environ.get("ORT_DISABLE_TELEMETRY"):  # unset or empty; a user's explicit 0 stands
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
 from .analysis import analyze
 from .errors import HwUtilError
 from .profile import Profile, profile

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from .errors import HwUtilError
+from .limits import MAX_DIM, MAX_SWEEP_POINTS
 from .shapes import Bindings, parse_dim_flag, parse_shape_flag
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -46,6 +47,7 @@ def guarded(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            _never_overwrite_inputs(kwargs)
             return fn(*args, **kwargs)
         except HwUtilError as e:
             raise _fail(str(e), EXIT_INPUT) from None
@@ -63,6 +65,23 @@ def guarded(fn):
                         "rerun with ONNX_HWUTIL_DEBUG=1 for a traceback", EXIT_BUG) from None
 
     return wrapper
+
+
+def _never_overwrite_inputs(kwargs: dict) -> None:
+    """-o naming one of the command's own input files (a model, a spec) would destroy it: refuse."""
+    out = kwargs.get("output")
+    if not out or not os.path.exists(out):
+        return
+    given = []
+    for key in ("model", "model_a", "model_b", "models", "hw"):
+        v = kwargs.get(key)
+        for item in ([v] if isinstance(v, str) else v or []):
+            given += item.split(",") if key == "hw" else [item]
+    for path in given:
+        with contextlib.suppress(OSError):
+            if os.path.exists(path) and os.path.samefile(path, out):
+                raise HwUtilError(f"--output {out}: that is an input of this command ({path}); "
+                                  "choose another file")
 
 
 ShapeOpt = Annotated[list[str] | None, typer.Option(
@@ -103,6 +122,11 @@ def bindings(shape: list[str] | None, dim: list[str] | None, batch: int | None) 
     return Bindings(shapes, dims, batch)
 
 
+def to_json(obj, indent: int | None = 1) -> str:
+    """Strict JSON: NaN and Infinity are not JSON, so a non-finite number is a bug, never output."""
+    return json.dumps(obj, indent=indent, allow_nan=False)
+
+
 def emit(text: str, output: str | None) -> None:
     if output is None:
         typer.echo(text)
@@ -135,7 +159,7 @@ def profile(
     check_precision(precision)
     p = Profile(bind(model, bindings(shape, dim, batch)), precision)
     if format is Format.json:
-        emit(json.dumps(p.to_dict(), indent=1), output)
+        emit(to_json(p.to_dict()), output)
     elif format is Format.csv:
         emit(profile_view.to_csv(p), output)
     else:
@@ -199,7 +223,7 @@ def fuse(
         d = fused.to_dict()
         if other is not None:
             d["compare"] = {"preset": other.preset, "totals": other.totals}
-        emit(json.dumps(d, indent=1), output)
+        emit(to_json(d), output)
     else:
         emit(fusion_view.render(fused, other, top or None), output)
 
@@ -213,6 +237,8 @@ def _ints(values: list[str] | None, flag: str) -> list[int]:
             raise HwUtilError(f"{flag} {v!r}: expected whole numbers, comma-separated") from None
         if n < 1:
             raise HwUtilError(f"{flag} {n}: must be at least 1")
+        if n > MAX_DIM:
+            raise HwUtilError(f"{flag} {n}: more than {MAX_DIM:,}, past any batch a model takes")
         out.append(n)
     return out
 
@@ -273,7 +299,7 @@ def analyze(
         for e in entries if per_subgraph else [s.to_dict(True) for s in schedules]:
             plots.save(plots.roofline(e), plot, f"roofline_{e['hardware']}_{e['precision']}_b{e['batch']}")
     if format is Format.json:
-        emit(json.dumps(entries, indent=1), output)
+        emit(to_json(entries), output)
     elif format is Format.csv:
         emit(to_csv(entries, [k for k in entries[0] if not isinstance(entries[0][k], (dict, list))]), output)
     else:
@@ -339,13 +365,13 @@ def compare(
     notes += [f"{a.spec(h).name}: every number of this chip is an assumption (no silicon); see hw show {h}"
               for h in hws if all(c.assumed for c in a.spec(h).sources.values())]
     if format is Format.json:
-        emit(json.dumps({"schema": "onnx-hwutil/1", "models": dict(zip(names, models, strict=True)),
-                         "characteristics": dict(zip(names, chars, strict=True)),
-                         "results": [s.to_dict(False) | {"model": n} for (m, _, _), s in results.items()
-                                     for n in [names[models.index(m)]]],
-                         "advice": [dict(zip(["model", "batch", "latency", "throughput", "energy"], r,
-                                             strict=True)) for r in advice],
-                         "notes": notes}, indent=1), output)
+        emit(to_json({"schema": "onnx-hwutil/1", "models": dict(zip(names, models, strict=True)),
+                      "characteristics": dict(zip(names, chars, strict=True)),
+                      "results": [s.to_dict(False) | {"model": n} for (m, _, _), s in results.items()
+                                  for n in [names[models.index(m)]]],
+                      "advice": [dict(zip(["model", "batch", "latency", "throughput", "energy"], r,
+                                          strict=True)) for r in advice],
+                      "notes": notes}), output)
     else:
         emit(analysis_view.comparison(names, chars, by_hw, advice, notes), output)
 
@@ -366,6 +392,9 @@ def sweep(
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv or jsonl.")] = "table",
     plot: Annotated[str | None, typer.Option(
         "--plot", help="Write the batch curves (batch_sweep.png and .svg) into this directory.")] = None,
+    max_points: Annotated[int, typer.Option(
+        min=1, help="Refuse a sweep of more points than this (a typo like --batch 1..20000 is not meant).")
+    ] = MAX_SWEEP_POINTS,
     output: OutputOpt = None,
 ) -> None:
     """The cross product of models, chips, batches, precisions and fusion presets."""
@@ -379,6 +408,9 @@ def sweep(
         raise HwUtilError(f"--format {format!r}: choose table, csv or jsonl")
     pts = points(models, _csv_list(hw) or REPORT_HARDWARE, _ints(batch, "--batch") or [1],
                  _csv_list(precision) or ["auto"], _csv_list(fusion) or ["runtime"])
+    if len(pts) > max_points:
+        raise HwUtilError(f"{len(pts):,} points (models x chips x batches x precisions x presets), more than "
+                          f"--max-points {max_points:,}")
     if scheduler:
         check_scheduler(scheduler)
     if plot:
@@ -388,11 +420,12 @@ def sweep(
     with progress_bar("sweeping", len(pts)) as advance:
         rows = run(pts, jobs, progress=advance, scheduler=scheduler)
     keys = ["model", "hardware", "batch", "precision", "fusion", "latency_s", "throughput_per_s",
-            "compute_utilization", "memory_bandwidth_utilization", "attained_ops_per_s", "energy_per_inference_j", "energy_per_batch_j", "error"]
+            "compute_utilization", "memory_bandwidth_utilization", "attained_ops_per_s",
+            "energy_per_inference_j", "energy_per_batch_j", "error"]
     flat = [{k: (r.get(k) or r["asked_precision"]) if k == "precision" else r.get(k, "") for k in keys}
             for r in rows]
     if format == "jsonl":
-        emit("\n".join(json.dumps(r) for r in rows), output)
+        emit("\n".join(to_json(r, None) for r in rows), output)
     elif format == "csv":
         emit(to_csv(flat, keys), output)
     else:
@@ -481,7 +514,7 @@ def validate(
 
     r = run(model, hw, threads, runs, fusion, bindings(shape, dim, batch))
     if format is Format.json:
-        emit(json.dumps(r.to_dict(), indent=1), output)
+        emit(to_json(r.to_dict()), output)
     else:
         emit(validation_view.render(r), output)
 

@@ -3,7 +3,8 @@
 A condition is METRIC OP NUMBER with OP one of < <= > >= == !=. METRIC is a key of an analyze JSON entry
 (latency_s, throughput_per_s, compute_utilization, memory_bandwidth_utilization, energy_per_inference_j, ...)
 or one of the conveniences latency_ms, energy_per_inference_mj, energy_per_batch_mj, units_mean,
-uncosted_nodes, uncosted_node_share and uncosted_mac_share (a lower bound), or a count of findings: `findings` (all of them) or
+uncosted_nodes, uncosted_node_share and uncosted_mac_share (a lower bound), or a count of findings:
+`findings` (all of them) or
 `finding_RULE` (one rule's, e.g. finding_memory_bound). Every entry (hardware x batch x precision) is tested.
 """
 

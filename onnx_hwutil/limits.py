@@ -20,3 +20,17 @@ MAX_NODES = _env("ONNX_HWUTIL_MAX_NODES", 2_000_000)
 MAX_DEPTH = _env("ONNX_HWUTIL_MAX_DEPTH", 32)
 # Elements of one tensor: 2^48 is 256 T elements, a petabyte at fp32.
 MAX_ELEMENTS = 1 << 48
+# A file protobuf can parse at all is under 2 GiB; larger models keep their weights as external data.
+MAX_FILE_BYTES = (1 << 31) - 1
+# One name (node, tensor, op): exporters write at most a few hundred characters.
+MAX_NAME_CHARS = _env("ONNX_HWUTIL_MAX_NAME_CHARS", 1 << 16)
+# One dim or batch a user binds: 2^32 is past any batch, sequence or image side a model takes.
+MAX_DIM = 1 << 32
+# Values onnx's data propagation may build for a generator (Range) of constants: it materializes them at
+# about 150 bytes an element, so 2^20 is 150 MB; past that shapes come from inference without it.
+MAX_PROPAGATED_ELEMENTS = 1 << 20
+# A hardware spec file: the bundled ones are under 20 KB, a calibrated one under 100 KB.
+MAX_SPEC_BYTES = 1 << 20
+# Points one sweep maps (raise with --max-points) and worker processes per core.
+MAX_SWEEP_POINTS = 4096
+WORKERS_PER_CORE = 2

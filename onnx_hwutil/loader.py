@@ -15,8 +15,10 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto
 
 from .errors import HwUtilError
-from .limits import MAX_DEPTH, MAX_NODES
+from .limits import MAX_DEPTH, MAX_FILE_BYTES, MAX_NAME_CHARS, MAX_NODES
 
+# Inlining model-local functions may multiply the nodes on disk by at most this much.
+FUNCTION_GROWTH = 100
 # Initializers up to this many elements keep their values: shape constants, axes, scalars, trip counts.
 SMALL_TENSOR_ELEMENTS = 1024
 _DATA_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data",
@@ -29,9 +31,13 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise HwUtilError(f"{path}: no such file")
     if not os.path.isfile(path):
         raise HwUtilError(f"{path}: not a regular file")
+    size = os.path.getsize(path)
+    if size > MAX_FILE_BYTES:  # read nothing: protobuf cannot parse it anyway
+        raise HwUtilError(f"{path}: {size:,} bytes, over protobuf's 2 GiB limit for one ONNX file; a model "
+                          "this large keeps its weights as external data")
     try:
         with open(path, "rb") as f:
-            blob = f.read()
+            blob = f.read(MAX_FILE_BYTES + 1)
     except OSError as e:
         raise HwUtilError(f"{path}: cannot read: {e.strerror}") from None
     if not blob:
@@ -52,6 +58,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     check_size(model.graph, path)
     strip_weights(model.graph)
     if model.functions:  # model-local functions: costed through their bodies, as a runtime runs them
+        check_inlined_size(model, path)
         try:
             model = onnx.inliner.inline_local_functions(model)
         except Exception as e:  # onnx's inliner raises its own zoo of types
@@ -63,11 +70,50 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
 
 def _subgraphs(graph: onnx.GraphProto):
     for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield attr.g
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                yield from attr.graphs
+        yield from _graphs_of(node)
+
+
+def check_inlined_size(model: onnx.ModelProto, path: str) -> None:
+    """Count the nodes inlining would produce before producing them: a function that calls the next one
+    twice, 30 levels deep, is 2 KB on disk and 2^30 nodes inlined. Real exports inline to a few times their
+    size on disk; past FUNCTION_GROWTH times that (and past 100,000 nodes) the file is a bomb. A function that
+    calls itself is refused."""
+    funcs = {(f.domain, f.name): f for f in model.functions}
+    on_disk = len(model.graph.node) + sum(len(f.node) for f in model.functions)
+    limit = min(MAX_NODES, max(100_000, FUNCTION_GROWTH * on_disk))
+    sizes: dict[tuple[str, str], int] = {}
+    visiting: set[tuple[str, str]] = set()
+
+    def expanded(nodes) -> int:
+        total = 0
+        for n in nodes:
+            key = (n.domain, n.op_type)
+            total += size_of(key) if key in funcs else 1
+            total += sum(expanded(g.node) for g in _graphs_of(n))
+            if total > limit:
+                raise HwUtilError(f"{path}: its model-local functions expand to more than {limit:,} nodes "
+                                  f"from {on_disk:,} in the file, beyond any real model")
+        return total
+
+    def size_of(key) -> int:
+        if key not in sizes:
+            if key in visiting:
+                raise HwUtilError(f"{path}: model-local function {key[1]!r} calls itself; it cannot be "
+                                  "expanded")
+            visiting.add(key)
+            sizes[key] = expanded(funcs[key].node)
+            visiting.discard(key)
+        return sizes[key]
+
+    expanded(model.graph.node)
+
+
+def _graphs_of(node: onnx.NodeProto):
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            yield attr.g
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            yield from attr.graphs
 
 
 def check_size(graph: onnx.GraphProto, path: str) -> None:
@@ -89,9 +135,29 @@ def check_size(graph: onnx.GraphProto, path: str) -> None:
             names += [n.op_type, n.domain, n.name, *n.input, *n.output]
         if not all(isinstance(s, str) for s in names):  # protobuf hands back bytes for invalid UTF-8
             raise HwUtilError(f"{path}: names in the graph are not valid UTF-8; the file is corrupt")
-        for t in g.initializer:
+        long = next((s for s in names if len(s) > MAX_NAME_CHARS), None)
+        if long is not None:
+            raise HwUtilError(f"{path}: a name of {len(long):,} characters ({long[:40]!r}...), beyond any "
+                              f"real model (ONNX_HWUTIL_MAX_NAME_CHARS raises its limit, {MAX_NAME_CHARS:,})")
+        for t in [*g.initializer, *(s.values for s in g.sparse_initializer)]:
             if any(d < 0 for d in t.dims):
                 raise HwUtilError(f"{path}: initializer {t.name!r} has a negative dim {list(t.dims)}")
+        for s in g.sparse_initializer:
+            if any(d < 0 for d in s.dims):
+                raise HwUtilError(f"{path}: sparse initializer {s.values.name!r} has a negative dim "
+                                  f"{list(s.dims)}")
+        for n in g.node:
+            _check_counts(n, path)
+
+
+def _check_counts(node: onnx.NodeProto, path: str) -> None:
+    """Attributes that size what a runtime allocates must be possible for the node as written: a Scan
+    cannot scan more inputs than it has (2^30 of them sent onnxruntime's inference to 8 GB)."""
+    if node.op_type == "Scan" and node.domain in ("", "ai.onnx"):
+        n_scan = next((a.i for a in node.attribute if a.name == "num_scan_inputs"), None)
+        if n_scan is not None and not 0 < n_scan <= len(node.input):
+            raise HwUtilError(f"{path}: Scan node {node.name!r} declares num_scan_inputs={n_scan} but has "
+                              f"{len(node.input)} inputs")
 
 
 def strip_weights(graph: onnx.GraphProto) -> None:

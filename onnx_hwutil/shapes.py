@@ -18,6 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .errors import HwUtilError
+from .limits import MAX_DIM, MAX_PROPAGATED_ELEMENTS
 
 Shape = tuple[int, ...]
 
@@ -100,6 +101,7 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> tuple[dict[str, Shape], 
     """Resolve every input's shape: (input shapes, symbol values, notes), or an error listing what is
     unbound. Without --batch, an unbound leading dim that names a batch (or has no name) is batch 1, and a
     note says so: one rule for every command."""
+    _check_sizes(b)
     inputs = graph_inputs(model.graph)
     names = [v.name for v in inputs]
     for name in b.shapes:
@@ -190,6 +192,21 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> tuple[dict[str, Shape], 
                           + ", ".join(f"{n}={_fmt_dims(list(s))}" for n, s in shapes.items())
                           + "); bind shapes with --shape instead")
     return shapes, values, notes
+
+
+def _check_sizes(b: Bindings) -> None:
+    """Every number a user binds fits what ONNX (int64) and any real model can hold."""
+    given = [(f"--batch {b.batch}", b.batch)] if b.batch is not None else []
+    given += [(f"--dim {k}={v}", v) for k, v in b.dims.items()]
+    given += [(f"--shape {k}={'x'.join(map(str, s))}", d) for k, s in b.shapes.items() for d in s]
+    for flag, v in given:
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise HwUtilError(f"{flag[:80]}: {v!r} is not a whole number")
+        if v > MAX_DIM:
+            raise HwUtilError(f"{flag[:80]}: {v} is more than {MAX_DIM:,}, past any batch, sequence or "
+                              "image size a model takes")
+        if v < 0:
+            raise HwUtilError(f"{flag[:80]}: must not be negative")
 
 
 def _fmt_dims(dims, unknown: str = "?") -> str:
@@ -293,9 +310,11 @@ def infer(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], dict]:
 
 def _infer_layers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], dict]:
     notes: list[str] = []
+    big = _big_generator(model)
+    if big:
+        notes.append(f"onnx data propagation skipped: {big}")
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False,
-                                                     data_prop=True)
+        inferred = _infer_once(model)
     except Exception as e:  # onnx raises a zoo of types here; any failure just hands over to the next layer
         notes.append(f"onnx shape inference failed ({_first_line(e)})")
         inferred = model
@@ -340,9 +359,44 @@ def _infer_layers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], d
 def _onnx_infer(model: onnx.ModelProto) -> onnx.ModelProto:
     """ONNX inference that never fails: where it raises, the model comes back as it was."""
     try:
-        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+        return _infer_once(model)
     except Exception:  # onnx raises a zoo of types here
         return model
+
+
+def _infer_once(model: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX inference with data propagation (it reads shape computations), unless a generator of constants
+    would make it build more values than any shape computation has."""
+    return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False,
+                                             data_prop=not _big_generator(model))
+
+
+def _big_generator(model: onnx.ModelProto) -> str | None:
+    """The first node, anywhere in the model, whose inputs are all constants and whose output has more than
+    MAX_PROPAGATED_ELEMENTS elements (Range(0, 2^62, 1) is 200 bytes on disk): onnx's data propagation
+    would materialize it. None if there is none."""
+    stack = [model.graph]
+    while stack:
+        g = stack.pop()
+        consts: dict[str, np.ndarray] = {}
+        for init in g.initializer:
+            if init.raw_data or _has_typed_data(init):
+                with contextlib.suppress(Exception):
+                    consts[init.name] = numpy_helper.to_array(init)
+        for node in g.node:
+            if node.op_type == "Constant" and node.output:
+                t = next((a.t for a in node.attribute if a.name == "value"), None)
+                if t is not None and (t.raw_data or _has_typed_data(t)):
+                    with contextlib.suppress(Exception):
+                        consts[node.output[0]] = numpy_helper.to_array(t)
+            elif node.op_type in _GENERATORS and node.input and all(i in consts for i in node.input if i):
+                feeds = {i: consts[i] for i in node.input if i}
+                if _output_too_big(node, feeds, MAX_PROPAGATED_ELEMENTS):
+                    return f"{node.op_type} node {node.name or node.output[0]!r} generates more than " \
+                           f"{MAX_PROPAGATED_ELEMENTS:,} elements from constants"
+            for a in node.attribute:
+                stack.extend([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs))
+    return None
 
 
 def _first_line(e: BaseException) -> str:
@@ -528,17 +582,20 @@ def _static(shape) -> bool:
     return shape is not None and all(isinstance(d, int) for d in shape)
 
 
-def _output_too_big(node: onnx.NodeProto, feeds: dict[str, np.ndarray]) -> bool:
+_GENERATORS = ("ConstantOfShape", "Expand", "Tile", "Range")
+
+
+def _output_too_big(node: onnx.NodeProto, feeds: dict[str, np.ndarray], limit: int = _FOLD_LIMIT) -> bool:
     """Generators whose output size their inputs decide; estimate it before evaluating anything."""
     vals = [feeds.get(i) for i in node.input]
     try:
         if node.op_type == "ConstantOfShape" and vals and vals[0] is not None:
-            return float(np.prod(np.abs(vals[0].astype(np.float64)))) > _FOLD_LIMIT
+            return float(np.prod(np.abs(vals[0].astype(np.float64)))) > limit
         if node.op_type in ("Expand", "Tile") and len(vals) > 1 and vals[1] is not None:
-            return float(np.prod(np.abs(vals[1].astype(np.float64)))) * max(vals[0].size, 1) > _FOLD_LIMIT
+            return float(np.prod(np.abs(vals[1].astype(np.float64)))) * max(vals[0].size, 1) > limit
         if node.op_type == "Range" and len(vals) == 3:
-            start, limit, delta = (float(np.asarray(v).reshape(-1)[0]) for v in vals)
-            return delta == 0 or abs((limit - start) / delta) > _FOLD_LIMIT
+            start, stop, delta = (float(np.asarray(v).reshape(-1)[0]) for v in vals)
+            return delta == 0 or abs((stop - start) / delta) > limit
     except (ValueError, TypeError, OverflowError, IndexError, AttributeError):
         return True
     return False

@@ -21,6 +21,7 @@ from .dtypes import check_precision
 from .errors import HwUtilError
 from .fusion import resolve_passes
 from .hardware import load_spec
+from .limits import WORKERS_PER_CORE
 
 
 def points(models, hardware, batches, precisions, fusions) -> list[Point]:
@@ -95,6 +96,11 @@ def _on_dask(address: str, chunks: list[list[Point]]):
         client = Client(address, timeout="10s")
     except (OSError, TimeoutError, ValueError, TypeError) as e:  # TypeError: tls/ucx without their setup
         raise HwUtilError(f"--scheduler {address}: cannot connect ({e})") from None
+    except (MemoryError, OverflowError):
+        # Dask's wire format starts with frame lengths; a peer that is not Dask sends anything, and the
+        # client tries to allocate what those bytes say (exabytes).
+        raise HwUtilError(f"--scheduler {address}: the peer did not answer as a Dask scheduler (its first "
+                          "bytes announced an impossible message size)") from None
     with client:
         try:
             client.wait_for_workers(1, timeout=WORKER_WAIT_S)
@@ -107,6 +113,8 @@ def _on_dask(address: str, chunks: list[list[Point]]):
 
 
 def _local(jobs: int, chunks: list[list[Point]]):
+    # More workers than chunks idle; more than a few per core only compete for the cores.
+    jobs = min(jobs, len(chunks), WORKERS_PER_CORE * (os.cpu_count() or 1))
     if jobs <= 1:
         for i, c in enumerate(chunks):
             yield i, run_points(c)

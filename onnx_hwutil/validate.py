@@ -8,8 +8,10 @@ memory. Nothing is written except onnxruntime's profile, into a temporary folder
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import statistics
 import tempfile
 import time
@@ -54,29 +56,82 @@ class Validation:
 
 def runnable_model(path: str, rng: np.random.Generator) -> onnx.ModelProto:
     """The model with every weight present in memory: from the file or from external files inside its own
-    folder, else random (graph-only files, or external paths that leave the folder)."""
+    folder, else random (graph-only files, or external paths that leave the folder). Refused in one line
+    when the weights would not fit in this machine's free memory."""
     m = onnx.load(path, load_external_data=False)
-    base = os.path.dirname(os.path.abspath(path))
+    base = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    external = []
     stack = [m.graph]
     while stack:
         g = stack.pop()
-        for t in g.initializer:
-            if t.data_location != onnx.TensorProto.EXTERNAL:
-                continue
-            loc = dict((e.key, e.value) for e in t.external_data).get("location", "")
-            target = os.path.normpath(os.path.join(base, loc))
-            inside = not os.path.isabs(loc) and target.startswith(base + os.sep) and os.path.isfile(target)
-            if inside:
-                onnx.external_data_helper.load_external_data_for_tensor(t, base)
-            else:
-                dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
-                arr = (rng.standard_normal(tuple(t.dims)) * 0.02).astype(dtype)
-                t.CopyFrom(numpy_helper.from_array(arr, t.name))
-            t.data_location = onnx.TensorProto.DEFAULT
-            del t.external_data[:]
+        external += [t for t in g.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
         for n in g.node:
-            stack.extend(a.g for a in n.attribute if a.type == onnx.AttributeProto.GRAPH)
+            for a in n.attribute:
+                stack.extend([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs))
+    _check_memory(path, external)
+    for t in external:
+        loc = dict((e.key, e.value) for e in t.external_data).get("location", "")
+        # realpath: a link inside the folder that points out of it is outside
+        target = os.path.realpath(os.path.join(base, loc))
+        if not os.path.isabs(loc) and target.startswith(base + os.sep) and os.path.isfile(target):
+            try:
+                onnx.external_data_helper.load_external_data_for_tensor(t, base)
+            except Exception as e:  # onnx's checks on the location, a short read: its own zoo of types
+                why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+                raise HwUtilError(f"{path}: weight {t.name!r} cannot be read from {loc!r} ({why})") from None
+        else:
+            t.CopyFrom(numpy_helper.from_array(_random(t, rng), t.name))
+        t.data_location = onnx.TensorProto.DEFAULT
+        del t.external_data[:]
     return m
+
+
+def _random(t: onnx.TensorProto, rng: np.random.Generator) -> np.ndarray:
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
+    if np.issubdtype(dtype, np.floating):
+        return (rng.standard_normal(tuple(t.dims), dtype=np.float32) * 0.02).astype(dtype, copy=False)
+    return np.zeros(tuple(t.dims), dtype)
+
+
+def _check_memory(path: str, tensors) -> None:
+    """Each weight is held about three times (our array, the serialized model, onnxruntime's copy): refuse
+    before allocating when that exceeds the memory this machine has free."""
+    need = 0
+    for t in tensors:
+        n = 1
+        for d in t.dims:
+            n *= d
+        try:
+            need += n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        except (KeyError, ValueError, TypeError):
+            need += n * 8  # a type numpy cannot name: count the widest
+    need *= 3
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return  # no way to tell on this system: let onnxruntime try
+    if need > free:
+        raise HwUtilError(f"{path}: running it needs about {need / 2**30:,.1f} GiB for its weights, more "
+                          f"than the {free / 2**30:,.1f} GiB free on this machine")
+
+
+@contextlib.contextmanager
+def _terminations_unwind():
+    """SIGTERM and SIGHUP end the run the way Ctrl-C does, by an exception, so that the temporary folder's
+    `with` removes it; by default they kill the process and leave the folder behind."""
+    def stop(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def _feeds(session, shapes: dict, rng: np.random.Generator) -> dict:
@@ -122,7 +177,7 @@ def validate(model: str, hw: str = "host", threads: int | None = None, runs: int
 
     rng = np.random.default_rng(0)
     blob = runnable_model(model, rng).SerializeToString()
-    with tempfile.TemporaryDirectory() as tmp:
+    with _terminations_unwind(), tempfile.TemporaryDirectory() as tmp:
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1

@@ -6,9 +6,12 @@ Seeds are the small bundled models and graphs generated here (control flow, quan
 transformer-like). Each case applies one to three structure-aware mutations (truncation and byte flips,
 zero/negative/huge dims, wrong ranks, dtype changes, dangling and duplicated tensor names, cycles, unknown
 domains and opsets, attributes of the wrong type, empty graphs, deep nesting, external data naming absolute
-paths, '..', devices and missing files), then runs the pipeline. A case must end in a result or in our own
-error (HwUtilError, with a message); anything else, a hang (30 s) or running out of memory is a bug.
-Exit status 1 if any bug was found. Deterministic for a given --seed.
+paths, '..', devices and missing files, resource bombs: generators of constants with huge outputs, Scans
+over 2^30 inputs, functions that expand exponentially, megabyte names), then runs the pipeline. One case in
+ten is instead a hardware spec with one number made extreme (400 digits, 5e-324, NaN, a unicode digit as a
+thread count), and one in ten the pipeline called with extreme integers (batch, dims, shapes). A case must end
+in a result or in our own error (HwUtilError, with a message); anything else, a hang (30 s) or running out of
+memory is a bug. Exit status 1 if any bug was found. Deterministic for a given --seed.
 """
 
 from __future__ import annotations
@@ -150,7 +153,7 @@ def _value_infos(m):
 def mutate(m: onnx.ModelProto, rng: random.Random) -> tuple[onnx.ModelProto | bytes, str]:
     kind = rng.choice(["truncate", "flip", "dim", "rank", "dtype", "dangling", "duplicate", "cycle", "domain",
                        "opset", "attr_type", "attr_value", "empty", "nest", "external", "drop_input",
-                       "drop_init", "init_dims"])
+                       "drop_init", "init_dims", "bomb", "long_name"])
     m2 = onnx.ModelProto()
     m2.CopyFrom(m)
     g = m2.graph
@@ -244,7 +247,101 @@ def mutate(m: onnx.ModelProto, rng: random.Random) -> tuple[onnx.ModelProto | by
         t = rng.choice(list(g.initializer))
         if t.dims:
             t.dims[rng.randrange(len(t.dims))] = rng.choice(HUGE)
+    elif kind == "bomb":
+        _bomb(m2, rng)
+    elif kind == "long_name" and nodes:
+        rng.choice(nodes).name = "n" * rng.choice([70_000, 1 << 20])
     return m2, kind
+
+
+def _bomb(m: onnx.ModelProto, rng: random.Random) -> None:
+    """A few hundred bytes that ask for gigabytes: a generator of constants, a Scan over more inputs than it
+    has, or model-local functions that double at each level."""
+    g = m.graph
+    which = rng.choice(["generator", "scan", "functions"])
+    n = rng.choice([1 << 24, 1 << 40, 1 << 62])
+    out = f"bomb_{rng.randrange(1000)}"
+    if which == "generator":
+        op = rng.choice(["Range", "ConstantOfShape", "Expand", "Tile"])
+        c = [helper.make_node("Constant", [], [f"{out}_c{i}"],
+                              value=numpy_helper.from_array(np.array(v, np.int64)))
+             for i, v in enumerate({"Range": [0, n, 1], "ConstantOfShape": [[n]], "Expand": [[1], [n]],
+                                    "Tile": [[1], [n]]}[op])]
+        g.node.extend([*c, helper.make_node(op, [x.output[0] for x in c], [out])])
+        g.output.append(_vi(out, T.INT64, None))
+    elif which == "scan":
+        body = helper.make_graph([helper.make_node("Identity", ["a"], ["b"])], "body",
+                                 [_vi("a", T.FLOAT, [4])], [_vi("b", T.FLOAT, [4])])
+        g.node.append(helper.make_node("Scan", [g.input[0].name if g.input else "x"], [out], body=body,
+                                       num_scan_inputs=rng.choice([1 << 30, 0, -1])))
+    else:
+        levels = rng.choice([20, 30])
+        for i in range(levels):
+            callee = f"F{i + 1}"
+            nodes = ([helper.make_node(callee, ["x"], ["h"], domain="local"),
+                      helper.make_node(callee, ["h"], ["y"], domain="local")] if i + 1 < levels
+                     else [helper.make_node("Relu", ["x"], ["y"])])
+            m.functions.append(helper.make_function("local", f"F{i}", ["x"], ["y"], nodes,
+                                                    [helper.make_opsetid("", 17)]))
+        m.opset_import.append(helper.make_opsetid("local", 1))
+        src = g.input[0].name if g.input else "x"
+        g.node.append(helper.make_node("F0", [src], [out], domain="local"))
+
+
+SPEC_EXTREMES = [int("9" * 400), 5e-324, 1e308, float("nan"), float("inf"), -1.0, 0, "1e3", "abc", True, None,
+                 [1, 2]]
+
+
+def spec_case(rng: random.Random, tmp: str) -> None:
+    """A bundled spec with one number (or one calibration entry) made extreme, loaded and used."""
+    import yaml
+
+    from onnx_hwutil.hardware import load_spec
+    from onnx_hwutil.hardware.spec import HWSPEC_DIR
+
+    name = rng.choice(sorted(f for f in os.listdir(HWSPEC_DIR) if f.endswith(".yaml")))
+    with open(os.path.join(HWSPEC_DIR, name)) as f:
+        data = yaml.safe_load(f)
+    leaves = []
+
+    def walk(d, path):
+        for k, v in d.items():
+            if isinstance(v, dict) and "value" in v:
+                leaves.append((d, k))
+            elif isinstance(v, dict):
+                walk(v, [*path, k])
+
+    walk(data, [])
+    if rng.random() < 0.2 and data.get("kind") == "cpu":
+        key = rng.choice([1, "²", "0", "-3", "1e3", "٣"])
+        data["calibration"] = {"source": "a fuzzed calibration table", "threads": {key: {
+            "gemm": [[64, 64, 64, rng.choice(SPEC_EXTREMES)]], "depthwise": [[1e3, 1e9]],
+            "elementwise": [[1e3, 1e9]], "dispatch_s": rng.choice(SPEC_EXTREMES)}}}
+    else:
+        d, k = rng.choice(leaves)
+        d[k]["value"] = rng.choice(SPEC_EXTREMES)
+    path = os.path.join(tmp, "chip.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(data, f)
+    load_spec(path)
+    analyze(os.path.join(ROOT, "models", "resnet18.onnx"), [path], 1, "auto")
+
+
+CLI_EXTREMES = [0, -1, 1, 3, (1 << 31) + 1, (1 << 63), 10**30]
+
+
+def cli_case(rng: random.Random, tmp: str) -> None:
+    """The pipeline asked for extreme integers: a batch, a named dim, a whole shape."""
+    path = os.path.join(tmp, "case.onnx")
+    onnx.save(generated_seeds()[0], path)
+    v = rng.choice(CLI_EXTREMES)
+    how = rng.choice(["batch", "dim", "shape"])
+    if how == "batch":
+        analyze(path, ["h100-sxm5"], v, "auto")
+    elif how == "dim":
+        analyze(path, ["h100-sxm5"], None, "auto", dims={"batch": v})
+    else:
+        profile(path, shapes={"x": (v, 8, 16, 16), "x2": (1, 8, 16, 16)})
 
 
 # -- running ----------------------------------------------------------------------------------------------
@@ -275,6 +372,9 @@ def one(args) -> tuple[str, str, str]:
     """(outcome, mutation, detail) for case number i."""
     i, seed, seeds, save_dir = args
     rng = random.Random(seed * 1_000_003 + i)
+    target = rng.random()
+    if target < 0.2:  # not a model: a hostile spec, or extreme integers from the command line
+        return _guarded(spec_case if target < 0.1 else cli_case, rng, "spec" if target < 0.1 else "cli")
     base = seeds[rng.randrange(len(seeds))]
     m: onnx.ModelProto | bytes = onnx.ModelProto.FromString(base)
     kinds = []
@@ -315,6 +415,26 @@ def one(args) -> tuple[str, str, str]:
             with open(os.path.join(save_dir, f"case_{seed}_{i}.onnx"), "wb") as f:
                 f.write(data)
     return outcome, "+".join(kinds), detail
+
+
+def _guarded(case, rng: random.Random, kind: str) -> tuple[str, str, str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        signal.signal(signal.SIGALRM, _alarm)
+        signal.alarm(CASE_TIMEOUT_S)
+        try:
+            case(rng, tmp)
+            return "result", kind, ""
+        except HwUtilError as e:
+            msg = str(e)
+            return ("error", kind, msg) if msg and "\n" not in msg else ("bug", kind, f"bad message: {msg!r}")
+        except _Timeout:
+            return "bug", kind, f"hang: over {CASE_TIMEOUT_S} s"
+        except BaseException as e:
+            tb = traceback.extract_tb(e.__traceback__)[-1]
+            where = f"{os.path.basename(tb.filename)}:{tb.lineno}"
+            return "bug", kind, f"{type(e).__name__}: {str(e)[:160]} at {where}"
+        finally:
+            signal.alarm(0)
 
 
 def _limit_memory() -> None:

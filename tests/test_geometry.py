@@ -85,7 +85,8 @@ def test_attention_ops_map_like_the_matmuls_they_replace(tmp_path):
     b, s, heads, hd = 1, 512, 12, 64
     d = heads * hd
     # Reference: scores = Q K^T and out = P V as batched MatMuls over (batch x heads).
-    ref = model([helper.make_node("MatMul", ["q", "kt"], ["sc"]), helper.make_node("MatMul", ["p", "v"], ["o"])],
+    ref = model([helper.make_node("MatMul", ["q", "kt"], ["sc"]),
+                 helper.make_node("MatMul", ["p", "v"], ["o"])],
                 [vi("q", T.FLOAT, [b * heads, s, hd]), vi("kt", T.FLOAT, [b * heads, hd, s]),
                  vi("p", T.FLOAT, [b * heads, s, s]), vi("v", T.FLOAT, [b * heads, s, hd])],
                 [vi("sc", T.FLOAT, [b * heads, s, s]), vi("o", T.FLOAT, [b * heads, s, hd])])
@@ -95,11 +96,13 @@ def test_attention_ops_map_like_the_matmuls_they_replace(tmp_path):
                 [vi(n, T.FLOAT, [b, s, d]) for n in "qkv"], [vi("y", T.FLOAT, [b, s, d])], opset=MS)
     past = 0
     gqa = model([helper.make_node("GroupQueryAttention", ["q", "k", "v", "pk", "pv", "sl", "tl"],
-                                  ["y", "yk", "yv"], domain="com.microsoft", num_heads=heads, kv_num_heads=4)],
-                [vi("q", T.FLOAT, [b, s, d]), vi("k", T.FLOAT, [b, s, 4 * hd]), vi("v", T.FLOAT, [b, s, 4 * hd]),
-                 vi("pk", T.FLOAT, [b, 4, past, hd]), vi("pv", T.FLOAT, [b, 4, past, hd]),
-                 vi("sl", T.INT32, [b]), vi("tl", T.INT32, [])],
-                [vi("y", T.FLOAT, [b, s, d]), vi("yk", T.FLOAT, [b, 4, s, hd]), vi("yv", T.FLOAT, [b, 4, s, hd])],
+                                  ["y", "yk", "yv"], domain="com.microsoft", num_heads=heads,
+                                  kv_num_heads=4)],
+                [vi("q", T.FLOAT, [b, s, d]), vi("k", T.FLOAT, [b, s, 4 * hd]),
+                 vi("v", T.FLOAT, [b, s, 4 * hd]), vi("pk", T.FLOAT, [b, 4, past, hd]),
+                 vi("pv", T.FLOAT, [b, 4, past, hd]), vi("sl", T.INT32, [b]), vi("tl", T.INT32, [])],
+                [vi("y", T.FLOAT, [b, s, d]), vi("yk", T.FLOAT, [b, 4, s, hd]),
+                 vi("yv", T.FLOAT, [b, 4, s, hd])],
                 opset=MS)
     for m in (mha, gqa):
         gemms, macs = _gemms(tmp_path, m)
@@ -111,7 +114,8 @@ def test_attention_ops_map_like_the_matmuls_they_replace(tmp_path):
 
 def test_contrib_attention_adds_its_projection_gemm(tmp_path):
     b, s, d, heads = 2, 128, 256, 4
-    m = model([helper.make_node("Attention", ["x", "w", "bias"], ["y"], domain="com.microsoft", num_heads=heads)],
+    m = model([helper.make_node("Attention", ["x", "w", "bias"], ["y"], domain="com.microsoft",
+                                num_heads=heads)],
               [vi("x", T.FLOAT, [b, s, d])], [vi("y", T.FLOAT, [b, s, d])],
               [init("w", (d, 3 * d)), init("bias", (3 * d,))], opset=MS)
     gemms, macs = _gemms(tmp_path, m)

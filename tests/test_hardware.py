@@ -11,8 +11,8 @@ from onnx_hwutil.analysis import Analyzer, Point
 from onnx_hwutil.cli import app
 from onnx_hwutil.hardware import bundled_specs, load_spec
 from onnx_hwutil.hardware.backends import CpuBackend, GpuBackend, KpuBackend, TpuBackend
-from onnx_hwutil.ops import Gemm
 from onnx_hwutil.hardware.rates import rates
+from onnx_hwutil.ops import Gemm
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,8 @@ def test_analyze_json_contract():
     e = entries[0]
     for key in ("hardware", "precision", "batch", "fusion", "latency_s", "throughput_per_s",
                 "compute_utilization", "memory_bandwidth_utilization", "attained_ops_per_s", "peak_ops_per_s",
-                "units_allocated", "energy_per_batch_j", "energy_per_inference_j", "bound_share", "subgraphs"):
+                "units_allocated", "energy_per_batch_j", "energy_per_inference_j", "bound_share",
+                "subgraphs"):
         assert key in e, key
     assert set(e["units_allocated"]) >= {"mean", "max", "total"} and e["units_allocated"]["total"] == 132
     assert e["throughput_per_s"] == pytest.approx(1 / e["latency_s"])

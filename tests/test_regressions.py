@@ -158,8 +158,8 @@ def test_fuzz_found_invalid_utf8_names_are_a_clean_error(tmp_path):
 def test_fuzz_found_degenerate_gemms_and_odd_perms_do_not_crash(tmp_path):
     from onnx_hwutil.hardware import load_spec
     from onnx_hwutil.hardware.backends import GpuBackend
-    from onnx_hwutil.ops import Gemm
     from onnx_hwutil.hardware.rates import rates
+    from onnx_hwutil.ops import Gemm
 
     spec = load_spec("h100-sxm5")
     t, units = GpuBackend(spec, rates(spec, "fp16")).matrix(Gemm(0, 0, 5, 5))
@@ -284,7 +284,7 @@ def test_idle_units_offer_only_a_partition_the_chip_defines(tmp_path):
     from onnx_hwutil.hardware import load_spec
 
     spec = load_spec("h100-sxm5")
-    assert spec.partitions["3g.40gb"] == (60, 40e9) and list(spec.partitions)[0] == "1g.10gb"
+    assert spec.partitions["3g.40gb"] == (60, 40e9) and next(iter(spec.partitions)) == "1g.10gb"
     a = Analyzer()
     p = Point(save(conv_relu(), tmp_path / "m.onnx"), "h100-sxm5", 1, "auto", "runtime")
     s = a.run(p)
@@ -367,7 +367,8 @@ def _partly_costed():
                   helper.make_node("MatMul", ["h", "W"], ["y"], name="mm"),
                   helper.make_node("Relu", ["x"], ["z"])],
                  [vi("x", T.FLOAT, [4, 64])], [vi("y", T.FLOAT, None), vi("z", T.FLOAT, [4, 64])],
-                 [init("W", (64, 32))], opset=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+                 [init("W", (64, 32))],
+                 opset=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
 
 
 def test_a_partly_costed_model_says_so_in_every_row(tmp_path):

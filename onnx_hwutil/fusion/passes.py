@@ -212,8 +212,8 @@ class ActivationPass(FusionPass):
                     break
                 c = real[0]
                 op = ctx.op(c)
-                if stage <= 0 and op == "Add" and ctx.const_input(c):
-                    stage = 1
+                if stage <= 0 and op == "Add" and ctx.const_input(c) and self._same_shape(ctx, n, c):
+                    stage = 1  # a bias: a constant that broadcasts into the output, not one that grows it
                 elif stage <= 1 and op in ("Mul", "Div") and n.op_type in _MATMUL and self._scalar(ctx, c):
                     stage = 2
                 elif op in _ACTIVATIONS and (op != "Clip" or ctx.const_input(c)
@@ -225,6 +225,11 @@ class ActivationPass(FusionPass):
                 if merged is None:
                     break
                 gid = merged
+
+    @staticmethod
+    def _same_shape(ctx: Context, matrix, node: str) -> bool:
+        out = ctx.graph.by_name[node].outputs[0]
+        return ctx.graph.tensor(out).shape == ctx.graph.tensor(matrix.outputs[0]).shape
 
     @staticmethod
     def _scalar(ctx: Context, node: str) -> bool:

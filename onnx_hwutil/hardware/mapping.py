@@ -172,7 +172,8 @@ class Schedule:
     def to_dict(self, per_subgraph: bool = True) -> dict:
         d = {
             "hardware": self.spec.name, "precision": self.precision, "batch": self.batch,
-            "fusion": self.fusion, "calibrated": self.calibrated, "latency_s": self.latency_s, "throughput_per_s": self.throughput_per_s,
+            "fusion": self.fusion, "calibrated": self.calibrated, "latency_s": self.latency_s,
+            "throughput_per_s": self.throughput_per_s,
             "compute_utilization": self.compute_utilization,
             "memory_bandwidth_utilization": self.memory_bandwidth_utilization,
             "attained_ops_per_s": self.attained_ops_per_s, "peak_ops_per_s": self.rates.peak_ops_per_s,

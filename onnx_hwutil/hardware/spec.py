@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ..errors import HwUtilError
+from ..limits import MAX_SPEC_BYTES
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A wheel carries the specs as package data; a source checkout (and an editable install) has them beside
@@ -60,6 +61,32 @@ BACKENDS: dict[str, dict[str, Any]] = {
             "l2_bandwidth_bytes_per_cycle_per_core": NUM, "l3_bandwidth_bytes_per_s": NUM,
             "all_core_clock_hz": NUM},
 }
+
+
+# The physical range of every number, by the end of its field's name (first match wins): a value outside
+# is a typo or an attack (a 400-digit unit count, a peak of 5e-324), refused at load with the field named.
+RANGES: tuple[tuple[str, float, float, str], ...] = (
+    ("clock_hz", 1e6, 1e10, "a clock between 1 MHz and 10 GHz"),
+    ("_bytes_per_s", 1e6, 1e17, "a bandwidth between 1 MB/s and 100 PB/s"),
+    ("_per_cycle_per_core", 1, 1e5, "1 to 100,000 bytes per cycle"),
+    ("ops_per_s", 1e6, 1e19, "a rate between 1 MOP/s and 10 EOP/s"),
+    ("kernel_overhead_s", 1e-10, 1.0, "between 0.1 ns and 1 s per kernel"),
+    ("_w", 1e-3, 1e6, "between 1 mW and 1 MW"),
+    ("j_per_dram_byte", 1e-15, 1e-6, "between 1 fJ and 1 uJ per byte"),
+    ("j_per_op", 1e-17, 1e-6, "between 0.01 fJ and 1 uJ per op"),
+    ("slowdown", 1, 1e4, "1 to 10,000 passes"),
+    ("simd_bits", 8, 8192, "8 to 8,192 bits"),
+    ("bytes", 1, 1e16, "1 byte to 10 PB"),
+    ("", 1, 1e8, "a count from 1 to 100,000,000"),
+)
+# Calibration tables: measured sizes, rates and per-op times.
+CAL_SIZE, CAL_RATE, CAL_DISPATCH_S = (1, 1e15), (1e3, 1e19), (0.0, 1.0)
+
+
+def _bounds(where: str) -> tuple[float, float, str]:
+    last = where.rsplit(".", 2)
+    name = ".".join(last[-2:])
+    return next((lo, hi, what) for end, lo, hi, what in RANGES if end in name)
 
 
 @dataclass(frozen=True)
@@ -194,7 +221,8 @@ class _Checker:
         out = {}
         for n, table in data["threads"].items():
             w = _join(where, f"threads.{n}")
-            if not str(n).isdigit() or int(n) < 1 or not isinstance(table, dict):
+            if not (isinstance(n, int) or (str(n).isascii() and str(n).isdigit())) or not 1 <= int(n) <= 1e5 \
+                    or not isinstance(table, dict):
                 raise self.fail(w, "expected a positive thread count mapping to its tables")
             if set(table) != {*CURVES, "dispatch_s"}:
                 raise self.fail(w, f"expected exactly: {', '.join(CURVES)}, dispatch_s")
@@ -203,12 +231,15 @@ class _Checker:
                 pts = table[c]
                 ok = isinstance(pts, list) and pts and all(
                     isinstance(p, list) and len(p) == width
-                    and all(isinstance(v, (int, float)) and v > 0 for v in p) for p in pts)
+                    and all(_within(v, *CAL_SIZE) for v in p[:-1]) and _within(p[-1], *CAL_RATE)
+                    for p in pts)
                 if not ok:
-                    raise self.fail(_join(w, c), f"expected rows of {width} positive numbers")
+                    raise self.fail(_join(w, c), f"expected rows of {width} positive numbers: sizes from "
+                                                 f"{CAL_SIZE[0]:g} to {CAL_SIZE[1]:g}, then a rate from "
+                                                 f"{CAL_RATE[0]:g} to {CAL_RATE[1]:g} per second")
             d = table["dispatch_s"]
-            if not isinstance(d, (int, float)) or d < 0:
-                raise self.fail(_join(w, "dispatch_s"), "expected a non-negative number of seconds")
+            if not _within(d, *CAL_DISPATCH_S):
+                raise self.fail(_join(w, "dispatch_s"), "expected a number of seconds from 0 to 1")
             out[int(n)] = {c: sorted(tuple(float(v) for v in row) for row in table[c]) for c in CURVES} | {
                 "dispatch_s": float(d)}
         if not isinstance(data["source"], str) or len(data["source"]) < 8:
@@ -235,12 +266,24 @@ class _Checker:
                 raise self.fail(where, f"value {v!r} is not a number") from None
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise self.fail(where, f"value {v!r} is not a number")
-        if not v > 0 or v != v or v == float("inf"):
+        try:
+            f = float(v)
+        except OverflowError:
+            raise self.fail(where, f"value {str(v)[:20]}... is too large") from None
+        if not f > 0 or f != f or f == float("inf"):
             raise self.fail(where, f"value {v!r} must be positive and finite")
-        if integer and float(v) != int(v):
+        lo, hi, what = _bounds(where)
+        if not lo <= f <= hi:
+            raise self.fail(where, f"value {v!r} is outside the physical range ({what})")
+        if integer and f != int(f):
             raise self.fail(where, f"value {v!r} must be a whole number")
         self.sources[where] = Cited(float(v), text if cited[0] == "source" else f"assumed: {text}")
         return int(v) if integer else float(v)
+
+
+def _within(v: Any, lo: float, hi: float) -> bool:
+    """A real number (not a bool, not NaN) within [lo, hi]."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi
 
 
 def _join(a: str, b: str) -> str:
@@ -291,9 +334,14 @@ def load_spec(name_or_path: str) -> HardwareSpec:
         if not os.path.exists(path):
             raise HwUtilError(f"unknown hardware {name_or_path!r}; known: {', '.join(known_specs())} "
                               "(or give a path to a spec YAML)")
+    if not os.path.isfile(path):  # a FIFO or a device would block the read forever
+        raise HwUtilError(f"{path}: not a regular file")
+    if os.path.getsize(path) > MAX_SPEC_BYTES:
+        raise HwUtilError(f"{path}: {os.path.getsize(path):,} bytes, more than a hardware spec holds "
+                          f"(at most {MAX_SPEC_BYTES:,})")
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = yaml.safe_load(f.read(MAX_SPEC_BYTES + 1))
     except (OSError, UnicodeDecodeError) as e:
         raise HwUtilError(f"{path}: cannot read: {e}") from None
     except yaml.YAMLError as e:

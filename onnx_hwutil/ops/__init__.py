@@ -21,7 +21,8 @@ from .registry import (
     formula_for,
 )
 
-__all__ = ["Cost", "Gemm", "GraphCosts", "NodeCost", "OpKind", "Traffic", "cost_graph", "covered_ops", "formula_for"]
+__all__ = ["Cost", "Gemm", "GraphCosts", "NodeCost", "OpKind", "Traffic", "cost_graph", "covered_ops",
+           "formula_for"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,11 +21,13 @@ def analyze_table(schedules: list[Schedule]) -> str:
         rows.append((s.spec.name, prec, s.batch, f"{s.latency_s * 1e3:.3f}",
                      f"{s.throughput_per_s:,.0f}",
                      pct(s.compute_utilization), pct(s.memory_bandwidth_utilization),
-                     si(s.attained_ops_per_s, "OP/s"), _units(s), f"{s.energy['total_j'] * 1e3 / s.batch:.3f}",
+                     si(s.attained_ops_per_s, "OP/s"), _units(s),
+                     f"{s.energy['total_j'] * 1e3 / s.batch:.3f}",
                      f"{s.energy['total_j'] * 1e3:.3f}",
                      f"{pct(b['compute'])}/{pct(b['memory'])}/{pct(b['overhead'])}", not_costed(s.coverage)))
     return tabulate(rows, headers=["hardware", "prec", "batch", "latency ms", "throughput /s", "compute util",
-                                   "mem BW util", "attained", "units allocated", "mJ / inference", "mJ / batch",
+                                   "mem BW util", "attained", "units allocated", "mJ / inference",
+                                   "mJ / batch",
                                    "time compute/memory/overhead-bound", "not costed"], tablefmt="simple",
                     disable_numparse=True)
 

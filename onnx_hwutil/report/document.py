@@ -265,7 +265,8 @@ def write(study: dict, directory: str) -> list[str]:
         return f"![{alt}](data:image/png;base64,{base64.b64encode(pngs[stem]).decode()})"
 
     title = "Hardware utilization: " + " vs ".join(m["name"] for m in study["models"])
-    files = {"report.json": json.dumps(study, indent=1), "report.md": render_markdown(study, file_link),
+    files = {"report.json": json.dumps(study, indent=1, allow_nan=False),
+             "report.md": render_markdown(study, file_link),
              "report.html": render_html(render_markdown(study, data_uri), title)}
     for name, text in files.items():
         path = os.path.join(directory, name)
