@@ -73,7 +73,7 @@ def _never_overwrite_inputs(kwargs: dict) -> None:
     if not out or not os.path.exists(out):
         return
     given = []
-    for key in ("model", "model_a", "model_b", "models", "hw"):
+    for key in ("model", "model_a", "model_b", "models", "old", "new", "hw", "baseline"):
         v = kwargs.get(key)
         for item in ([v] if isinstance(v, str) else v or []):
             given += item.split(",") if key == "hw" else [item]
@@ -125,6 +125,19 @@ def bindings(shape: list[str] | None, dim: list[str] | None, batch: int | None) 
 def to_json(obj, indent: int | None = 1) -> str:
     """Strict JSON: NaN and Infinity are not JSON, so a non-finite number is a bug, never output."""
     return json.dumps(obj, indent=indent, allow_nan=False)
+
+
+def _read_json(path: str, flag: str):
+    """A JSON file a user names: one line for a missing, unreadable, huge or malformed one."""
+    if not os.path.isfile(path):
+        raise HwUtilError(f"{flag} {path}: no such file")
+    if os.path.getsize(path) > 256 << 20:
+        raise HwUtilError(f"{flag} {path}: over 256 MiB, not an analyze result")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise HwUtilError(f"{flag} {path}: not valid JSON ({str(e).splitlines()[0][:100]})") from None
 
 
 def emit(text: str, output: str | None) -> None:
@@ -270,13 +283,16 @@ def analyze(
     plot: Annotated[str | None, typer.Option(
         "--plot", help="Write each result's roofline (PNG and SVG) into this directory.")] = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 if an op is uncovered or unshaped.")] = False,
+    baseline: Annotated[str | None, typer.Option(
+        "--baseline", help="The JSON of an earlier analyze of the same points: relative gates "
+                           "(--fail-if \"latency_ms>+5%\") compare with it.")] = None,
     format: FormatOpt = Format.table,
     output: OutputOpt = None,
 ) -> None:
     """Utilization, latency, throughput, units allocated, energy and findings of a model on chips."""
     from .analysis import Analyzer, plan
     from .findings import findings
-    from .gates import failures, parse_gate
+    from .gates import failures, match_baseline, parse_gate
     from .report import analysis_view
 
     if plot:
@@ -292,7 +308,8 @@ def analyze(
              for p, s in zip(pts, schedules, strict=True)]
     entries = [s.to_dict(per_subgraph) | ({"findings": f} if f is not None else {})
                for s, f in zip(schedules, found, strict=True)]
-    gates = [parse_gate(g, entries[0]) for g in fail_if or []]
+    gates = [parse_gate(g, entries[0], baseline is not None) for g in fail_if or []]
+    old = match_baseline(entries, _read_json(baseline, "--baseline"), baseline) if baseline else None
     if plot:
         from .report import plots
 
@@ -316,12 +333,38 @@ def analyze(
         if notes:
             parts += ["", "Notes:"] + [f"- {n}" for n in notes]
         emit("\n".join(parts), output)
-    failed = failures(gates, entries)
+    failed = failures(gates, entries, old)
     if failed:
         raise _fail("gate failed: " + "; ".join(failed), EXIT_GATE)
     if strict:
         for batch in dict.fromkeys(p.batch for p in pts):
             _check_strict(a.profile(model, batch))
+
+
+@app.command("diff")
+@guarded
+def diff_cmd(
+    old: Annotated[str, typer.Argument(help="The earlier .onnx file.")],
+    new: Annotated[str, typer.Argument(help="The later .onnx file.")],
+    hw: HwOpt = None,
+    batch: BatchOpt = None,
+    precision: Annotated[str, typer.Option(help="auto, model or a precision, for every chip.")] = "auto",
+    fusion: FusionOpt = "runtime",
+    shape: ShapeOpt = None,
+    dim: DimOpt = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, markdown or json.")] = "table",
+    top: Annotated[int, typer.Option(min=1, help="Kernels shown: the K that moved most.")] = 20,
+    output: OutputOpt = None,
+) -> None:
+    """What changed between two versions of a model: counts, op types, kernels and their time per chip."""
+    from .diff import diff
+    from .report import diff_view
+
+    if format not in ("table", "markdown", "json"):
+        raise HwUtilError(f"--format {format!r}: choose table, markdown or json")
+    b = bindings(shape, dim, None)
+    d = diff(old, new, _csv_list(hw) or ["h100-sxm5"], batch, precision, fusion, b.shapes, b.dims)
+    emit(to_json(d) if format == "json" else diff_view.render(d, format == "markdown", top), output)
 
 
 @app.command()
@@ -339,6 +382,7 @@ def compare(
 ) -> None:
     """Two models side by side on the same chips: the seed report's tables, with defensible numbers."""
     from .analysis import REPORT_HARDWARE, Analyzer, Point
+    from .profile import SCHEMA
     from .report import analysis_view
     from .study import best_chips
 
@@ -365,7 +409,7 @@ def compare(
     notes += [f"{a.spec(h).name}: every number of this chip is an assumption (no silicon); see hw show {h}"
               for h in hws if all(c.assumed for c in a.spec(h).sources.values())]
     if format is Format.json:
-        emit(to_json({"schema": "onnx-hwutil/1", "models": dict(zip(names, models, strict=True)),
+        emit(to_json({"schema": SCHEMA, "models": dict(zip(names, models, strict=True)),
                       "characteristics": dict(zip(names, chars, strict=True)),
                       "results": [s.to_dict(False) | {"model": n} for (m, _, _), s in results.items()
                                   for n in [names[models.index(m)]]],

@@ -6,6 +6,10 @@ or one of the conveniences latency_ms, energy_per_inference_mj, energy_per_batch
 uncosted_nodes, uncosted_node_share and uncosted_mac_share (a lower bound), or a count of findings:
 `findings` (all of them) or
 `finding_RULE` (one rule's, e.g. finding_memory_bound). Every entry (hardware x batch x precision) is tested.
+
+A NUMBER ending in % is relative to a baseline (`analyze --baseline OLD.json`, the JSON an earlier analyze
+wrote): `latency_ms>+5%` fails an entry more than 5% slower than the same chip, batch, precision and preset in
+the baseline; `dram_bytes>+0%` fails any growth; `compute_utilization<-10%` a drop of more than 10%.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from .findings import RULES
 
 _OPS = {"<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt,
         ">": operator.gt}
-_CONDITION = re.compile(r"^\s*([a-z_]+)\s*(<=|>=|==|!=|<|>)\s*([-+0-9.eE]+)\s*$")
+_CONDITION = re.compile(r"^\s*([a-z_]+)\s*(<=|>=|==|!=|<|>)\s*([-+]?[0-9.eE]+)\s*(%?)\s*$")
+_KEY = ("hardware", "precision", "batch", "fusion")  # what makes two analyze entries the same point
 _DERIVED = {"latency_ms": lambda d: d["latency_s"] * 1e3,
             "energy_per_inference_mj": lambda d: d["energy_per_inference_j"] * 1e3,
             "energy_per_batch_mj": lambda d: d["energy_per_batch_j"] * 1e3,
@@ -37,22 +42,32 @@ class Gate:
     metric: str
     op: str
     value: float
+    relative: bool = False  # value is a percentage of the baseline's value
 
     def value_of(self, entry: dict) -> float | None:
         return _DERIVED[self.metric](entry) if self.metric in _DERIVED else entry.get(self.metric)
 
-    def fails(self, entry: dict) -> bool:
+    def threshold(self, old: dict | None) -> float | None:
+        if not self.relative:
+            return self.value
+        base = self.value_of(old) if old is not None else None
+        return None if base is None else base * (1 + self.value / 100)
+
+    def fails(self, entry: dict, old: dict | None = None) -> bool:
         """The condition says when to fail: `latency_ms>5` fails an entry slower than 5 ms. A metric with
         no value (the intensity of a model with no DRAM traffic) satisfies no condition."""
-        v = self.value_of(entry)
-        return v is not None and _OPS[self.op](v, self.value)
+        v, t = self.value_of(entry), self.threshold(old)
+        return v is not None and t is not None and _OPS[self.op](v, t)
 
 
-def parse_gate(text: str, example: dict) -> Gate:
+def parse_gate(text: str, example: dict, baseline: bool = False) -> Gate:
     m = _CONDITION.match(text)
     if not m:
-        raise HwUtilError(f"--fail-if {text!r}: expected METRIC OP NUMBER, for example latency_ms>5")
-    metric, op, number = m.groups()
+        raise HwUtilError(f"--fail-if {text!r}: expected METRIC OP NUMBER, for example latency_ms>5 or "
+                          "latency_ms>+5% (with --baseline)")
+    metric, op, number, percent = m.groups()
+    if percent and not baseline:
+        raise HwUtilError(f"--fail-if {text!r}: a relative gate needs --baseline OLD.json to compare with")
     # the numbers an analyze entry holds, and the conveniences
     numbers = [k for k, v in example.items()
                if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))]
@@ -62,16 +77,47 @@ def parse_gate(text: str, example: dict) -> Gate:
     if metric.startswith("finding") and "findings" not in example:
         raise HwUtilError(f"--fail-if {text!r}: needs findings, which --no-findings turned off")
     try:
-        return Gate(text, metric, op, float(number))
+        return Gate(text, metric, op, float(number), bool(percent))
     except ValueError:
         raise HwUtilError(f"--fail-if {text!r}: {number!r} is not a number") from None
 
 
-def failures(gates: list[Gate], entries: list[dict]) -> list[str]:
+def _key(e: dict) -> tuple:
+    return tuple(e.get(k) for k in _KEY)
+
+
+def match_baseline(entries: list[dict], baseline: object, source: str) -> list[dict]:
+    """The baseline entry for each entry of this run: the same chip, precision, batch and preset, from a
+    JSON written by the same layout version. Anything else is a baseline for another run: an error."""
+    if not isinstance(baseline, list) or not all(isinstance(b, dict) for b in baseline):
+        raise HwUtilError(f"--baseline {source}: not the JSON of `onnx-hwutil analyze --format json`")
+    schema = entries[0].get("schema") if entries else None
+    old = [b.get("schema") for b in baseline]
+    if any(s != schema for s in old):
+        raise HwUtilError(f"--baseline {source}: written as {old[0] or 'an unversioned layout'}, this run is "
+                          f"{schema}; regenerate the baseline")
+    by_key = {_key(b): b for b in baseline}
+    here = [_key(e) for e in entries]
+    if set(here) != set(by_key):
+        def fmt(keys):
+            return ", ".join(f"{h} {p} batch {b} {f}" for h, p, b, f in sorted(keys, key=str)) or "nothing"
+        raise HwUtilError(f"--baseline {source}: it holds {fmt(by_key)}; this run is {fmt(here)}; run "
+                          "with the same --hw, --batch, --precision and --fusion")
+    return [by_key[k] for k in here]
+
+
+def failures(gates: list[Gate], entries: list[dict], baseline: list[dict] | None = None) -> list[str]:
     out = []
-    for e in entries:
+    for i, e in enumerate(entries):
+        old = baseline[i] if baseline else None
         for g in gates:
-            if g.fails(e):
+            if g.fails(e, old):
+                v = g.value_of(e)
+                was = ""
+                if g.relative:
+                    b = g.value_of(old)
+                    change = f"{100 * (v - b) / b:+.1f}%" if b else "from 0"
+                    was = f" (baseline {b:.6g}, {change})"
                 out.append(f"{g.text} on {e['hardware']} {e['precision']} batch {e['batch']}: "
-                           f"{g.metric} = {g.value_of(e):.6g}")
+                           f"{g.metric} = {v:.6g}{was}")
     return out

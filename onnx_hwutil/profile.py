@@ -15,7 +15,9 @@ from .memory import peak_activation_bytes
 from .ops import GraphCosts, cost_graph
 from .shapes import Bindings, apply_bindings, bind_inputs, infer, parse_shape_flag
 
-SCHEMA = "onnx-hwutil/1"
+# The version of every JSON output's layout; onnx_hwutil/schemas/ holds the JSON Schema of each. Version 2:
+# energy named per batch and per inference, `coverage` and `calibrated` in analyze entries.
+SCHEMA = "onnx-hwutil/2"
 
 
 @dataclass(frozen=True)

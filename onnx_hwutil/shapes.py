@@ -417,7 +417,11 @@ def _ort_symbolic(model: onnx.ModelProto) -> onnx.ModelProto | None:
             # open it saves "sym_shape_infer_temp.onnx" into the working directory, and we write nothing.
             ssi = SymbolicShapeInference(2**31 - 1, True, False, 0)
             ssi._preprocess(_payloadless_as_inputs(model))
-            while ssi.run_:
+            # Each round resolves what the last one unlocked; real models settle in a few. A malformed one
+            # can keep it going forever (its own loop has no bound), so ours does.
+            for _ in range(_ORT_ROUNDS):
+                if not ssi.run_:
+                    break
                 ssi._infer_impl()
             ssi._update_output_from_vi()
             return ssi.out_mp_
@@ -474,6 +478,7 @@ _FOLDABLE = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast
              "Neg", "Abs", "Expand", "Identity", "Size", "Constant", "Sqrt", "Not", "And", "Or", "Less",
              "Greater", "Mod", "Reshape", "Transpose"}
 _FOLD_ROUNDS = 8
+_ORT_ROUNDS = 32
 _CONTRIB_ROUNDS = 256
 _FOLD_LIMIT = 1024  # elements: shape subgraphs are tiny; anything larger is real data
 

@@ -346,7 +346,7 @@ def cli_case(rng: random.Random, tmp: str) -> None:
 
 # -- running ----------------------------------------------------------------------------------------------
 
-class _Timeout(Exception):
+class _Timeout(BaseException):  # not an Exception: library code that catches those must not swallow it
     pass
 
 

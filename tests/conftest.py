@@ -2,6 +2,13 @@ import os
 import pathlib
 
 import pytest
+from hypothesis import settings
+
+# CI runs the same examples every time (a red build names a real regression, not a new random draw);
+# locally hypothesis explores as usual.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"

@@ -143,9 +143,14 @@ def test_reshapes_that_can_run_are_costed(tmp_path, target, allowzero):
               [vi("x", T.FLOAT, x if not allowzero else [4, 0, 16])], [vi("y", T.FLOAT, None)],
               [init("s", (len(target),), np.int64, target)])
     path = save(m, tmp_path / "ok.onnx")
-    args = ["profile", path, "--strict"] + ([] if allowzero else ["--batch", "4"])
+    args = ["profile", path, "--strict", "-f", "json"] + ([] if allowzero else ["--batch", "4"])
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    # 64 elements reshaped (or 0 with allowzero): the Relu costs one FLOP each, the Reshape moves nothing
+    relu = next(n for n in d["nodes"] if n["op_type"] == "Relu")
+    assert relu["flops"] == (0 if allowzero else 64) and relu["status"] == "ok"
+    assert next(n for n in d["nodes"] if n["op_type"] == "Reshape")["bytes_read"] == 0
 
 
 def test_a_stale_declared_output_shape_does_not_refuse_a_runnable_batch(tmp_path):

@@ -17,7 +17,7 @@ import networkx as nx
 
 from ..graph import VIEW_OPS
 from ..ops import NodeCost, OpKind
-from ..profile import Profile
+from ..profile import SCHEMA, Profile
 from .partition import Partition
 
 
@@ -158,6 +158,9 @@ class FusedGraph:
         return r in self._output_roots or not self._data_readers.get(r, set()) <= inside
 
     # -- views -----------------------------------------------------------------------------------------
+    def kernel(self, sid: int) -> Subgraph:
+        return next(s for s in self.subgraphs if s.id == sid)
+
     @property
     def kernels(self) -> list[Subgraph]:
         return [s for s in self.subgraphs if s.is_kernel]
@@ -185,7 +188,7 @@ class FusedGraph:
 
     def to_dict(self) -> dict:
         return {
-            "schema": "onnx-hwutil/1",
+            "schema": SCHEMA,
             "model": self.profile.bound.path,
             "preset": self.preset,
             "passes": self.passes,

@@ -18,6 +18,7 @@ from functools import cached_property
 
 from ..dtypes import element_bits
 from ..fusion import FusedGraph
+from ..profile import SCHEMA
 from ..ops import Gemm
 from .backends import BACKENDS
 from .rates import CALIBRATED_PRECISION, Rates, rates
@@ -92,6 +93,9 @@ class Schedule:
     @property
     def precision(self) -> str:
         return self.rates.precision
+
+    def kernel(self, kid: int) -> KernelTime | None:
+        return next((k for k in self.kernels if k.id == kid), None)
 
     @cached_property
     def latency_s(self) -> float:
@@ -171,7 +175,7 @@ class Schedule:
 
     def to_dict(self, per_subgraph: bool = True) -> dict:
         d = {
-            "hardware": self.spec.name, "precision": self.precision, "batch": self.batch,
+            "schema": SCHEMA, "hardware": self.spec.name, "precision": self.precision, "batch": self.batch,
             "fusion": self.fusion, "calibrated": self.calibrated, "latency_s": self.latency_s,
             "throughput_per_s": self.throughput_per_s,
             "compute_utilization": self.compute_utilization,
