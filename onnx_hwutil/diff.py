@@ -50,16 +50,20 @@ def align(old: Graph, new: Graph) -> Alignment:
             for i, j in zip(range(i1, i2), range(j1, j2), strict=True):
                 pairs[rest_new[j].name] = rest_old[i].name
                 by_structure += 1
-        elif tag == "replace":
-            for i, j in zip(range(i1, i2), range(j1, j2), strict=False):
-                if a[i][:2] == b[j][:2]:  # the same op, other shapes: the layer changed, it did not move
-                    pairs[rest_new[j].name] = rest_old[i].name
-                    changed.append((rest_old[i].name, rest_new[j].name))
+        elif tag == "replace":  # the same ops in the same order, other shapes: layers that changed
+            ops = difflib.SequenceMatcher(None, [x[:2] for x in a[i1:i2]], [x[:2] for x in b[j1:j2]],
+                                          autojunk=False)
+            for blk in ops.get_matching_blocks():
+                for k in range(blk.size):
+                    o, n = rest_old[i1 + blk.a + k].name, rest_new[j1 + blk.b + k].name
+                    pairs[n] = o
+                    changed.append((o, n))
     # Name-matched nodes whose shapes differ changed too.
     changed += [(o, n) for n, o in pairs.items() if n == o and
                 _signature(old, old_names[o]) != _signature(new, new.by_name[n])]
     matched_old = set(pairs.values())
-    return Alignment(pairs, by_name, by_structure, changed, [n.name for n in new.nodes if n.name not in pairs],
+    return Alignment(pairs, by_name, by_structure, changed,
+                     [n.name for n in new.nodes if n.name not in pairs],
                      [n.name for n in old.nodes if n.name not in matched_old])
 
 
@@ -115,7 +119,8 @@ def _op_types(prof: dict) -> list[dict]:
     rows: dict[str, dict] = {}
     for which, p in prof.items():
         for nc in p.costs.nodes:
-            r = rows.setdefault(nc.node.op_type, {k: Counter() for k in ("count", "macs", "flops", "dram_bytes")})
+            r = rows.setdefault(nc.node.op_type,
+                                {k: Counter() for k in ("count", "macs", "flops", "dram_bytes")})
             r["count"][which] += 1
             r["macs"][which] += nc.cost.macs
             r["flops"][which] += nc.cost.flops
@@ -147,14 +152,14 @@ def _kernel_row(old, new, sched: dict) -> dict:
     row = {"old_id": old.id if old else None, "new_id": new.id if new else None,
            "label": (new or old).label, "macs": _pair(old.macs if old else 0, new.macs if new else 0),
            "dram_bytes": _pair(old.dram_bytes if old else 0, new.dram_bytes if new else 0), "chips": {}}
-    for hw, (s_old, s_new) in sched.items():
+    for s_old, s_new in sched.values():
         ko = s_old.kernel(old.id) if old else None
         kn = s_new.kernel(new.id) if new else None
         row["chips"][s_new.spec.name] = {
             "latency_s": _pair(ko.latency_s if ko else 0.0, kn.latency_s if kn else 0.0),
             "bound": {"old": ko.bound if ko else None, "new": kn.bound if kn else None},
             "units": {"old": ko.units if ko else None, "new": kn.units if kn else None}}
-        if status == "same" and (ko.latency_s != kn.latency_s or ko.bound != kn.bound or ko.units != kn.units):
+        if status == "same" and (ko.latency_s, ko.bound, ko.units) != (kn.latency_s, kn.bound, kn.units):
             status = "changed"
     if status == "same" and (row["macs"]["old"] != row["macs"]["new"]
                              or row["dram_bytes"]["old"] != row["dram_bytes"]["new"]):

@@ -6,3 +6,7 @@ class HwUtilError(Exception):
 
     The message is a single line that names the problem and, where there is one, the flag that fixes it.
     """
+
+
+class NoBatchDim(HwUtilError):
+    """--batch for a model with no leading dim to set (scalar inputs): callers tell it from other errors."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from .analysis import Analyzer, Point
 from .dtypes import PRECISIONS
-from .errors import HwUtilError
+from .errors import HwUtilError, NoBatchDim
 from .fusion import PRESETS
 from .hardware.mapping import Schedule
 from .report.units import ms, pct, si, size
@@ -40,6 +40,7 @@ class _Search:
     at: Schedule | None = None
     method: str = "powers of two"
     stopped: str | None = None  # why a batch could not be analyzed, if one could not
+    no_batch: bool = False  # the model has no batch dim at all
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ class _Rules:
             t = self.at(batch=batch)
         except HwUtilError as e:  # a batch the model cannot take (a fixed reshape, a --shape binding)
             r.stopped = f"at batch {batch}: {e}"
+            r.no_batch = isinstance(e, NoBatchDim)
             return None
         r.tried = max(r.tried, batch)
         r.best = max(r.best, t, key=lambda x: x.compute_utilization)
@@ -199,10 +201,10 @@ class _Rules:
                                 f"({pct(t.compute_utilization)}, {ms(t.latency_s)} per batch, "
                                 f"{t.throughput_per_s:,.0f}/s; searched {r.method})")
         if r.tried == s.batch:  # no larger batch could be analyzed
-            if r.stopped and "no symbolic batch dim" in r.stopped:
+            if r.no_batch:
                 return self.finding("low_utilization", text, ev | {"batch_fixed": True},
-                                    f"the file fixes the batch at {s.batch}: export it with a symbolic batch "
-                                    "dim to let a larger batch fill the chip")
+                                    "the model has no batch dim (its inputs have none to set): more work per "
+                                    "call must come from the model itself")
             why = f"no larger batch could be analyzed ({r.stopped})" if r.stopped else (
                 f"the batch is already at the search limit ({MAX_BATCH})")
             return self.finding("low_utilization", text, ev, why)

@@ -13,6 +13,7 @@ from .graph import Graph
 from .loader import load_model
 from .memory import peak_activation_bytes
 from .ops import GraphCosts, cost_graph
+from .rebatch import rebatch
 from .shapes import Bindings, apply_bindings, bind_inputs, infer, parse_shape_flag
 
 # The version of every JSON output's layout; onnx_hwutil/schemas/ holds the JSON Schema of each. Version 2:
@@ -31,18 +32,22 @@ class BoundModel:
     opsets: dict[str, int]
     shape_notes: tuple[str, ...]
     batch_defaulted: bool = False  # an unbound batch dim was taken as 1
+    rebatch: tuple[int, int] | None = None  # (the file's fixed batch, the batch it was rewritten to)
 
 
 def bind(path: str | os.PathLike, bindings: Bindings | None = None) -> BoundModel:
     bindings = bindings or Bindings()
     model = load_model(path)
-    shapes, symbols, bind_notes = bind_inputs(model, bindings)
-    apply_bindings(model, shapes, symbols)
+    b = bind_inputs(model, bindings)
+    apply_bindings(model, b.shapes, b.values)
+    notes = list(b.notes)
+    if b.rebatch:
+        notes += rebatch(model, *b.rebatch)
     opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
-    inferred, notes, known = infer(model)
+    inferred, infer_notes, known = infer(model)
     graph = Graph(inferred.graph, opsets, known=known)
-    return BoundModel(os.fspath(path), graph, shapes, symbols, opsets, (*bind_notes, *notes),
-                      bool(bind_notes))
+    return BoundModel(os.fspath(path), graph, b.shapes, b.values, opsets, (*notes, *infer_notes),
+                      b.batch_defaulted, b.rebatch)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .errors import HwUtilError
+from .errors import HwUtilError, NoBatchDim
 from .limits import MAX_DIM, MAX_PROPAGATED_ELEMENTS
 
 Shape = tuple[int, ...]
@@ -30,6 +30,18 @@ class Bindings:
     shapes: dict[str, Shape] = field(default_factory=dict)
     dims: dict[str, int] = field(default_factory=dict)
     batch: int | None = None
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Every input's shape, the symbols' values, notes for the output, and, for a file that fixes its
+    batch, (the file's batch, the batch asked for): the model must be re-batched before inference."""
+
+    shapes: dict[str, Shape]
+    values: dict[str, int]
+    notes: list[str]
+    rebatch: tuple[int, int] | None = None
+    batch_defaulted: bool = False  # an unbound batch dim was taken as 1
 
 
 def parse_shape_flag(text: str) -> tuple[str, Shape]:
@@ -97,10 +109,11 @@ def _dims_of(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:
     return out
 
 
-def bind_inputs(model: onnx.ModelProto, b: Bindings) -> tuple[dict[str, Shape], dict[str, int], list[str]]:
-    """Resolve every input's shape: (input shapes, symbol values, notes), or an error listing what is
-    unbound. Without --batch, an unbound leading dim that names a batch (or has no name) is batch 1, and a
-    note says so: one rule for every command."""
+def bind_inputs(model: onnx.ModelProto, b: Bindings) -> Bound:
+    """Resolve every input's shape, or an error listing what is unbound. Without --batch, an unbound leading
+    dim that names a batch (or has no name) is batch 1, and a note says so: one rule for every command. A
+    file that fixes its batch (no input has a symbolic leading dim) takes --batch, or a --shape that differs
+    only in dim 0, by re-batching: the inputs whose dim 0 is the file's batch get the new one."""
     _check_sizes(b)
     inputs = graph_inputs(model.graph)
     names = [v.name for v in inputs]
@@ -128,6 +141,9 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> tuple[dict[str, Shape], 
     shapes: dict[str, Shape] = {}
     unbound: list[str] = []
     notes: list[str] = []
+    fixed = _file_batch(declared)
+    defaulted = False
+    rebatch = (fixed, b.batch) if fixed is not None and b.batch is not None and b.batch != fixed else None
     where = {s: f"--dim {s}={v}" for s, v in b.dims.items()}
     where.update({s: f"--batch {b.batch}" for s in values if s not in b.dims})
     # Whole shapes first: the symbols they bind apply to every other input that names them.
@@ -141,7 +157,12 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> tuple[dict[str, Shape], 
                               f"not {len(given)}")
         for i, (d, g) in enumerate(zip(dims, given, strict=True) if dims is not None else ()):
             if isinstance(d, int) and d != g:
-                raise HwUtilError(f"{flag}: dim {i} of input {name!r} is fixed at {d} in the model, not {g}")
+                if i == 0 and d == fixed and rebatch in (None, (d, g)):
+                    rebatch = (d, g)  # a file with a fixed batch, asked for another: re-batch it
+                    continue
+                raise HwUtilError(f"{flag}: dim {i} of input {name!r} is fixed at {d} in the model, not {g}"
+                                  + (f" (only dim 0, the batch, can be re-batched; {rebatch and 'already'} "
+                                     f"set to {rebatch[1]})" if rebatch and i == 0 else ""))
             if isinstance(d, str):
                 if d in values and values[d] != g:
                     raise HwUtilError(f"{flag} sets dim {d!r} to {g}, but {where[d]} sets it to {values[d]}")
@@ -157,7 +178,9 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> tuple[dict[str, Shape], 
             continue
         resolved: list[int] = []
         for i, d in enumerate(dims):
-            if isinstance(d, int):
+            if i == 0 and rebatch is not None and d == rebatch[0]:
+                resolved.append(rebatch[1])
+            elif isinstance(d, int):
                 resolved.append(d)
             elif isinstance(d, str) and d in values:
                 resolved.append(values[d])
@@ -165,6 +188,7 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> tuple[dict[str, Shape], 
                 if isinstance(d, str):
                     values[d] = 1
                 resolved.append(1)
+                defaulted = True
                 notes.append(f"input {name!r}: batch dim {d or 'unnamed'!r} not bound, taken as 1 "
                              "(--batch N to change)")
             elif isinstance(d, str):
@@ -188,10 +212,22 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> tuple[dict[str, Shape], 
                 f"--shape {name}=..."
             raise HwUtilError(f"{how}: input {name!r} gets a batch (dim 0) of 0; it must be at least 1")
     if b.batch is not None and not any(s and s[0] == b.batch for s in shapes.values()):
-        raise HwUtilError(f"--batch {b.batch}: the model has no symbolic batch dim (its inputs are "
+        raise NoBatchDim(f"--batch {b.batch}: the model has no batch dim to set (its inputs are "
                           + ", ".join(f"{n}={_fmt_dims(list(s))}" for n, s in shapes.items())
                           + "); bind shapes with --shape instead")
-    return shapes, values, notes
+    if rebatch:
+        notes.append(f"the file fixes the batch at {rebatch[0]}: re-batched to {rebatch[1]} in memory")
+    return Bound(shapes, values, notes, rebatch, defaulted)
+
+
+def _file_batch(declared: dict[str, list | None]) -> int | None:
+    """The batch a file fixes: the leading dim its inputs share, when no input's leading dim is symbolic
+    or unnamed. None for a model with a batch to bind, or none at all."""
+    leads = [dims[0] for dims in declared.values() if dims]
+    if not leads or any(not isinstance(d, int) for d in leads):
+        return None
+    common = max(set(leads), key=leads.count)
+    return common if common >= 1 else None
 
 
 def _check_sizes(b: Bindings) -> None:

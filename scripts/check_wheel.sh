@@ -15,5 +15,6 @@ cd "$work"
 where="$("$work/venv/bin/python" -c 'import onnx_hwutil, os; print(os.path.dirname(onnx_hwutil.__file__))')"
 case "$where" in "$work/venv/"*) ;; *) echo "check_wheel: imported $where, not the wheel" >&2; exit 1;; esac
 "$work/venv/bin/onnx-hwutil" hw list | grep -q h100-sxm5
+"$work/venv/bin/python" -c 'import importlib.resources as r; assert r.files("onnx_hwutil").joinpath("schemas/analyze.schema.json").is_file()' 
 "$work/venv/bin/onnx-hwutil" compare "$repo/models/resnet18.onnx" "$repo/models/resnet50.onnx" >/dev/null
 echo "check_wheel: the wheel's own specs serve hw list and compare"

@@ -51,7 +51,8 @@ RULES = [
 def _bound_copy(path: str, batch: int, tmp: str) -> str:
     """The model with inputs bound and weights present (random where absent), saved for ORT to optimize."""
     m = runnable_model(path, np.random.default_rng(0))
-    shapes, values, _ = bind_inputs(m, Bindings(batch=batch) if _has_symbolic_batch(m) else Bindings())
+    bound = bind_inputs(m, Bindings(batch=batch) if _has_symbolic_batch(m) else Bindings())
+    shapes, values = bound.shapes, bound.values
     apply_bindings(m, shapes, values)
     out = os.path.join(tmp, os.path.basename(path))
     onnx.save_model(m, out, save_as_external_data=True, location=os.path.basename(path) + ".data")

@@ -4,12 +4,14 @@
 
 Each mutant below is a small, believable slip (a rounding down, a `>` for a `>=`, a dropped factor of two, a
 legality check removed) in ops/, memory, fusion/, hardware/, findings or gates. For each one the script copies
-the package to a temporary folder, applies the change there (the checkout is never touched), runs the tests
-that cover that module with the copy first on the import path, and records whether they failed (killed) or
-passed (survived). A mutant whose text is no longer in the source is reported as stale, not counted. Not run in
+the package and the tests to a temporary folder, applies the change there (the checkout is never touched),
+runs the tests that cover that module from that folder (so the mutated copy is the one imported), and
+records whether they failed (killed) or passed (survived). A mutant whose text is no longer in the source is
+reported as stale, not counted. Not run in
 CI (it takes minutes); run it before a release and keep the README's testing section's score current.
 """
 
+# ruff: noqa: E501  (the mutants are a table: one source line, its slip, its tests per entry)
 from __future__ import annotations
 
 import argparse
@@ -145,12 +147,21 @@ MUTANTS = [
 ]
 
 
+def _workspace(tmp: str) -> None:
+    """A checkout-shaped folder: the package and tests copied (the copy is what gets mutated and imported),
+    the data they read linked."""
+    for d in ("onnx_hwutil", "tests"):
+        shutil.copytree(os.path.join(ROOT, d), os.path.join(tmp, d),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(os.path.join(ROOT, "pyproject.toml"), tmp)
+    for d in ("hwspecs", "models", "scripts", "docs"):
+        os.symlink(os.path.join(ROOT, d), os.path.join(tmp, d))
+
+
 def _run(mutant, timeout: int) -> dict:
     mid, rel, find, replace, why, tests = mutant
     with tempfile.TemporaryDirectory(prefix=f"mut-{mid}-") as tmp:
-        shutil.copytree(os.path.join(ROOT, "onnx_hwutil"), os.path.join(tmp, "onnx_hwutil"),
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        os.symlink(os.path.join(ROOT, "hwspecs"), os.path.join(tmp, "hwspecs"))
+        _workspace(tmp)
         path = os.path.join(tmp, "onnx_hwutil", rel)
         with open(path, encoding="utf-8") as f:
             src = f.read()
@@ -164,8 +175,10 @@ def _run(mutant, timeout: int) -> dict:
         t0 = time.time()
         try:
             r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
-                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-            killed, tail = r.returncode != 0, (r.stdout.strip().splitlines() or [""])[-1]
+                               cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
+            lines = r.stdout.strip().splitlines()
+            first = next((x for x in lines if x.startswith(("FAILED", "ERROR"))), lines[-1] if lines else "")
+            killed, tail = r.returncode != 0, first
         except subprocess.TimeoutExpired:
             killed, tail = True, f"timed out after {timeout} s"
         return {"id": mid, "why": why, "outcome": "killed" if killed else "survived", "detail": tail,
@@ -175,10 +188,10 @@ def _run(mutant, timeout: int) -> dict:
 def _import_check() -> None:
     """The copy must win over the installed package, or every mutant would 'survive'."""
     with tempfile.TemporaryDirectory() as tmp:
-        shutil.copytree(os.path.join(ROOT, "onnx_hwutil"), os.path.join(tmp, "onnx_hwutil"))
+        _workspace(tmp)
         env = dict(os.environ, PYTHONPATH=tmp)
         out = subprocess.run([sys.executable, "-c", "import onnx_hwutil; print(onnx_hwutil.__file__)"],
-                             env=env, capture_output=True, text=True, cwd=ROOT).stdout.strip()
+                             env=env, capture_output=True, text=True, cwd=tmp).stdout.strip()
         if not out.startswith(tmp):
             sys.exit(f"mutation_score: the copy is not imported first ({out}); cannot score")
 

@@ -111,15 +111,26 @@ def test_nothing_to_find_where_nothing_computes(tmp_path):
     assert s.flops == 0 and len(s.kernels) == 1 and fs == {}
 
 
-def test_fixed_batch_is_said_not_searched(tmp_path):
+def test_a_fixed_batch_file_is_searched_by_rebatching_it(tmp_path):
+    # The file fixes batch 4: the search re-batches it in memory instead of asking for a re-export.
     path = save(conv_relu(batch=4), tmp_path / "fixed.onnx")
     [s] = analyze(path, "h100-sxm5")
     a = Analyzer()
     p = Point(path, "h100-sxm5", None, "auto", "runtime")
-    fs = {f.rule: f for f in findings(a, p, a.run(p))}
-    assert s.batch == 4
-    assert fs["low_utilization"].evidence["batch_fixed"] is True
-    assert "symbolic batch dim" in fs["low_utilization"].mitigation
+    f = {f.rule: f for f in findings(a, p, a.run(p))}["low_utilization"]
+    assert s.batch == 4 and "batch_fixed" not in f.evidence
+    assert f.evidence["searched_up_to"] > 4 and "re-export" not in f.mitigation
+    [s8] = analyze(path, "h100-sxm5", 8)
+    assert s8.batch == 8 and s8.flops == 2 * s.flops
+
+
+def test_a_model_without_a_batch_dim_says_so(tmp_path):
+    m = model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", T.FLOAT, [])], [vi("y", T.FLOAT, [])])
+    path = save(m, tmp_path / "scalar.onnx")
+    a = Analyzer()
+    p = Point(path, "h100-sxm5", None, "auto", "runtime")
+    f = {f.rule: f for f in findings(a, p, a.run(p))}["low_utilization"]
+    assert f.evidence["batch_fixed"] is True and "no batch dim" in f.mitigation
 
 
 def test_a_model_that_does_not_fit_says_so_and_which_batch_does():

@@ -181,6 +181,25 @@ def test_peak_memory_where_the_peak_falls_at_a_view(tmp_path):
     assert p.totals.peak_memory_bytes == 8_000
 
 
+def test_a_graph_output_stays_alive_to_the_end(tmp_path):
+    # a = Relu(x) is a graph output read by nobody: it lives to the end. b = Neg(x), c = Neg(b), d = Neg(c).
+    # Alive at the Neg that makes b: x, a, b = 12,000 B, and a stays: at the last step a, c, d = 12,000 B.
+    m = model([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["x"], ["b"]),
+               helper.make_node("Neg", ["b"], ["c"]), helper.make_node("Neg", ["c"], ["d"])],
+              [vi("x", T.FLOAT, [1000])], [vi("a", T.FLOAT, [1000]), vi("d", T.FLOAT, [1000])])
+    assert onnx_hwutil.profile(save(m, tmp_path / "o.onnx")).totals.peak_memory_bytes == 12_000
+
+
+@pytest.mark.parametrize(("op", "per_element"), [("Relu", 1), ("Sigmoid", 4), ("Tanh", 1),
+                                                  ("HardSigmoid", 3), ("HardSwish", 4), ("LeakyRelu", 2),
+                                                  ("Elu", 3), ("Softplus", 3)])
+def test_activation_flops_per_element(tmp_path, op, per_element):
+    # The table's definitions (elementwise.py): Sigmoid = neg, exp, add, divide = 4; HardSigmoid = mul, add,
+    # clip = 3; HardSwish = HardSigmoid and a multiply = 4; Elu = exp, sub, mul = 3.
+    m = model([helper.make_node(op, ["x"], ["y"])], [vi("x", T.FLOAT, [7, 11])], [vi("y", T.FLOAT, [7, 11])])
+    assert onnx_hwutil.profile(save(m, tmp_path / "a.onnx")).totals.flops == 77 * per_element
+
+
 def test_a_fused_kernel_that_outgrows_on_chip_memory_spills_twice(tmp_path):
     # Transpose(x) -> MatMul: the runtime preset folds the transpose into the matmul's operand, so the
     # transposed 1,024 x 2,048 bf16 tensor (4 MiB) is an intermediate the matmul must read whole.
@@ -195,6 +214,8 @@ def test_a_fused_kernel_that_outgrows_on_chip_memory_spills_twice(tmp_path):
     assert k.spill_bytes == 2 * 4 * mib
     assert s.capacity["spill_bytes"] == 8 * mib
     assert k.dram_bytes >= 4 * mib + 4 * mib + 2 * mib + 8 * mib
+    # every DRAM byte costs energy, the spilled ones too: 160 pJ/B on the KPU
+    assert k.energy_dram_j == pytest.approx(k.dram_bytes * 1.6e-10, rel=REL)
 
 
 def test_calibration_interpolates_in_log_log():
@@ -209,3 +230,7 @@ def test_calibration_interpolates_in_log_log():
     assert _nearest(gemms, Gemm(1, 64, 64, 64)) == 1e10
     # (128, 128, 128) is 3^0.5 log2-units from each: equal weights, the geometric mean 2e10
     assert _nearest(gemms, Gemm(1, 128, 128, 128)) == pytest.approx(2e10, rel=1e-12)
+    # one log2-unit per dim from 64^3, three from 1024^3: weights 1/1 : 1/3, so the log-rate is
+    # (3 x log 1e10 + 1 x log 1e12) / 4, a rate of 10^10.5 (the nearer point counts three times as much)
+    far = [(64, 64, 64, 1e10), (1024, 1024, 1024, 1e12)]
+    assert _nearest(far, Gemm(1, 128, 128, 128)) == pytest.approx(10 ** 10.5, rel=1e-9)

@@ -420,3 +420,5 @@ def test_setuptools_ships_every_subpackage_and_the_chips():
     assert set(cfg["packages"]) == found | {"onnx_hwutil.hwspecs"}
     assert cfg["package-dir"]["onnx_hwutil.hwspecs"] == "hwspecs"
     assert cfg["package-data"]["onnx_hwutil.hwspecs"] == ["*.yaml"]
+    assert cfg["package-data"]["onnx_hwutil"] == ["schemas/*.json"]
+    assert list((root / "onnx_hwutil" / "schemas").glob("*.json"))

@@ -18,8 +18,8 @@ from functools import cached_property
 
 from ..dtypes import element_bits
 from ..fusion import FusedGraph
-from ..profile import SCHEMA
 from ..ops import Gemm
+from ..profile import SCHEMA
 from .backends import BACKENDS
 from .rates import CALIBRATED_PRECISION, Rates, rates
 from .spec import HardwareSpec
