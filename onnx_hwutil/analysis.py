@@ -35,16 +35,17 @@ class Point:
 class Analyzer:
     """Caches every stage so a sweep recomputes only what its change invalidates."""
 
-    def __init__(self, shapes: dict | None = None, dims: dict | None = None):
+    def __init__(self, shapes: dict | None = None, dims: dict | None = None, scoped: bool = False):
         self.shapes = dict(shapes or {})
         self.dims = dict(dims or {})
+        self.scoped = scoped  # bindings shared by several models: each takes its own (shapes.Bindings)
         self._bound = cache(self._bind)
         self._profile = cache(self._profile_at)
         self._fused = cache(self._fuse)
         self._spec = cache(load_spec)
 
     def _bind(self, model: str, batch: int | None) -> BoundModel:
-        return bind(model, Bindings(self.shapes, self.dims, batch))
+        return bind(model, Bindings(self.shapes, self.dims, batch, self.scoped))
 
     def bound(self, model: str, batch: int | None) -> BoundModel:
         return self._bound(model, batch)

@@ -116,10 +116,20 @@ def to_csv(rows: list[dict], keys: list[str]) -> str:
     return buf.getvalue()
 
 
-def bindings(shape: list[str] | None, dim: list[str] | None, batch: int | None) -> Bindings:
+def bindings(shape: list[str] | None, dim: list[str] | None, batch: int | None,
+             models: list[str] | None = None) -> Bindings:
+    """The one parser of --shape, --dim and --batch. With `models` (commands over several models) the
+    bindings are scoped: each model takes those that name its inputs and dims (or `MODEL:NAME` shapes), and
+    one that names none of them is an error."""
     shapes = dict(parse_shape_flag(s) for s in shape or [])
     dims = dict(parse_dim_flag(d) for d in dim or [])
-    return Bindings(shapes, dims, batch)
+    if models is None:
+        return Bindings(shapes, dims, batch)
+    from .shapes import check_scoped
+
+    b = Bindings(shapes, dims, batch, scoped=True)
+    check_scoped([m for m in models if os.path.isfile(m)], b)
+    return b
 
 
 def to_json(obj, indent: int | None = 1) -> str:
@@ -362,7 +372,7 @@ def diff_cmd(
 
     if format not in ("table", "markdown", "json"):
         raise HwUtilError(f"--format {format!r}: choose table, markdown or json")
-    b = bindings(shape, dim, None)
+    b = bindings(shape, dim, None, [old, new])
     d = diff(old, new, _csv_list(hw) or ["h100-sxm5"], batch, precision, fusion, b.shapes, b.dims)
     emit(to_json(d) if format == "json" else diff_view.render(d, format == "markdown", top), output)
 
@@ -377,6 +387,8 @@ def compare(
         "--batch", help="Batch sizes: the first for the per-chip tables, all for the advice.")] = None,
     precision: Annotated[str, typer.Option(help="auto, model or a precision, for every chip.")] = "auto",
     fusion: FusionOpt = "runtime",
+    shape: ShapeOpt = None,
+    dim: DimOpt = None,
     format: FormatOpt = Format.table,
     output: OutputOpt = None,
 ) -> None:
@@ -388,8 +400,9 @@ def compare(
 
     hws = _csv_list(hw) or REPORT_HARDWARE
     asked = _ints(batch, "--batch")
-    a = Analyzer()
     models = [model_a, model_b]
+    b = bindings(shape, dim, None, models)
+    a = Analyzer(b.shapes, b.dims, scoped=True)
     names = [os.path.splitext(os.path.basename(m))[0] for m in models]
     if names[0] == names[1]:
         names = models
@@ -439,6 +452,9 @@ def sweep(
     max_points: Annotated[int, typer.Option(
         min=1, help="Refuse a sweep of more points than this (a typo like --batch 1..20000 is not meant).")
     ] = MAX_SWEEP_POINTS,
+    shape: ShapeOpt = None,
+    dim: DimOpt = None,
+    strict: Annotated[bool, typer.Option(help="Exit 1 if any point fails.")] = False,
     output: OutputOpt = None,
 ) -> None:
     """The cross product of models, chips, batches, precisions and fusion presets."""
@@ -455,6 +471,7 @@ def sweep(
     if len(pts) > max_points:
         raise HwUtilError(f"{len(pts):,} points (models x chips x batches x precisions x presets), more than "
                           f"--max-points {max_points:,}")
+    b = bindings(shape, dim, None, models)
     if scheduler:
         check_scheduler(scheduler)
     if plot:
@@ -462,7 +479,7 @@ def sweep(
 
         ensure_dir(plot)
     with progress_bar("sweeping", len(pts)) as advance:
-        rows = run(pts, jobs, progress=advance, scheduler=scheduler)
+        rows = run(pts, jobs, progress=advance, scheduler=scheduler, bindings=b)
     keys = ["model", "hardware", "batch", "precision", "fusion", "latency_s", "throughput_per_s",
             "compute_utilization", "memory_bandwidth_utilization", "attained_ops_per_s",
             "energy_per_inference_j", "energy_per_batch_j", "error"]
@@ -482,6 +499,9 @@ def sweep(
     failed = sum(not r["ok"] for r in rows)
     if failed == len(rows):
         raise HwUtilError(f"every point failed; the first: {rows[0]['error']}")
+    if failed and strict:
+        raise _fail(f"--strict: {failed} of {len(rows)} points failed; the first: "
+                    f"{next(r['error'] for r in rows if not r['ok'])}", EXIT_GATE)
     if failed:
         typer.echo(f"{failed} of {len(rows)} points failed (reason in the error column)", err=True)
 
@@ -508,7 +528,7 @@ def report(
     from .study import build
 
     ensure_dir(output)
-    b = bindings(shape, dim, None)
+    b = bindings(shape, dim, None, models)
     study = build(models, _csv_list(hw) or REPORT_HARDWARE, batch,
                   _ints(sweep_batch, "--sweep-batch") or None, precision, fusion, b.shapes, b.dims)
     written = document.write(study, output)

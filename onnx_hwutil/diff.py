@@ -75,7 +75,7 @@ def diff(old_path: str, new_path: str, hardware: list[str], batch: int | None = 
          precision: str = "auto", fusion: str = "runtime", shapes: dict | None = None,
          dims: dict | None = None) -> dict:
     """The diff as JSON-ready data (what `onnx-hwutil diff` prints as a table, Markdown or JSON)."""
-    a = Analyzer(shapes, dims)
+    a = Analyzer(shapes, dims, scoped=True)
     prof = {w: a.profile(p, batch) for w, p in (("old", old_path), ("new", new_path))}
     al = align(prof["old"].graph, prof["new"].graph)
     t_old, t_new = prof["old"].totals, prof["new"].totals

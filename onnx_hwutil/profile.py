@@ -38,7 +38,7 @@ class BoundModel:
 def bind(path: str | os.PathLike, bindings: Bindings | None = None) -> BoundModel:
     bindings = bindings or Bindings()
     model = load_model(path)
-    b = bind_inputs(model, bindings)
+    b = bind_inputs(model, bindings.for_model(os.fspath(path), model))
     apply_bindings(model, b.shapes, b.values)
     notes = list(b.notes)
     if b.rebatch:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -30,6 +31,54 @@ class Bindings:
     shapes: dict[str, Shape] = field(default_factory=dict)
     dims: dict[str, int] = field(default_factory=dict)
     batch: int | None = None
+    # Several models share these bindings (compare, report, sweep, diff): each takes the ones that name its
+    # inputs and dims, and `MODEL:NAME` shapes (MODEL a path or a file name) only for that model.
+    scoped: bool = False
+
+    def for_model(self, path: str, model: onnx.ModelProto) -> Bindings:
+        if not self.scoped:
+            return self
+        names = {v.name for v in graph_inputs(model.graph)}
+        symbols = {d for v in graph_inputs(model.graph) for d in _dims_of(v) or () if isinstance(d, str)}
+        shapes = {}
+        for key, shape in self.shapes.items():
+            owner, name = _split_scope(key, [path])
+            if owner == path or (owner is None and name in names):
+                shapes[name] = shape
+        dims = {k: v for k, v in self.dims.items() if k in symbols}
+        return Bindings(shapes, dims, self.batch)
+
+
+def _split_scope(key: str, models: list[str]) -> tuple[str | None, str]:
+    """`MODEL:NAME` -> (the model it names, NAME); a plain name (even one with a colon, like TensorFlow's
+    `input:0`) -> (None, key)."""
+    for m in models:
+        for prefix in (m, os.path.basename(m)):
+            if key.startswith(prefix + ":"):
+                return m, key[len(prefix) + 1:]
+    return None, key
+
+
+def check_scoped(models: list[str], b: Bindings) -> None:
+    """Every --shape and --dim must apply to at least one of the models: a typo is an error, not a no-op."""
+    from .loader import load_model
+
+    inputs, symbols = {}, {}
+    for m in models:
+        vis = graph_inputs(load_model(m).graph)
+        inputs[m] = {v.name for v in vis}
+        symbols[m] = {d for v in vis for d in _dims_of(v) or () if isinstance(d, str)}
+    for key in b.shapes:
+        owner, name = _split_scope(key, models)
+        targets = [owner] if owner else [m for m in models if name in inputs[m]]
+        if not targets or name not in inputs[targets[0]]:
+            where = owner or "any of the models"
+            raise HwUtilError(f"--shape {key}=...: no input {name!r} in {where}; their inputs: "
+                              + "; ".join(f"{os.path.basename(m)}: {', '.join(sorted(inputs[m]))}"
+                                          for m in models))
+    for sym in b.dims:
+        if not any(sym in symbols[m] for m in models):
+            raise HwUtilError(f"--dim {sym}=...: none of the models has a symbolic dim {sym!r}")
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ def build(models: list[str], hardware: list[str], batch: int | None = None,
         raise HwUtilError("report: give one or two models")
     if fusion not in PRESETS:
         raise HwUtilError(f"unknown fusion preset {fusion!r}; presets: {', '.join(PRESETS)}")
-    a = Analyzer(shapes, dims)
+    a = Analyzer(shapes, dims, scoped=True)
     names = model_names(models)
     sweep_batches = sorted(set(sweep_batches or SWEEP_BATCHES))
     hardware = list(dict.fromkeys(hardware))

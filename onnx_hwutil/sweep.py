@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
+from functools import partial
 
 from .analysis import Analyzer, Point
 from .dtypes import check_precision
@@ -22,6 +23,7 @@ from .errors import HwUtilError
 from .fusion import resolve_passes
 from .hardware import load_spec
 from .limits import WORKERS_PER_CORE
+from .shapes import Bindings
 
 
 def points(models, hardware, batches, precisions, fusions) -> list[Point]:
@@ -43,9 +45,10 @@ def points(models, hardware, batches, precisions, fusions) -> list[Point]:
             for m, b, p, f, hw in itertools.product(models, batches, precisions, fusions, hardware)]
 
 
-def run_points(pts: list[Point], a: Analyzer | None = None) -> list[dict]:
+def run_points(pts: list[Point], a: Analyzer | None = None, bindings: Bindings | None = None) -> list[dict]:
     """Analyze each point with one Analyzer (so its caches are shared): a row per point, failed or not."""
-    a = a or Analyzer()
+    b = bindings or Bindings()
+    a = a or Analyzer(b.shapes, b.dims, scoped=True)
     out = []
     for p in pts:
         row = {"model": p.model, "hardware": p.hardware, "batch": p.batch, "asked_precision": p.precision,
@@ -87,7 +90,7 @@ def check_scheduler(address: str) -> None:
         raise HwUtilError(f"--scheduler {address!r}: {e} (expected e.g. tcp://host:8786)") from None
 
 
-def _on_dask(address: str, chunks: list[list[Point]]):
+def _on_dask(address: str, chunks: list[list[Point]], bindings: Bindings | None = None):
     """Run chunks on a dask.distributed cluster; yields (chunk index, rows) as they finish."""
     check_scheduler(address)
     from distributed import Client, as_completed
@@ -106,21 +109,22 @@ def _on_dask(address: str, chunks: list[list[Point]]):
             client.wait_for_workers(1, timeout=WORKER_WAIT_S)
         except TimeoutError:
             raise HwUtilError(f"--scheduler {address}: no worker joined in {WORKER_WAIT_S} s") from None
-        futures = client.map(run_points, [[_portable(p) for p in c] for c in chunks], pure=False)
+        futures = client.map(partial(run_points, bindings=bindings), [[_portable(p) for p in c] for c in chunks],
+                             pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
         for fut in as_completed(futures):
             yield index[fut.key], fut.result()
 
 
-def _local(jobs: int, chunks: list[list[Point]]):
+def _local(jobs: int, chunks: list[list[Point]], bindings: Bindings | None = None):
     # More workers than chunks idle; more than a few per core only compete for the cores.
     jobs = min(jobs, len(chunks), WORKERS_PER_CORE * (os.cpu_count() or 1))
     if jobs <= 1:
         for i, c in enumerate(chunks):
-            yield i, run_points(c)
+            yield i, run_points(c, bindings=bindings)
         return
     with ProcessPoolExecutor(jobs) as ex:
-        futures = {ex.submit(run_points, c): i for i, c in enumerate(chunks)}
+        futures = {ex.submit(run_points, c, None, bindings): i for i, c in enumerate(chunks)}
         for fut in as_completed(futures):
             yield futures[fut], fut.result()
 
@@ -135,7 +139,7 @@ def _as_given(row: dict, p: Point) -> None:
 
 
 def sweep(pts: list[Point], jobs: int = 1, progress: Callable[[int], None] | None = None,
-          scheduler: str | None = None) -> list[dict]:
+          scheduler: str | None = None, bindings: Bindings | None = None) -> list[dict]:
     """Results in the order of `pts`. Points of one (model, batch) form a chunk that shares its caches; with
     jobs > 1 chunks run in worker processes, with `scheduler` (a dask.distributed address) on its cluster."""
     groups: dict[tuple, list[int]] = {}
@@ -144,7 +148,7 @@ def sweep(pts: list[Point], jobs: int = 1, progress: Callable[[int], None] | Non
     idx = list(groups.values())
     chunks = [[pts[i] for i in g] for g in idx]
     results: list[dict | None] = [None] * len(pts)
-    done = _on_dask(scheduler, chunks) if scheduler else _local(jobs, chunks)
+    done = _on_dask(scheduler, chunks, bindings) if scheduler else _local(jobs, chunks, bindings)
     for c, rows in done:
         for i, row in zip(idx[c], rows, strict=True):
             _as_given(row, pts[i])

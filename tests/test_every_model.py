@@ -1,0 +1,129 @@
+"""Every real model through every command (issue 12): bindings everywhere, per model; fixed-batch files
+re-batched; sweep's exit codes. Each test runs the real command on a model built here."""
+
+import json
+
+import numpy as np
+import pytest
+from builders import init, model, save, vi
+from onnx import TensorProto as T
+from onnx import helper
+from typer.testing import CliRunner
+
+import onnx_hwutil
+from onnx_hwutil.cli import app
+
+
+def _detector(tmp_path, name="detector.onnx", input_name="images"):
+    """A detector-class model with dynamic H/W: [batch, 3, height, width] -> strided Conv -> SiLU."""
+    m = model([helper.make_node("Conv", [input_name, "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                                strides=[2, 2]),
+               helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["y"])],
+              [vi(input_name, T.FLOAT, ["batch", 3, "height", "width"])],
+              [vi("y", T.FLOAT, ["batch", 16, "h2", "w2"])], [init("w", (16, 3, 3, 3))])
+    return save(m, tmp_path / name)
+
+
+def _classifier(tmp_path, name="cls.onnx", batch=1):
+    """A classifier exported with its batch fixed, legacy-style: Reshape(x, [1, -1]) before the head."""
+    m = model([helper.make_node("Conv", ["input", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+               helper.make_node("Relu", ["c"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+               helper.make_node("Reshape", ["p", "s"], ["f"], name="view"),
+               helper.make_node("Gemm", ["f", "fw"], ["y"], transB=1)],
+              [vi("input", T.FLOAT, [batch, 3, 32, 32])], [vi("y", T.FLOAT, [batch, 10])],
+              [init("w", (16, 3, 3, 3)), init("s", (2,), np.int64, [batch, -1]), init("fw", (10, 16))])
+    return save(m, tmp_path / name)
+
+
+def _run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+# detector MACs at batch 1, 640 x 640: 16 x 320 x 320 outputs x 27
+DET_MACS = 16 * 320 * 320 * 27
+
+
+def test_sweep_compare_and_report_take_bindings_for_the_models_that_have_them(tmp_path):
+    det, cls = _detector(tmp_path), _classifier(tmp_path)
+    r = _run("sweep", det, cls, "--hw", "h100-sxm5", "--batch", "1,4", "--dim", "height=640", "--dim",
+             "width=640", "-f", "jsonl")
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert all(x["ok"] for x in rows) and len(rows) == 4
+    det1 = next(x for x in rows if x["model"] == det and x["batch"] == 1)
+    assert det1["flops"] == 2 * DET_MACS + 16 * 320 * 320 * (4 + 1)  # conv, Sigmoid 4, Mul 1
+    r = _run("compare", det, cls, "--hw", "h100-sxm5", "--shape", "images=1x3x640x640", "-f", "json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["characteristics"]["detector"]["macs"] == DET_MACS
+    r = _run("report", det, cls, "--hw", "h100-sxm5", "--dim", "height=640", "--dim", "width=640",
+             "-o", tmp_path / "out")
+    assert r.exit_code == 0, r.output
+    study = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert study["models"][0]["characteristics"]["macs"] == DET_MACS
+    assert {x["batch"] for x in study["sweep"] if x["ok"] and x["model"] == "detector"} >= {1, 8, 64}
+
+
+def test_a_binding_no_model_has_is_an_error(tmp_path):
+    det, cls = _detector(tmp_path), _classifier(tmp_path)
+    for cmd in (["compare", det, cls], ["sweep", det, cls], ["diff", det, det]):
+        r = _run(*cmd, "--hw", "h100-sxm5", "--shape", "imgs=1x3x64x64")
+        assert r.exit_code == 2 and "no input 'imgs' in any of the models" in r.stderr, (cmd, r.output)
+        r = _run(*cmd, "--hw", "h100-sxm5", "--dim", "heigth=64")
+        assert r.exit_code == 2 and "none of the models has a symbolic dim 'heigth'" in r.stderr
+
+
+def test_per_model_shapes_for_two_models_with_the_same_input_name(tmp_path):
+    a = _detector(tmp_path, "a.onnx")
+    b = _detector(tmp_path, "b.onnx")
+    r = _run("compare", a, b, "--hw", "h100-sxm5", "--shape", "a.onnx:images=1x3x640x640",
+             "--shape", f"{b}:images=1x3x320x320", "-f", "json")
+    assert r.exit_code == 0, r.output
+    chars = json.loads(r.stdout)["characteristics"]
+    assert chars["a"]["macs"] == DET_MACS and chars["b"]["macs"] == DET_MACS // 4
+    r = _run("compare", a, b, "--hw", "h100-sxm5", "--shape", "c.onnx:images=1x3x64x64")
+    assert r.exit_code == 2  # names no model: not an input of any either
+
+
+def test_sweep_exit_codes(tmp_path):
+    det = _detector(tmp_path)
+    # no point can run (H/W unbound): exit 2
+    r = _run("sweep", det, "--hw", "h100-sxm5")
+    assert r.exit_code == 2 and "every point failed" in r.stderr
+    # some points fail (tpu-v4 has no fp16): exit 0, and 1 with --strict
+    args = ["sweep", det, "--hw", "h100-sxm5,tpu-v4", "--precision", "fp16", "--dim", "height=64", "--dim",
+            "width=64"]
+    assert _run(*args).exit_code == 0
+    r = _run(*args, "--strict")
+    assert r.exit_code == 1 and "1 of 2 points failed" in r.stderr and "tpu-v4 cannot run fp16" in r.stderr
+
+
+@pytest.mark.parametrize("how", [["--batch", "8"], ["--shape", "input=8x3x32x32"]])
+def test_a_fixed_batch_file_is_rebatched_exactly(tmp_path, how):
+    cls = _classifier(tmp_path)
+    one = onnx_hwutil.profile(cls)
+    r = _run("profile", cls, *how, "-f", "json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["totals"]["macs"] == 8 * one.totals.macs
+    assert d["model"]["inputs"] == {"input": [8, 3, 32, 32]}
+    gemm = next(n for n in d["nodes"] if n["op_type"] == "Gemm")
+    assert gemm["outputs"] == ["8x10 float"]  # [1, -1] rewritten to [8, -1]: not one row of 8x the width
+    assert any("re-batched to 8" in n for n in d["notes"]) and any("view" in n for n in d["notes"])
+
+
+def test_a_fixed_batch_sweep_is_filled(tmp_path):
+    cls = _classifier(tmp_path)
+    r = _run("sweep", cls, "--hw", "h100-sxm5", "--batch", "1,2,4,8", "-f", "jsonl")
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [x["batch"] for x in rows] == [1, 2, 4, 8] and all(x["ok"] for x in rows)
+    assert rows[3]["flops"] == 8 * rows[0]["flops"]
+
+
+def test_a_reshape_that_mixes_the_batch_is_refused_by_name(tmp_path):
+    # [1, 4, 8] -> Reshape to the constant [4, 8]: the batch is merged with the sequence; at batch 2 the
+    # constant cannot hold 64 elements, and which dim should grow is not in the file.
+    m = model([helper.make_node("Reshape", ["x", "s"], ["y"], name="merge")], [vi("x", T.FLOAT, [1, 4, 8])],
+              [vi("y", T.FLOAT, [4, 8])], [init("s", (2,), np.int64, [4, 8])])
+    r = _run("profile", save(m, tmp_path / "m.onnx"), "--batch", "2")
+    assert r.exit_code == 2 and "Reshape 'merge' has a constant target [4, 8] that mixes the batch" in r.stderr
