@@ -284,7 +284,10 @@ def analyze(
     fusion: FusionOpt = "runtime",
     shape: ShapeOpt = None,
     dim: DimOpt = None,
-    per_subgraph: Annotated[bool, typer.Option(help="Show (or include in JSON) every kernel.")] = False,
+    per_subgraph: Annotated[bool, typer.Option(
+        help="Kernels per class (count, time, share, bound); in JSON, every kernel.")] = False,
+    all_kernels: Annotated[bool, typer.Option(
+        help="With --per-subgraph: every kernel, not classes.")] = False,
     threads: ThreadsOpt = None,
     fail_if: Annotated[list[str] | None, typer.Option(
         "--fail-if", help='Exit 1 if this holds for any result, e.g. "latency_ms>5" (repeatable).')] = None,
@@ -330,11 +333,18 @@ def analyze(
     elif format is Format.csv:
         emit(to_csv(entries, [k for k in entries[0] if not isinstance(entries[0][k], (dict, list))]), output)
     else:
-        parts = [analysis_view.analyze_table(schedules)]
+        full = [s.to_dict(True) | ({"findings": f} if f is not None else {})
+                for s, f in zip(schedules, found, strict=True)]
+        parts = [analysis_view.bottleneck(e) for e in full if e["subgraphs"]]
+        parts += ["", analysis_view.analyze_table(schedules)]
         if per_subgraph:
-            for s in schedules:
-                parts += ["", f"{s.spec.name}, {s.precision}, batch {s.batch}: slowest kernels",
-                          analysis_view.subgraph_table(s)]
+            for s, e in zip(schedules, full, strict=True):
+                if all_kernels:
+                    parts += ["", f"{s.spec.name}, {s.precision}, batch {s.batch}: slowest kernels",
+                              analysis_view.subgraph_table(s, len(s.kernels))]
+                else:
+                    parts += ["", f"{s.spec.name}, {s.precision}, batch {s.batch}: kernel classes by time",
+                              analysis_view.class_table(e)]
         for e in entries:
             if e.get("findings"):
                 parts += ["", f"Findings: {e['hardware']}, {e['precision']}, batch {e['batch']}"]
@@ -389,6 +399,8 @@ def compare(
     fusion: FusionOpt = "runtime",
     shape: ShapeOpt = None,
     dim: DimOpt = None,
+    cited_only: Annotated[bool, typer.Option(
+        help="Rank only chips whose numbers are not all assumed (no designs without silicon).")] = False,
     format: FormatOpt = Format.table,
     output: OutputOpt = None,
 ) -> None:
@@ -396,7 +408,7 @@ def compare(
     from .analysis import REPORT_HARDWARE, Analyzer, Point
     from .profile import SCHEMA
     from .report import analysis_view
-    from .study import best_chips
+    from .study import QUESTIONS, best_chips, marked
 
     hws = _csv_list(hw) or REPORT_HARDWARE
     asked = _ints(batch, "--batch")
@@ -416,7 +428,8 @@ def compare(
     for name, m in zip(names, models, strict=True):
         for b in per_model[m]:
             runs = [results[(m, hwn, b)].to_dict(False) for hwn in hws]
-            advice.append((name, runs[0]["batch"], *best_chips(runs).values()))
+            best = best_chips(runs, {a.spec(h).name: a.spec(h) for h in hws}, cited_only)
+            advice.append((name, runs[0]["batch"], *(marked(best, q) for q, _, _ in QUESTIONS)))
     notes = sorted({n for s in results.values() for n in s.notes})
     notes.append("precision per chip: " + ", ".join(f"{h} {by_hw[h][0].precision}" for h in hws))
     notes += [f"{a.spec(h).name}: every number of this chip is an assumption (no silicon); see hw show {h}"
@@ -458,7 +471,6 @@ def sweep(
     output: OutputOpt = None,
 ) -> None:
     """The cross product of models, chips, batches, precisions and fusion presets."""
-    from tabulate import tabulate
 
     from .analysis import REPORT_HARDWARE
     from .sweep import check_scheduler, points
@@ -490,8 +502,10 @@ def sweep(
     elif format == "csv":
         emit(to_csv(flat, keys), output)
     else:
-        emit(tabulate([[r[k] for k in keys] for r in flat], headers=keys, tablefmt="simple",
-                      floatfmt=".4g"), output)
+        from .report.analysis_view import sweep_table
+        from .study import model_names
+
+        emit(sweep_table(flat, dict(zip(models, model_names(models), strict=True))), output)
     if plot:
         from .report import plots
 
@@ -520,6 +534,8 @@ def report(
     fusion: FusionOpt = "runtime",
     shape: ShapeOpt = None,
     dim: DimOpt = None,
+    cited_only: Annotated[bool, typer.Option(
+        help="Rank only chips whose numbers are not all assumed (no designs without silicon).")] = False,
 ) -> None:
     """The seed report's analysis for any model: Markdown, self-contained HTML, JSON and plots."""
     from .analysis import REPORT_HARDWARE
@@ -530,7 +546,8 @@ def report(
     ensure_dir(output)
     b = bindings(shape, dim, None, models)
     study = build(models, _csv_list(hw) or REPORT_HARDWARE, batch,
-                  _ints(sweep_batch, "--sweep-batch") or None, precision, fusion, b.shapes, b.dims)
+                  _ints(sweep_batch, "--sweep-batch") or None, precision, fusion, b.shapes, b.dims,
+                  cited_only)
     written = document.write(study, output)
     typer.echo(f"wrote {len(written)} files to {output}: report.md, report.html, report.json and plots",
                err=True)

@@ -32,11 +32,52 @@ VALIDATION = {
 }
 
 
-def best_chips(entries: list[dict]) -> dict:
-    """The seed report's "best architecture" question, over analyze entries of one model and batch."""
-    return {"lowest_latency": min(entries, key=lambda r: r["latency_s"])["hardware"],
-            "highest_throughput": max(entries, key=lambda r: r["throughput_per_s"])["hardware"],
-            "least_energy": min(entries, key=lambda r: r["energy_per_inference_j"])["hardware"]}
+QUESTIONS = (("lowest_latency", "latency_s", min), ("highest_throughput", "throughput_per_s", max),
+             ("least_energy", "energy_per_inference_j", min))
+
+
+def best_chips(entries: list[dict], specs: dict | None = None, cited_only: bool = False) -> dict:
+    """The seed report's "best architecture" question, over analyze entries of one model and batch, with
+    what each answer rests on (`basis`): "cited" numbers; an "assumed design" (a chip with no silicon, every
+    number assumed); or a latency margin smaller than the difference in the chips' assumed per-kernel launch
+    cost, which then decides it. `cited_only` leaves assumed designs out of the ranking."""
+    specs = specs or {}
+
+    def designed(r):
+        s = specs.get(r["hardware"])
+        return s is not None and all(c.assumed for c in s.sources.values())
+
+    pool = [r for r in entries if not (cited_only and designed(r))] or entries
+    out: dict = {"basis": {}}
+    for q, key, pick in QUESTIONS:
+        ranked = sorted(pool, key=lambda r, key=key: r[key], reverse=pick is max)
+        win = ranked[0]
+        out[q] = win["hardware"]
+        basis = "cited"
+        if designed(win):
+            basis = "assumed design"
+        elif len(ranked) > 1 and q != "least_energy":
+            basis = _overhead_basis(win, ranked[1], specs) or basis
+        out["basis"][q] = basis
+    return out
+
+
+def _overhead_basis(win: dict, second: dict, specs: dict) -> str | None:
+    """A latency win smaller than the gap in assumed per-kernel overhead is decided by that assumption."""
+    costs = []
+    for r in (win, second):
+        s = specs.get(r["hardware"])
+        if s is None or not s.sources.get("kernel_overhead_s") or not s.sources["kernel_overhead_s"].assumed:
+            return None
+        costs.append(r["kernels"] * s.kernel_overhead_s)
+    margin = abs(second["latency_s"] - win["latency_s"])
+    return "within the assumed per-kernel launch cost" if margin < abs(costs[0] - costs[1]) else None
+
+
+def marked(advice: dict, question: str) -> str:
+    """A best-chip answer as a table cell: the chip, and what it rests on unless cited."""
+    basis = advice.get("basis", {}).get(question, "cited")
+    return advice[question] if basis == "cited" else f"{advice[question]} ({basis})"
 
 
 def model_names(models: list[str]) -> list[str]:
@@ -55,7 +96,7 @@ def _hardware(a: Analyzer, hw: str, precision: str) -> dict:
 
 def build(models: list[str], hardware: list[str], batch: int | None = None,
           sweep_batches: list[int] | None = None, precision: str = "auto", fusion: str = "runtime",
-          shapes: dict | None = None, dims: dict | None = None) -> dict:
+          shapes: dict | None = None, dims: dict | None = None, cited_only: bool = False) -> dict:
     if not 1 <= len(models) <= 2:
         raise HwUtilError("report: give one or two models")
     if fusion not in PRESETS:
@@ -107,7 +148,8 @@ def build(models: list[str], hardware: list[str], batch: int | None = None,
             runs = ([s.to_dict(False) for s in here] if bb == own else
                     [r for r in out["sweep"] if r["model"] == name and r["ok"] and r["batch"] == bb])
             if runs:
-                out["advice"].append({"model": name, "batch": bb} | best_chips(runs))
+                specs = {a.spec(hw).name: a.spec(hw) for hw in hardware}
+                out["advice"].append({"model": name, "batch": bb} | best_chips(runs, specs, cited_only))
     for hw, r in zip(hardware, out["results"], strict=False):
         out["hardware"].append(_hardware(a, hw, r["precision"]))
     out["notes"] = sorted(notes)

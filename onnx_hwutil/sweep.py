@@ -109,8 +109,8 @@ def _on_dask(address: str, chunks: list[list[Point]], bindings: Bindings | None 
             client.wait_for_workers(1, timeout=WORKER_WAIT_S)
         except TimeoutError:
             raise HwUtilError(f"--scheduler {address}: no worker joined in {WORKER_WAIT_S} s") from None
-        futures = client.map(partial(run_points, bindings=bindings), [[_portable(p) for p in c] for c in chunks],
-                             pure=False)
+        futures = client.map(partial(run_points, bindings=bindings),
+                             [[_portable(p) for p in c] for c in chunks], pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
         for fut in as_completed(futures):
             yield index[fut.key], fut.result()

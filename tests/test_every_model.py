@@ -126,4 +126,70 @@ def test_a_reshape_that_mixes_the_batch_is_refused_by_name(tmp_path):
     m = model([helper.make_node("Reshape", ["x", "s"], ["y"], name="merge")], [vi("x", T.FLOAT, [1, 4, 8])],
               [vi("y", T.FLOAT, [4, 8])], [init("s", (2,), np.int64, [4, 8])])
     r = _run("profile", save(m, tmp_path / "m.onnx"), "--batch", "2")
-    assert r.exit_code == 2 and "Reshape 'merge' has a constant target [4, 8] that mixes the batch" in r.stderr
+    assert r.exit_code == 2
+    assert "Reshape 'merge' has a constant target [4, 8] that mixes the batch" in r.stderr
+
+
+# -- readable output ---------------------------------------------------------------------------------------
+
+def _blocks(tmp_path, n=6):
+    """n identical MatMul+Add blocks: the per-class view must show one row with the count."""
+    nodes, inits, prev = [], [], "x"
+    for i in range(n):
+        nodes += [helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"], name=f"mm{i}"),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"], name=f"add{i}")]
+        inits += [init(f"w{i}", (64, 64)), init(f"b{i}", (64,))]
+        prev = f"a{i}"
+    return save(model(nodes, [vi("x", T.FLOAT, ["batch", 64])], [vi(prev, T.FLOAT, ["batch", 64])], inits),
+                tmp_path / "blocks.onnx")
+
+
+def test_analyze_groups_kernels_by_class_and_leads_with_the_bottleneck(tmp_path):
+    path = _blocks(tmp_path)
+    r = _run("analyze", path, "--hw", "h100-sxm5", "--per-subgraph")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("h100-sxm5 bf16 batch 1: time goes to MatMul+Add x6 100.0% (overhead-bound)")
+    row = next(x for x in lines if x.startswith("MatMul+Add"))
+    assert row.split()[1] == "6" and "100.0%" in row
+    r = _run("analyze", path, "--hw", "h100-sxm5", "--per-subgraph", "--all-kernels")
+    assert sum(x.split()[1:2] == ["MatMul+Add"] for x in r.stdout.splitlines()) == 6
+
+
+def test_fuse_what_if_comes_first_in_the_direction_asked(tmp_path):
+    r = _run("fuse", _blocks(tmp_path), "--preset", "none", "--compare", "aggressive")
+    lines = r.stdout.splitlines()
+    assert lines[2] == "What-if: none -> aggressive"
+    kernels = next(x for x in lines if x.startswith("kernels"))
+    assert kernels.split()[1:4] == ["12", "6", "-50.0%"]  # 12 kernels unfused, 6 with each Add in its MatMul
+
+
+def test_sweep_table_reads_like_compare(tmp_path):
+    r = _run("sweep", _blocks(tmp_path), "--hw", "h100-sxm5", "--batch", "1,1024")
+    assert r.exit_code == 0
+    body = r.stdout.splitlines()[2:]
+    assert all(x.startswith("blocks ") for x in body)  # the model's name, not its path
+    assert "e+" not in r.stdout and "e-" not in r.stdout
+    assert "TOP/s" in r.stdout or "GOP/s" in r.stdout
+
+
+def test_unknown_dims_print_as_question_marks(tmp_path):
+    m = model([helper.make_node("Mystery", ["x"], ["y"], domain="com.example"),
+               helper.make_node("Relu", ["x"], ["z"])], [vi("x", T.FLOAT, [2, 3])],
+              [vi("y", T.FLOAT, None), vi("z", T.FLOAT, [2, 3])],
+              opset=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    r = _run("profile", save(m, tmp_path / "m.onnx"))
+    assert "None" not in r.stdout and "2x3" in r.stdout
+
+
+def test_best_chip_answers_say_what_they_rest_on(tmp_path):
+    a, b = _blocks(tmp_path), _classifier(tmp_path)
+    r = _run("compare", a, b, "--hw", "h100-sxm5,kpu-t256", "-f", "json")
+    advice = json.loads(r.stdout)["advice"]
+    # the KPU has no silicon: every number assumed. Where it wins, the answer says so.
+    cells = [c for row in advice for c in (row["latency"], row["throughput"], row["energy"])]
+    kpu = [c for c in cells if c.startswith("kpu-t256")]
+    assert kpu and all(c == "kpu-t256 (assumed design)" for c in kpu)
+    r = _run("compare", a, b, "--hw", "h100-sxm5,kpu-t256", "--cited-only", "-f", "json")
+    assert not any(c.startswith("kpu") for row in json.loads(r.stdout)["advice"]
+                   for c in (row["latency"], row["throughput"], row["energy"]))

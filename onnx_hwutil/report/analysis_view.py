@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from tabulate import tabulate
 
 from ..hardware.mapping import Schedule
@@ -39,6 +41,78 @@ def subgraph_table(s: Schedule, top: int = 15) -> str:
              size(k.dram_bytes), f"{k.energy_j * 1e3:.3f}") for k in ks]
     return tabulate(rows, headers=["id", "kernel", s.spec.unit_name + "s", "compute us", "memory us",
                                    "overhead us", "latency us", "bound", "DRAM", "mJ / batch"],
+                    tablefmt="simple", disable_numparse=True)
+
+
+def kernel_classes(entry: dict) -> list[dict]:
+    """An analyze entry's kernels (its `subgraphs`) grouped by label (Conv+Relu, MatMul+Add...): count,
+    total time, share of the model's time, what bounds most of it, units (time-weighted)."""
+    groups: dict[str, dict] = {}
+    for k in entry["subgraphs"]:
+        g = groups.setdefault(k["label"], {"label": k["label"], "count": 0, "latency_s": 0.0,
+                                           "bound": Counter(), "units": 0.0})
+        g["count"] += 1
+        g["latency_s"] += k["latency_s"]
+        g["bound"][k["bound"]] += k["latency_s"]
+        g["units"] += k["units"] * k["latency_s"]
+    total = entry["latency_s"] or 1.0
+    out = []
+    for g in groups.values():
+        g["share"] = g["latency_s"] / total
+        g["units"] = g["units"] / g["latency_s"] if g["latency_s"] else 0.0
+        g["bound"] = max(g["bound"], key=g["bound"].get)
+        out.append(g)
+    return sorted(out, key=lambda g: -g["latency_s"])
+
+
+def class_table(entry: dict, top: int = 15, fmt: str = "simple") -> str:
+    u = entry["units_allocated"]
+    rows = [(g["label"][:36], g["count"], f"{g['latency_s'] * 1e6:.1f}", pct(g["share"]), g["bound"],
+             f"{g['units']:.0f}/{u['total']}") for g in kernel_classes(entry)[:top]]
+    return tabulate(rows, headers=["kernel class", "count", "total us", "share of time", "mostly bound by",
+                                   f"{u['name']}s (mean)"], tablefmt=fmt, disable_numparse=True)
+
+
+def bottleneck(entry: dict) -> str:
+    """One line: where an analyze entry's time goes, and the change its findings measured to help most."""
+    top = kernel_classes(entry)[:2]
+    where = " and ".join(f"{g['label']} x{g['count']} {pct(g['share'])} ({g['bound']}-bound)" for g in top)
+    best = _best_change(entry, entry.get("findings") or [])
+    return f"{entry['hardware']} {entry['precision']} batch {entry['batch']}: time goes to {where}" + (
+        f"; the findings' best single change: {best}" if best else "")
+
+
+def _best_change(s: dict, found: list[dict]) -> str | None:
+    """Among the what-ifs the findings analyzed, the largest gain per inference (fusion, precision, batch)."""
+    per = s["latency_s"] / s["batch"]
+    options: list[tuple[float, str]] = []
+    for f in found:
+        ev = f["evidence"]
+        for preset, o in (ev.get("fusion_options") or {}).items():
+            options.append((s["latency_s"] / o["latency_s"], f"fusion preset {preset}"))
+        for prec, o in (ev.get("by_precision") or {}).items():
+            if prec != s["precision"]:
+                options.append((s["latency_s"] / o["latency_s"], f"precision {prec}"))
+        if ev.get("batch_reaching_target") and ev.get("latency_s_at_that_batch"):
+            b = ev["batch_reaching_target"]
+            options.append((per / (ev["latency_s_at_that_batch"] / b), f"batch {b}"))
+    gain, what = max(options, default=(1.0, ""))
+    return f"{what}, {gain:.2f}x the throughput" if gain > 1.01 else None
+
+
+def sweep_table(rows: list[dict], names: dict[str, str]) -> str:
+    """sweep's rows for a person: model names, units, three significant digits, why a point failed."""
+    def cell(r, k, fmt):
+        return fmt(r[k]) if r[k] not in ("", None) else ""
+
+    out = [(names.get(r["model"], r["model"]), r["hardware"], r["batch"], r["precision"], r["fusion"],
+            cell(r, "latency_s", lambda v: f"{v * 1e3:.3g}"), cell(r, "throughput_per_s", si),
+            cell(r, "compute_utilization", pct), cell(r, "memory_bandwidth_utilization", pct),
+            cell(r, "attained_ops_per_s", lambda v: si(v, "OP/s")),
+            cell(r, "energy_per_inference_j", lambda v: f"{v * 1e3:.3g}"), r["error"] or "")
+           for r in rows]
+    return tabulate(out, headers=["model", "chip", "batch", "prec", "fusion", "latency ms", "per s",
+                                  "compute util", "mem BW util", "attained", "mJ / inference", "error"],
                     tablefmt="simple", disable_numparse=True)
 
 

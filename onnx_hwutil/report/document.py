@@ -16,7 +16,9 @@ import markdown
 from tabulate import tabulate
 
 from ..errors import HwUtilError
+from ..study import QUESTIONS, marked
 from . import plots
+from .analysis_view import bottleneck
 from .units import ms, not_costed, pct, si, size
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem}
@@ -64,14 +66,18 @@ def _summary(study: dict) -> list[str]:
                      f"and {b['arithmetic_intensity'] / a['arithmetic_intensity']:.2f}x its arithmetic "
                      "intensity.")
     for adv in study["advice"]:
-        lines.append(f"- {adv['model']} at batch {adv['batch']}: lowest latency on {adv['lowest_latency']}, "
-                     f"highest throughput on {adv['highest_throughput']}, least energy per inference on "
-                     f"{adv['least_energy']}.")
+        lines.append(f"- {adv['model']} at batch {adv['batch']}: lowest latency on "
+                     f"{marked(adv, 'lowest_latency')}, highest throughput on "
+                     f"{marked(adv, 'highest_throughput')}, least energy per inference on "
+                     f"{marked(adv, 'least_energy')}.")
+    said: dict[tuple, list[str]] = {}  # the same advice for several chips is said once, naming them all
     for r in study["results"]:
         for f in r["findings"]:
             if f["rule"] == "low_utilization":
-                lines.append(f"- {r['model']} on {r['hardware']}: {pct(r['compute_utilization'])} compute "
-                             f"utilization at batch {r['batch']}; {f['mitigation']}.")
+                said.setdefault((r["model"], f["mitigation"]), []).append(
+                    f"{r['hardware']} ({pct(r['compute_utilization'])} at batch {r['batch']})")
+    for (model, mitigation), where in said.items():
+        lines.append(f"- {model}: compute utilization on {', '.join(where)}; {mitigation}.")
     n = sum(len(r["findings"]) for r in study["results"])
     lines.append(f"- {n} findings, each with its evidence and a mitigation: see "
                  "[Findings and recommendations](#findings-and-recommendations).")
@@ -113,6 +119,7 @@ def _per_chip(study: dict, image: Callable[[str, str], str]) -> list[str]:
               for n in names]
         batches = "/".join(dict.fromkeys(str(r["batch"]) for r in rs))
         out += ["", f"### {h['title']} ({h['name']}, {rs[0]['precision']}, batch {batches})", ""]
+        out += [f"- **Bottleneck**, {r['model']}: {bottleneck(r)}" for r in rs if r.get("subgraphs")] + [""]
 
         def row(label, fn, rs=rs):
             return [label, *(fn(r) for r in rs)]
@@ -228,7 +235,7 @@ def render_markdown(study: dict, image: Callable[[str, str], str]) -> str:
            "", "## Fusion before and after", *_fusion(study, image),
            "", "## Findings and recommendations", *_findings(study),
            "", "## Best chip per question", "",
-           _table([[a["model"], a["batch"], a["lowest_latency"], a["highest_throughput"], a["least_energy"]]
+           _table([[a["model"], a["batch"], *(marked(a, q) for q, _, _ in QUESTIONS)]
                    for a in study["advice"]],
                   ["model", "batch", "lowest latency", "highest throughput", "least energy / inference"]),
            "", "## Throughput vs latency", "", *_tradeoffs(study),

@@ -40,12 +40,13 @@ def render(f: FusedGraph, compare: FusedGraph | None, top: int | None) -> str:
     head = (f"{f.profile.bound.path}: preset {f.preset} (passes: {', '.join(f.passes) or 'none'}), "
             f"{t['kernels']} kernels, {size(t['dram_bytes'])} DRAM traffic, "
             f"{t['arithmetic_intensity']:.2f} FLOP/B")
-    parts = [head, "", subgraph_table(f, top)]
+    parts = [head, ""]
+    if compare is not None:  # the answer to the question asked first, in the direction it was asked
+        parts += [f"What-if: {f.preset} -> {compare.preset}", comparison_table(f, compare), ""]
+    parts.append(subgraph_table(f, top))
     if t["folded_nodes"]:
         parts += ["", f"Folded away ({len(t['folded_nodes'])} nodes, {si(t['folded_flops'])} FLOPs): "
                   + ", ".join(t["folded_nodes"][:10])]
-    if compare is not None:
-        parts += ["", f"What-if: {compare.preset} -> {f.preset}", comparison_table(compare, f)]
     notes = f.profile.gaps + list(f.profile.bound.shape_notes)
     if notes:
         parts += ["", "Notes:", *[f"- {n}" for n in notes]]

@@ -6,6 +6,7 @@ Margins are fixed rather than solved by a layout engine, which would double the 
 
 from __future__ import annotations
 
+import math
 import os
 from collections import defaultdict
 
@@ -55,8 +56,10 @@ def roofline(entry: dict) -> Figure:
     ax.plot(grid, [min(peak, x * bw) for x in grid], color="black", lw=1.5,
             label=f"roof: {si(peak, 'FLOP/s')} peak, {si(bw, 'B/s')} DRAM")
     ax.axvline(ridge, color="black", ls=":", lw=0.8)
-    ax.annotate(f"ridge {ridge:.3g} FLOP/B", (ridge, peak), textcoords="offset points", xytext=(4, -12),
-                fontsize=8)
+    # the label goes on the side of the line with room for it, so it is never cut off at the edge
+    left = math.log(ridge / lo) > 0.6 * math.log(hi / lo)
+    ax.annotate(f"ridge {ridge:.3g} FLOP/B", (ridge, peak), textcoords="offset points",
+                xytext=(-4 if left else 4, -12), ha="right" if left else "left", fontsize=8)
     ax.scatter(xs, ys, s=[15 + 1500 * k["latency_s"] / total for k in shown],
                c=[BOUND_COLORS[k["bound"]] for k in shown], alpha=0.6, edgecolors="none")
     for bound, color in BOUND_COLORS.items():  # legend entries for the kernel colors

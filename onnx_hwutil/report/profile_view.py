@@ -48,7 +48,7 @@ def top_nodes_table(p: Profile, k: int) -> str:
         ai = c.flops / c.dram_bytes if c.dram_bytes else 0.0
         out = nc.node.outputs[0] if nc.node.outputs else ""
         shape = p.graph.tensor(out).shape if out else None
-        rows.append((nc.node.name[:48], nc.node.op_type, "x".join(str(d) for d in shape or ()) or "-",
+        rows.append((nc.node.name[:48], nc.node.op_type, _dims(shape),
                      si(c.macs), si(c.flops), size(c.dram_bytes), f"{ai:.1f}", c.kind.label))
     return tabulate(rows, headers=["node", "op", "output", "MACs", "FLOPs", "DRAM bytes", "FLOP/B", "kind"],
                     tablefmt="simple")
@@ -77,3 +77,10 @@ def to_csv(p: Profile) -> str:
     for row in p.to_dict()["nodes"]:
         w.writerow(row)
     return buf.getvalue()
+
+
+def _dims(shape) -> str:
+    """1x3x224x224; an unknown dim is '?', an unknown shape '-', a scalar 'scalar'."""
+    if shape is None:
+        return "-"
+    return "x".join("?" if d is None else str(d) for d in shape) or "scalar"
