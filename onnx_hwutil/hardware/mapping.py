@@ -257,6 +257,8 @@ def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int,
                      "load time, so latency, throughput and utilization are 0")
     if approx:
         notes.append(f"{approx} matrix ops have no GEMM geometry we know; mapped as one GEMM of equal MACs")
+    if spec.modeling:
+        notes.append(f"{spec.name}: {spec.modeling}")
     calibrated = getattr(backend, "cal", None) is not None
     if calibrated:
         notes.append(f"{spec.name}: calibrated rates for {backend.units} threads "

@@ -47,6 +47,13 @@ SCHEMA: dict[str, Any] = {
     "backend": "backend",
     "calibration?": "calibration",
     "partitions?": "partitions",
+    # 2:4 structured-sparsity peaks, kept apart from the dense ones every prediction uses
+    "sparse_peak_ops_per_s?": PRECS,
+    # chip-to-chip links for multi-device runs: per-direction bandwidth per chip, and one hop's latency
+    "interconnect?": {"name": STR, "bandwidth_bytes_per_s": NUM, "latency_s": NUM},
+    # how far the backend of this kind can model the chip (an AMD GPU through the NVIDIA-shaped GPU backend,
+    # an NPU as a tile array): said in every result on it
+    "modeling?": STR,
 }
 CURVES = ("gemm", "depthwise", "elementwise")  # measured rate tables of a calibrated CPU
 BACKENDS: dict[str, dict[str, Any]] = {
@@ -71,6 +78,7 @@ RANGES: tuple[tuple[str, float, float, str], ...] = (
     ("_per_cycle_per_core", 1, 1e5, "1 to 100,000 bytes per cycle"),
     ("ops_per_s", 1e6, 1e19, "a rate between 1 MOP/s and 10 EOP/s"),
     ("kernel_overhead_s", 1e-10, 1.0, "between 0.1 ns and 1 s per kernel"),
+    ("latency_s", 1e-10, 1.0, "between 0.1 ns and 1 s"),
     ("_w", 1e-3, 1e6, "between 1 mW and 1 MW"),
     ("j_per_dram_byte", 1e-15, 1e-6, "between 1 fJ and 1 uJ per byte"),
     ("j_per_op", 1e-17, 1e-6, "between 0.01 fJ and 1 uJ per op"),
@@ -123,6 +131,9 @@ class HardwareSpec:
     calibration: dict | None = None  # measured rate tables (cpu), see `calibrate`
     # The partitions the vendor defines (NVIDIA MIG profiles): name -> (units, memory bytes), smallest first.
     partitions: dict[str, tuple[int, float]] = field(default_factory=dict)
+    sparse_peak_ops_per_s: dict[str, float] = field(default_factory=dict)  # never used for predictions
+    interconnect: dict | None = None  # {"name", "bandwidth_bytes_per_s", "latency_s"}
+    modeling: str | None = None  # the backend's limits on this chip, repeated in every result
     path: str = ""
     sources: dict[str, Cited] = field(default_factory=dict, repr=False)  # dotted field -> number + citation
 
@@ -319,7 +330,10 @@ def parse(data: Any, path: str) -> HardwareSpec:
         unit_local_bytes=d["memory"]["unit_local_bytes"], kernel_overhead_s=d["kernel_overhead_s"],
         tdp_w=d["power"]["tdp_w"], idle_w=d["power"]["idle_w"], j_per_op=d["energy"]["j_per_op"],
         j_per_dram_byte=d["energy"]["j_per_dram_byte"], backend=d["backend"],
-        calibration=d.get("calibration"), partitions=d.get("partitions", {}), path=path, sources=c.sources)
+        calibration=d.get("calibration"), partitions=d.get("partitions", {}),
+        sparse_peak_ops_per_s=d.get("sparse_peak_ops_per_s", {}), interconnect=d.get("interconnect"),
+        modeling=d.get("modeling"),
+        path=path, sources=c.sources)
 
 
 def load_spec(name_or_path: str) -> HardwareSpec:

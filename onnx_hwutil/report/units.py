@@ -30,3 +30,19 @@ def not_costed(c: dict) -> str:
     macs = c["uncosted_macs_at_least"]
     return (f"{c['uncosted_nodes']}/{c['nodes']} nodes ({pct(c['uncosted_node_share'])})"
             + (f", >= {si(macs)} MACs ({pct(c['uncosted_mac_share_at_least'])})" if macs else ""))
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20,
+               "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(text: str, flag: str) -> float:
+    """'80GB' (decimal, as vendors print memory), '64GiB', '8e10' -> bytes."""
+    import re
+
+    from ..errors import HwUtilError
+
+    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([kmgt]i?b|b)?\s*", text.lower())
+    if not m:
+        raise HwUtilError(f"{flag} {text!r}: expected a size such as 80GB, 64GiB or 8e10")
+    return float(m.group(1)) * _BYTE_UNITS[m.group(2) or ""]

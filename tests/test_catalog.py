@@ -1,0 +1,96 @@
+"""The hardware catalog people choose from (issue 19): filters, side by side, a user's spec checked."""
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from onnx_hwutil.cli import app
+from onnx_hwutil.hardware import bundled_specs, load_spec
+from onnx_hwutil.hardware.spec import HWSPEC_DIR
+from onnx_hwutil.report.units import parse_bytes
+
+
+def _run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_every_bundled_chip_is_consistent():
+    for name in bundled_specs():
+        s = load_spec(name)
+        for p, sparse in s.sparse_peak_ops_per_s.items():
+            # 2:4 sparsity doubles at most; the dense figure is the one predictions use
+            assert p in s.peak_ops_per_s and sparse <= 2.0001 * s.peak_ops_per_s[p], (name, p)
+        assert s.idle_w < s.tdp_w and s.dram_capacity > s.onchip_bytes, name
+        if s.kind == "tpu":  # a systolic array's peak is its cells x 2 x clock
+            b = s.backend
+            cells = 2 * s.units * b["mxu_rows"] * b["mxu_cols"] * s.clock_hz
+            assert cells == pytest.approx(max(s.peak_ops_per_s.values()), rel=0.05), name
+
+
+def test_list_filters_and_sorts():
+    r = _run("hw", "list", "--kind", "gpu", "--sort", "bandwidth", "-f", "json")
+    rows = json.loads(r.stdout)
+    assert rows and {x["kind"] for x in rows} == {"gpu"}
+    bws = [x["dram_bandwidth_bytes_per_s"] for x in rows]
+    assert bws == sorted(bws, reverse=True)
+    r = _run("hw", "list", "--precision", "fp8", "--min-memory", "80GB", "-f", "json")
+    rows = json.loads(r.stdout)
+    assert rows and all("fp8" in x["precisions"] and x["dram_capacity_bytes"] >= 80e9 for x in rows)
+    assert "h100-sxm5" in {x["name"] for x in rows} and "a100-sxm4" not in {x["name"] for x in rows}
+    assert _run("hw", "list", "--kind", "fpga").exit_code == 2
+    assert _run("hw", "list", "--min-memory", "lots").exit_code == 2
+
+
+def test_sizes_parse_as_vendors_print_them():
+    assert parse_bytes("80GB", "f") == 80e9 and parse_bytes("64GiB", "f") == 64 * 2**30
+    assert parse_bytes("8e10", "f") == 8e10 and parse_bytes("512 MB", "f") == 512e6
+
+
+def test_show_side_by_side_marks_assumed_numbers():
+    r = _run("hw", "show", "h100-sxm5", "tpu-v4")
+    assert r.exit_code == 0
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["h100-sxm5", "tpu-v4"]
+    bf16 = next(x for x in lines if x.startswith("peak bf16"))
+    assert "989 TOP/s" in bf16 and "275 TOP/s" in bf16
+    overhead = next(x for x in lines if x.startswith("per-kernel overhead"))
+    assert overhead.count("*") == 2  # both chips' launch costs are assumptions
+    assert "NVLink 4 450 GB/s" in next(x for x in lines if x.startswith("interconnect"))
+
+
+def test_check_a_users_spec(tmp_path):
+    with open(f"{HWSPEC_DIR}/tpu-v4.yaml") as f:
+        data = yaml.safe_load(f)
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(data))
+    r = _run("hw", "check", path)
+    assert r.exit_code == 0 and "valid (tpu-v4, tpu); 24 numbers, 8 assumed" in r.stdout
+    assert "vector_ops_per_s.fp32" in r.stdout and "absent (optional): sparse_peak_ops_per_s" in r.stdout
+    assert _run("hw", "check", path, "--strict").exit_code == 1
+    # a clock that does not give the stated peak is named
+    data["clock_hz"]["value"] = 2.1e9
+    path.write_text(yaml.safe_dump(data))
+    warning = "warning: 8 arrays x 128x128 MACs x 2 x clock = 551 TOP/s, but the fastest peak is 275 TOP/s"
+    assert warning in _run("hw", "check", path).stdout
+    # a missing field is a schema error: one line, exit 2
+    del data["kernel_overhead_s"]
+    path.write_text(yaml.safe_dump(data))
+    r = _run("hw", "check", path)
+    assert r.exit_code == 2 and "field 'kernel_overhead_s': missing" in r.stderr
+
+
+def test_a_backends_limits_on_a_chip_reach_every_result(tmp_path):
+    with open(f"{HWSPEC_DIR}/h100-sxm5.yaml") as f:
+        data = yaml.safe_load(f)
+    data["name"] = "some-gpu"
+    data["modeling"] = "wavefront-64 matrix cores modelled as 128x128 tiles"
+    path = tmp_path / "some-gpu.yaml"
+    path.write_text(yaml.safe_dump(data))
+    from builders import conv_relu, save
+
+    from onnx_hwutil.analysis import analyze
+
+    [s] = analyze(save(conv_relu(), tmp_path / "m.onnx"), str(path), 1)
+    assert "some-gpu: wavefront-64 matrix cores modelled as 128x128 tiles" in s.notes
