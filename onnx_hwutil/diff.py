@@ -36,8 +36,11 @@ def _signature(g: Graph, n: Node) -> tuple:
 
 def align(old: Graph, new: Graph) -> Alignment:
     old_names = {n.name: n for n in old.nodes}
+    # Only names the file wrote count: an unnamed node's generated name (Conv_2) is its position, and
+    # positions shift when a layer is inserted.
     pairs = {n.name: n.name for n in new.nodes
-             if n.name in old_names and old_names[n.name].op_type == n.op_type}
+             if n.proto.name and n.name in old_names and old_names[n.name].proto.name
+             and old_names[n.name].op_type == n.op_type}
     by_name = len(pairs)
     rest_old = [n for n in old.nodes if n.name not in pairs.values()]
     rest_new = [n for n in new.nodes if n.name not in pairs]

@@ -318,7 +318,7 @@ class _Rules:
         if fit:
             ev["partition"] = {"name": fit[0], "units": fit[1]}
         if s.spec.kind == "gpu":
-            part = (f"give this model a MIG {fit[0]} instance ({_n(fit[1], u['name'])}), or " if fit else "")
+            part = (f"give this model a {fit[0]} partition ({_n(fit[1], u['name'])}), or " if fit else "")
             mitigation = (f"run other work on the idle {u['name']}s (concurrent streams or instances), "
                           f"{part}a larger batch, which gives each kernel more tiles")
         elif s.spec.kind == "cpu" and u["total"] // need >= 2:

@@ -50,8 +50,27 @@ class Gate:
     def threshold(self, old: dict | None) -> float | None:
         if not self.relative:
             return self.value
-        base = self.value_of(old) if old is not None else None
+        base = self.baseline_value(old)
         return None if base is None else base * (1 + self.value / 100)
+
+    def baseline_value(self, old: dict | None) -> float | None:
+        """The metric in a baseline entry; a baseline that lacks it or holds no finite number for it is
+        one for another kind of run, an input error."""
+        if old is None:
+            return None
+        try:
+            v = self.value_of(old)
+        except (KeyError, TypeError, IndexError):
+            raise HwUtilError(f"--fail-if {self.text!r}: the baseline has no {self.metric} for "
+                              f"{old.get('hardware')} batch {old.get('batch')} (written with --no-findings?)"
+                              ) from None
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"),
+                                                                                     float("-inf")):
+            raise HwUtilError(f"--baseline: {self.metric} = {v!r} for {old.get('hardware')} batch "
+                              f"{old.get('batch')} is not a finite number")
+        return v
 
     def fails(self, entry: dict, old: dict | None = None) -> bool:
         """The condition says when to fail: `latency_ms>5` fails an entry slower than 5 ms. A metric with
@@ -83,7 +102,7 @@ def parse_gate(text: str, example: dict, baseline: bool = False) -> Gate:
 
 
 def _key(e: dict) -> tuple:
-    return tuple(e.get(k) for k in _KEY)
+    return tuple(repr(e.get(k)) for k in _KEY)  # repr: a malformed entry (a list for a batch) still hashes
 
 
 def match_baseline(entries: list[dict], baseline: object, source: str) -> list[dict]:
@@ -100,7 +119,8 @@ def match_baseline(entries: list[dict], baseline: object, source: str) -> list[d
     here = [_key(e) for e in entries]
     if set(here) != set(by_key):
         def fmt(keys):
-            return ", ".join(f"{h} {p} batch {b} {f}" for h, p, b, f in sorted(keys, key=str)) or "nothing"
+            return ", ".join(" ".join(x.strip("'") for x in (h, p, f"batch {b}", f))
+                             for h, p, b, f in sorted(keys, key=str)) or "nothing"
         raise HwUtilError(f"--baseline {source}: it holds {fmt(by_key)}; this run is {fmt(here)}; run "
                           "with the same --hw, --batch, --precision and --fusion")
     return [by_key[k] for k in here]
@@ -115,7 +135,7 @@ def failures(gates: list[Gate], entries: list[dict], baseline: list[dict] | None
                 v = g.value_of(e)
                 was = ""
                 if g.relative:
-                    b = g.value_of(old)
+                    b = g.baseline_value(old)
                     change = f"{100 * (v - b) / b:+.1f}%" if b else "from 0"
                     was = f" (baseline {b:.6g}, {change})"
                 out.append(f"{g.text} on {e['hardware']} {e['precision']} batch {e['batch']}: "

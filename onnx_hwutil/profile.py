@@ -42,10 +42,17 @@ def bind(path: str | os.PathLike, bindings: Bindings | None = None) -> BoundMode
     apply_bindings(model, b.shapes, b.values)
     notes = list(b.notes)
     if b.rebatch:
-        notes += rebatch(model, *b.rebatch)
+        notes += rebatch(model, b.rebatched, *b.rebatch)
     opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
     inferred, infer_notes, known = infer(model)
     graph = Graph(inferred.graph, opsets, known=known)
+    if b.rebatch:  # a batch lost on the way (a constant we could not trace) must not pass silently
+        kept = [o for o in graph.outputs
+                if (((t := graph.lookup(o)) is not None and t.shape) or (None,))[:1] == (b.rebatch[0],)]
+        if kept:
+            notes.append(f"after re-batching, outputs {', '.join(kept)} still lead with {b.rebatch[0]}: "
+                         "a node may fix the batch in a way re-batching cannot trace; their counts may be "
+                         f"for batch {b.rebatch[0]}")
     return BoundModel(os.fspath(path), graph, b.shapes, b.values, opsets, (*notes, *infer_notes),
                       b.batch_defaulted, b.rebatch)
 

@@ -1,13 +1,13 @@
 """Re-batching a file that fixes its batch (torchvision's legacy exporter, model zoos, many HF exports).
 
-The inputs get the new leading dim (shapes.bind_inputs); what else carries the old batch is a Reshape whose
-target is a constant written at export time: `x.view(1, -1)` traced at batch 1 is Reshape(x, [1, -1]), which
-at batch 8 would silently make one row of 8x the width. Such a target is rewritten where its data tensor now
-leads with the new batch and the target leads with the old one, in the in-memory copy only (the file is
-never touched). Broadcasting constants (an Expand or a mask of [1, ...]) need nothing: they broadcast over
-the new batch. A Reshape that mixes the batch with other dims in a constant it cannot be traced through is
-refused with the node named. Shapes are re-inferred between rounds, since each rewrite makes the next
-Reshape's input known.
+The inputs get the new leading dim (shapes.bind_inputs); what else carries the old batch is a constant
+written at export time: `x.view(1, -1)` traced at batch 1 is Reshape(x, [1, -1]), which at batch 8 would
+silently make one row of 8x the width, and Resize(x, sizes=[1, 3, 16, 16]) would drop the batch. Every
+Reshape target and Resize size on a tensor that descends from a re-batched input has its batch entry
+rewritten, in the in-memory copy only (the file is never touched). The batch entry is dim 0, or dim 1
+where the tensor feeds a recurrent op in its default sequence-first layout. A Reshape that folds the batch
+into another dim of a constant target is refused with the node named. Broadcasting constants (an Expand or
+a mask of [1, ...]) need nothing: they broadcast over the new batch.
 """
 
 from __future__ import annotations
@@ -18,72 +18,81 @@ from onnx import numpy_helper
 
 from .errors import HwUtilError
 
-_ROUNDS = 16
+_RECURRENT = {"LSTM", "GRU", "RNN"}
+_METADATA = {"Shape", "Size"}  # their outputs describe a batched tensor; they do not carry its rows
 
 
-def rebatch(model: onnx.ModelProto, old: int, new: int) -> list[str]:
-    """Rewrite `model` (in memory) for batch `new`; returns notes on what was rewritten."""
-    from .shapes import _onnx_infer, tensor_shapes
-
+def rebatch(model: onnx.ModelProto, inputs: set[str], old: int, new: int) -> list[str]:
+    """Rewrite `model` (in memory) so that the re-batched `inputs` flow at batch `new`; notes for the
+    output."""
     graph = model.graph
-    done: set[int] = set()  # node positions settled: rewritten, or seen to follow the batch by themselves
+    consts = _constants(graph)
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for t in n.input:
+            readers.setdefault(t, []).append(n)
+    batched = set(inputs)
     rewritten: list[str] = []
-    for _ in range(_ROUNDS):
-        known = tensor_shapes(_onnx_infer(model).graph)
-        consts = _constants(graph)
-        changed = False
-        for pos, node in enumerate(graph.node):
-            if pos in done or node.op_type != "Reshape" or node.domain not in ("", "ai.onnx") \
-                    or len(node.input) < 2:
-                continue
-            data = known.get(node.input[0], (None, 0))[0]
-            if data is None or not data or data[0] != new or any(d is None for d in data):
-                continue  # not (yet) known to carry the new batch
-            target = consts.get(node.input[1])
-            if target is None:
-                done.add(pos)  # computed at run time (Shape -> Gather -> Concat): it follows the batch
-                continue
-            fixed = _rewrite(node, data, target, old, new)
-            done.add(pos)
-            if fixed is not None:
-                name = f"{node.input[1]}__batch{new}_{pos}"
-                graph.initializer.append(numpy_helper.from_array(fixed, name))
-                node.input[1] = name
-                rewritten.append(node.name or node.output[0])
-                changed = True
-        if not changed:
-            break
+    for pos, node in enumerate(_in_order(graph)):
+        if not any(t in batched for t in node.input if t):
+            continue
+        if node.op_type not in _METADATA:
+            batched.update(o for o in node.output if o)
+        if node.domain not in ("", "ai.onnx") or node.input[0] not in batched:
+            continue
+        slot = {"Reshape": 1, "Resize": 3}.get(node.op_type)
+        if slot is None or len(node.input) <= slot or node.input[slot] not in consts:
+            continue  # computed at run time (Shape -> Gather -> Concat): it follows the batch by itself
+        target = consts[node.input[slot]]
+        fixed = _rewrite(node, target, _batch_axis(node, readers), old, new)
+        if fixed is not None:
+            name = f"{node.input[slot]}__batch{new}_{pos}"
+            graph.initializer.append(numpy_helper.from_array(fixed, name))
+            node.input[slot] = name
+            rewritten.append(node.name or node.output[0])
     if not rewritten:
         return []
     shown = ", ".join(rewritten[:5]) + (f" and {len(rewritten) - 5} more" if len(rewritten) > 5 else "")
-    return [f"re-batching rewrote {len(rewritten)} Reshape targets fixed at batch {old}: {shown}"]
+    return [f"re-batching rewrote {len(rewritten)} shape constants fixed at batch {old}: {shown}"]
 
 
-def _rewrite(node: onnx.NodeProto, data: tuple, target: np.ndarray, old: int, new: int) -> np.ndarray | None:
-    """The target to use at the new batch, None if the original serves, or an error if the batch cannot be
-    traced through it."""
+def _batch_axis(node: onnx.NodeProto, readers: dict) -> int:
+    """Dim 1 where the output goes into a sequence-first recurrent op ([seq, batch, input]), else dim 0."""
+    for r in readers.get(node.output[0], ()):
+        if r.op_type in _RECURRENT and not any(a.name == "layout" and a.i for a in r.attribute):
+            return 1
+    return 0
+
+
+def _rewrite(node: onnx.NodeProto, target: np.ndarray, axis: int, old: int, new: int) -> np.ndarray | None:
     t = [int(v) for v in target.reshape(-1)]
-    numel = int(np.prod(data))
+    if axis >= len(t):
+        return None
+    if t[axis] == old:
+        t[axis] = new
+        return np.asarray(t, dtype=target.dtype)
     allowzero = any(a.name == "allowzero" and a.i for a in node.attribute)
-    if (t and t[0] in (-1,)) or (t and t[0] == 0 and not allowzero):
-        return None  # dim 0 inferred or copied from the input: the batch flows through
-    if t and t[0] == old:
-        candidate = [new, *t[1:]]
-        if _fits(candidate, data, numel, allowzero):
-            return np.asarray(candidate, dtype=target.dtype)
-    if _fits(t, data, numel, allowzero) and -1 not in t:
-        return None  # the target holds as written (it does not involve the batch)
-    raise HwUtilError(f"re-batching to {new}: Reshape {node.name or node.output[0]!r} has a constant target "
-                      f"{t} that mixes the batch with other dims; re-export the model with a dynamic batch "
-                      "(dynamic_axes) or bind another --shape")
+    if node.op_type == "Resize" or t[axis] == -1 or (t[axis] == 0 and not allowzero):
+        return None  # the batch is inferred or copied from the input: it flows through
+    raise HwUtilError(f"re-batching to {new}: {node.op_type} {node.name or node.output[0]!r} has a constant "
+                      f"target {t} that mixes the batch with other dims; re-export the model with a dynamic "
+                      "batch (dynamic_axes) or bind another --shape")
 
 
-def _fits(t: list[int], data: tuple, numel: int, allowzero: bool) -> bool:
-    dims = [data[i] if d == 0 and not allowzero and i < len(data) else d for i, d in enumerate(t)]
-    if dims.count(-1) > 1:
-        return False
-    known = int(np.prod([d for d in dims if d != -1])) if dims else 1
-    return numel % known == 0 if -1 in dims else known == numel
+def _in_order(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The nodes producers first (files are usually in order already; a few are not)."""
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, out = list(graph.node), []
+    while pending:
+        left = [n for n in pending if not all(t in ready for t in n.input)]
+        done = [n for n in pending if all(t in ready for t in n.input)]
+        if not done:  # a cycle or a dangling input: later stages name it; keep the file's order here
+            return out + left
+        for n in done:
+            ready.update(n.output)
+        out += done
+        pending = left
+    return out
 
 
 def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:

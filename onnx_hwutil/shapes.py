@@ -91,6 +91,7 @@ class Bound:
     notes: list[str]
     rebatch: tuple[int, int] | None = None
     batch_defaulted: bool = False  # an unbound batch dim was taken as 1
+    rebatched: set[str] = field(default_factory=set)  # the inputs whose dim 0 is the re-batched batch
 
 
 def parse_shape_flag(text: str) -> tuple[str, Shape]:
@@ -192,7 +193,12 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> Bound:
     notes: list[str] = []
     fixed = _file_batch(declared)
     defaulted = False
-    rebatch = (fixed, b.batch) if fixed is not None and b.batch is not None and b.batch != fixed else None
+    rebatch = None
+    if fixed is not None and b.batch is not None and b.batch != fixed:
+        if fixed != 1:  # a fixed leading dim other than 1 may be a sequence (seq-first exports): ask
+            raise HwUtilError(f"--batch {b.batch}: every input fixes dim 0 at {fixed}; if that is the batch, "
+                              f"re-batch with --shape (e.g. --shape {names[0]}={b.batch}x...)")
+        rebatch = (fixed, b.batch)
     where = {s: f"--dim {s}={v}" for s, v in b.dims.items()}
     where.update({s: f"--batch {b.batch}" for s in values if s not in b.dims})
     # Whole shapes first: the symbols they bind apply to every other input that names them.
@@ -238,8 +244,9 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> Bound:
                     values[d] = 1
                 resolved.append(1)
                 defaulted = True
-                notes.append(f"input {name!r}: batch dim {d or 'unnamed'!r} not bound, taken as 1 "
-                             "(--batch N to change)")
+                what = f"batch dim {d!r}" if isinstance(d, str) else "dim 0 (unnamed)"
+                notes.append(f"input {name!r}: {what} not bound, taken as a batch of 1 (--batch N, or "
+                             "--shape if it is not a batch)")
             elif isinstance(d, str):
                 hint = f"--dim {d}=N" + (" or --batch N" if i == 0 else "")
                 unbound.append(f"input {name!r} dim {i} {d!r} ({hint})")
@@ -265,18 +272,22 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> Bound:
                           + ", ".join(f"{n}={_fmt_dims(list(s))}" for n, s in shapes.items())
                           + "); bind shapes with --shape instead")
     if rebatch:
+        if rebatch[1] < 1:
+            raise HwUtilError(f"input batch {rebatch[1]}: a batch must be at least 1")
         notes.append(f"the file fixes the batch at {rebatch[0]}: re-batched to {rebatch[1]} in memory")
-    return Bound(shapes, values, notes, rebatch, defaulted)
+    return Bound(shapes, values, notes, rebatch, defaulted,
+                 {n for n, d in declared.items() if rebatch and d and d[0] == rebatch[0]})
 
 
 def _file_batch(declared: dict[str, list | None]) -> int | None:
-    """The batch a file fixes: the leading dim its inputs share, when no input's leading dim is symbolic
-    or unnamed. None for a model with a batch to bind, or none at all."""
-    leads = [dims[0] for dims in declared.values() if dims]
-    if not leads or any(not isinstance(d, int) for d in leads):
+    """The batch a file fixes: the leading dim every input of rank 2 or more shares, when none of them is
+    symbolic or unnamed (a rank-1 input is more often a length or an index than a batch). None for a model
+    with a batch to bind, for inputs that disagree, or for none at all."""
+    leads = {dims[0] for dims in declared.values() if dims and len(dims) >= 2}
+    if len(leads) != 1:
         return None
-    common = max(set(leads), key=leads.count)
-    return common if common >= 1 else None
+    lead = leads.pop()
+    return lead if isinstance(lead, int) and lead >= 1 else None
 
 
 def _check_sizes(b: Bindings) -> None:

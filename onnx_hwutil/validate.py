@@ -93,6 +93,22 @@ def _random(t: onnx.TensorProto, rng: np.random.Generator) -> np.ndarray:
     return np.zeros(tuple(t.dims), dtype)
 
 
+def _available_memory() -> int | None:
+    """What the kernel could give us now: MemAvailable (free memory plus reclaimable page cache), else the
+    free pages alone."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def _check_memory(path: str, tensors) -> None:
     """Each weight is held about three times (our array, the serialized model, onnxruntime's copy): refuse
     before allocating when that exceeds the memory this machine has free."""
@@ -106,9 +122,8 @@ def _check_memory(path: str, tensors) -> None:
         except (KeyError, ValueError, TypeError):
             need += n * 8  # a type numpy cannot name: count the widest
     need *= 3
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+    free = _available_memory()
+    if free is None:
         return  # no way to tell on this system: let onnxruntime try
     if need > free:
         raise HwUtilError(f"{path}: running it needs about {need / 2**30:,.1f} GiB for its weights, more "

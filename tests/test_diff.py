@@ -68,6 +68,24 @@ def test_a_wider_layer_and_an_inserted_node(tmp_path):
     assert json.loads(r.stdout)["schema"] == "onnx-hwutil/2"
 
 
+def test_unnamed_nodes_align_by_structure_not_position(tmp_path):
+    # No node names: an inserted Conv+Relu is two added nodes, not four "changed" ones by shifted position
+    def net(extra):
+        nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+                 helper.make_node("Relu", ["c"], ["r"])]
+        last = "r"
+        if extra:
+            nodes += [helper.make_node("Conv", ["r", "w2"], ["c2"], kernel_shape=[1, 1]),
+                      helper.make_node("Relu", ["c2"], ["r2"])]
+            last = "r2"
+        nodes.append(helper.make_node("GlobalAveragePool", [last], ["y"]))
+        return model(nodes, [vi("x", T.FLOAT, [1, 3, 8, 8])], [vi("y", T.FLOAT, [1, 8, 1, 1])],
+                     [init("w", (8, 3, 3, 3)), init("w2", (8, 8, 1, 1))])
+    d = diff(save(net(False), tmp_path / "a.onnx"), save(net(True), tmp_path / "b.onnx"), ["h100-sxm5"])
+    assert d["nodes"]["matched_by_name"] == 0 and len(d["nodes"]["added"]) == 2
+    assert d["nodes"]["changed"] == [] and d["nodes"]["removed"] == []
+
+
 def _analyze(path, *extra):
     return CliRunner().invoke(app, ["analyze", path, "--hw", "h100-sxm5,tpu-v4", "--batch", "1,2", *extra])
 
@@ -112,6 +130,15 @@ def test_a_baseline_for_another_run_is_bad_input(tmp_path):
     base.write_text(json.dumps(old))
     r = _analyze(a, "--no-findings", "--baseline", str(base), "--fail-if", "latency_ms>+5%")
     assert r.exit_code == 2 and "regenerate the baseline" in r.stderr
+    # a baseline without findings for a findings gate, or with a non-number where a number belongs
+    fresh = json.loads(_analyze(a, "--no-findings", "-f", "json").stdout)
+    base.write_text(json.dumps(fresh))
+    r = _analyze(a, "--baseline", str(base), "--fail-if", "findings>+5%")
+    assert r.exit_code == 2 and "the baseline has no findings" in r.stderr
+    fresh[0]["latency_s"] = float("nan")
+    base.write_text(json.dumps(fresh))
+    r = _analyze(a, "--no-findings", "--baseline", str(base), "--fail-if", "latency_ms>+5%")
+    assert r.exit_code == 2 and "not a finite number" in r.stderr
     base.write_text("{not json")
     r = _analyze(a, "--no-findings", "--baseline", str(base), "--fail-if", "latency_ms>+5%")
     assert r.exit_code == 2 and "not valid JSON" in r.stderr

@@ -193,3 +193,57 @@ def test_best_chip_answers_say_what_they_rest_on(tmp_path):
     r = _run("compare", a, b, "--hw", "h100-sxm5,kpu-t256", "--cited-only", "-f", "json")
     assert not any(c.startswith("kpu") for row in json.loads(r.stdout)["advice"]
                    for c in (row["latency"], row["throughput"], row["energy"]))
+
+
+# -- re-batching, the cases a review found -----------------------------------------------------------------
+
+def test_rebatching_leaves_length_inputs_and_refuses_ambiguous_leading_dims(tmp_path):
+    # x[1, 16] and a rank-1 s[2]: only x is batched
+    m = model([helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["s"], ["z"])],
+              [vi("x", T.FLOAT, [1, 16]), vi("s", T.FLOAT, [2])],
+              [vi("y", T.FLOAT, [1, 16]), vi("z", T.FLOAT, [2])])
+    p = onnx_hwutil.profile(save(m, tmp_path / "a.onnx"), batch=8)
+    assert p.bound.inputs == {"x": (8, 16), "s": (2,)} and p.totals.flops == 8 * 16 + 2
+    # a seq-first LSTM with dim 0 fixed at 50: that is not a batch to overwrite
+    lstm = model([helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=8)],
+                 [vi("x", T.FLOAT, [50, 1, 16])], [vi("y", T.FLOAT, [50, 1, 1, 8])],
+                 [init("W", (1, 32, 16)), init("R", (1, 32, 8))])
+    r = _run("profile", save(lstm, tmp_path / "l.onnx"), "--batch", "8")
+    assert r.exit_code == 2 and "every input fixes dim 0 at 50" in r.stderr
+    # zero is no batch, fixed file or not
+    r = _run("profile", _classifier(tmp_path), "--shape", "input=0x3x32x32")
+    assert r.exit_code == 2 and "at least 1" in r.stderr
+
+
+def test_rebatching_follows_resize_sizes_stale_value_info_and_long_chains(tmp_path):
+    # Resize with constant sizes [1, 3, 16, 16] then a Conv: the sizes carry the batch too
+    m = model([helper.make_node("Resize", ["x", "", "", "sz"], ["r"], mode="nearest"),
+               helper.make_node("Conv", ["r", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
+              [vi("x", T.FLOAT, [1, 3, 8, 8])], [vi("y", T.FLOAT, [1, 4, 16, 16])],
+              [init("sz", (4,), np.int64, [1, 3, 16, 16]), init("w", (4, 3, 3, 3))])
+    one, eight = (onnx_hwutil.profile(save(m, tmp_path / "r.onnx"), batch=b).totals.macs for b in (1, 8))
+    assert eight == 8 * one == 8 * 4 * 256 * 27
+    # the file's value_info still says batch 1 for the flattened tensor; and 20 Reshapes in a row
+    nodes, prev = [], "x"
+    for i in range(20):
+        nodes += [helper.make_node("Reshape", [prev, "s"], [f"f{i}"], name=f"view{i}"),
+                  helper.make_node("Relu", [f"f{i}"], [f"r{i}"])]
+        prev = f"r{i}"
+    nodes.append(helper.make_node("Gemm", [prev, "W"], ["y"], transB=1))
+    m = model(nodes, [vi("x", T.FLOAT, [1, 4, 8])], [vi("y", T.FLOAT, [1, 5])],
+              [init("s", (2,), np.int64, [1, -1]), init("W", (5, 32))],
+              value_info=[vi("f0", T.FLOAT, [1, 32])])
+    p = onnx_hwutil.profile(save(m, tmp_path / "c.onnx"), batch=8)
+    assert p.totals.macs == 8 * 5 * 32 and not p.unresolved
+    assert any("rewrote 20 shape constants" in n for n in p.bound.shape_notes)
+
+
+def test_rebatching_a_sequence_first_recurrent_input_sets_its_batch_axis(tmp_path):
+    # x[1, 64] -> Reshape [1, 1, 64] -> GRU ([seq, batch, input]): at batch 8 that is [1, 8, 64], one step
+    m = model([helper.make_node("Reshape", ["x", "s"], ["xs"]),
+               helper.make_node("GRU", ["xs", "W", "R"], ["y"], hidden_size=128)],
+              [vi("x", T.FLOAT, [1, 64])], [vi("y", T.FLOAT, [1, 1, 1, 128])],
+              [init("s", (3,), np.int64, [1, 1, 64]), init("W", (1, 384, 64)), init("R", (1, 384, 128))])
+    p = onnx_hwutil.profile(save(m, tmp_path / "g.onnx"), batch=8)
+    [g] = next(nc.gemms for nc in p.costs.nodes if nc.gemms)
+    assert (g.serial, g.m) == (1, 8)  # one step over a batch of 8, not 8 steps of batch 1

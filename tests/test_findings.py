@@ -6,6 +6,7 @@ from builders import T, conv_relu, helper, init, model, save, vi
 from conftest import model_path
 
 from onnx_hwutil.analysis import Analyzer, Point, analyze
+from onnx_hwutil.errors import HwUtilError
 from onnx_hwutil.findings import MAX_BATCH, TARGET_UTILIZATION, findings
 
 
@@ -112,16 +113,26 @@ def test_nothing_to_find_where_nothing_computes(tmp_path):
 
 
 def test_a_fixed_batch_file_is_searched_by_rebatching_it(tmp_path):
-    # The file fixes batch 4: the search re-batches it in memory instead of asking for a re-export.
-    path = save(conv_relu(batch=4), tmp_path / "fixed.onnx")
+    # The file fixes batch 1: the search re-batches it in memory instead of asking for a re-export.
+    path = save(conv_relu(batch=1), tmp_path / "fixed.onnx")
     [s] = analyze(path, "h100-sxm5")
     a = Analyzer()
     p = Point(path, "h100-sxm5", None, "auto", "runtime")
     f = {f.rule: f for f in findings(a, p, a.run(p))}["low_utilization"]
-    assert s.batch == 4 and "batch_fixed" not in f.evidence
-    assert f.evidence["searched_up_to"] > 4 and "re-export" not in f.mitigation
+    assert s.batch == 1 and "batch_fixed" not in f.evidence
+    assert f.evidence["searched_up_to"] > 1 and "re-export" not in f.mitigation
     [s8] = analyze(path, "h100-sxm5", 8)
-    assert s8.batch == 8 and s8.flops == 2 * s.flops
+    assert s8.batch == 8 and s8.flops == 8 * s.flops
+
+
+def test_a_fixed_leading_dim_other_than_one_is_not_taken_for_a_batch(tmp_path):
+    # dim 0 fixed at 4 may be a sequence (a seq-first export): --batch asks for an explicit --shape
+    path = save(conv_relu(batch=4), tmp_path / "fixed4.onnx")
+    with pytest.raises(HwUtilError, match="every input fixes dim 0 at 4; if that is the batch, re-batch "
+                                          "with --shape"):
+        analyze(path, "h100-sxm5", 8)
+    [s] = analyze(path, "h100-sxm5", None, shapes={"x": (8, 3, 32, 32)})
+    assert s.batch == 8
 
 
 def test_a_model_without_a_batch_dim_says_so(tmp_path):

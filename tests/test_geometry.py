@@ -24,7 +24,7 @@ def _gemms(tmp_path, m, node=None):
 def _matrix_time(gemms, chip, precision="int8"):
     spec = load_spec(chip)
     backend = BACKENDS[spec.kind](spec, rates(spec, precision))
-    return sum(backend.matrix(g)[0] for g in gemms)
+    return backend.compute(gemms, 0, 0)[0]
 
 
 def _batched_matmul(b, m, k, n):
@@ -133,4 +133,27 @@ def test_loop_bodies_keep_their_geometry(tmp_path):
               [vi("y", T.FLOAT, [64, 128])], [init("trips", (), __import__("numpy").int64, 3),
                                                init("W", (128, 128))])
     gemms, macs = _gemms(tmp_path, m)
-    assert gemms == [Gemm(3, 64, 128, 128, True)] and macs == 3 * 64 * 128 * 128
+    # three trips, one after another: the same GEMM three times in sequence, not three side by side
+    assert gemms == [Gemm(1, 64, 128, 128, True, serial=3)] and macs == 3 * 64 * 128 * 128
+    assert _matrix_time(gemms, "h100-sxm5") == pytest.approx(3 * _matrix_time([Gemm(1, 64, 128, 128)],
+                                                                              "h100-sxm5"), rel=1e-12)
+
+
+def test_recurrent_steps_run_in_sequence(tmp_path):
+    # LSTM over 200 steps, batch 1, input 64, hidden 128: each step is a [1, 192] x [192, 512] GEMM, and
+    # step t needs step t-1's output, so 200 steps take 200 times one step on any chip.
+    m = model([helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=128)],
+              [vi("x", T.FLOAT, [200, 1, 64])], [vi("y", T.FLOAT, [200, 1, 1, 128])],
+              [init("W", (1, 512, 64)), init("R", (1, 512, 128))])
+    gemms, macs = _gemms(tmp_path, m)
+    assert gemms == [Gemm(1, 1, 512, 192, True, serial=200)] and macs == 200 * 512 * 192
+    for chip in ("h100-sxm5", "xeon-8490h", "tpu-v4"):
+        one = _matrix_time([Gemm(1, 1, 512, 192)], chip)
+        assert _matrix_time(gemms, chip) == pytest.approx(200 * one, rel=1e-12)
+
+
+def test_a_weight_with_leading_ones_folds_like_a_matrix(tmp_path):
+    # [64, 16, 768] x [1, 768, 768]: the weight is one matrix, shared by all 1,024 rows
+    m = model([helper.make_node("MatMul", ["x", "W"], ["y"])], [vi("x", T.FLOAT, [64, 16, 768])],
+              [vi("y", T.FLOAT, [64, 16, 768])], [init("W", (1, 768, 768))])
+    assert _gemms(tmp_path, m)[0] == [Gemm(1, 1024, 768, 768, True)]

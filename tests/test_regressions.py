@@ -292,11 +292,11 @@ def test_idle_units_offer_only_a_partition_the_chip_defines(tmp_path):
     need = s.units_allocated["mean"]
     # the smallest MIG profile holding the busy SMs: a tiny model keeps under 16 busy, so 1g.10gb
     assert need <= 16 and f.evidence["partition"] == {"name": "1g.10gb", "units": 16}
-    assert "MIG 1g.10gb instance (16 SMs)" in f.mitigation and "about" not in f.mitigation
+    assert "a 1g.10gb partition (16 SMs)" in f.mitigation and "about" not in f.mitigation
     [f] = [f for f in findings(a, p.__class__(p.model, "h100-pcie", 1, "auto", "runtime"),
                                a.run(Point(p.model, "h100-pcie", 1, "auto", "runtime")))
            if f.rule == "idle_units"]
-    assert "MIG" not in f.mitigation and "partition" not in f.evidence  # no profiles in that spec
+    assert "partition" not in f.mitigation and "partition" not in f.evidence  # no profiles in that spec
 
 
 def test_compute_bound_on_vector_work_says_so():
@@ -338,7 +338,7 @@ def test_every_command_defaults_an_unbound_batch_to_one_and_says_so(tmp_path):
     for cmd in ("profile", "fuse", "analyze"):
         r = CliRunner().invoke(app, [cmd, path])
         assert r.exit_code == 0, (cmd, r.output)
-        assert "batch dim 'batch_size' not bound, taken as 1" in r.stdout, cmd
+        assert "batch dim 'batch_size' not bound, taken as a batch of 1" in r.stdout, cmd
     assert _p(tmp_path, model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", T.FLOAT, ["N", 16])],
                               [vi("y", T.FLOAT, ["N", 16])])).bound.inputs == {"x": (1, 16)}
 

@@ -84,13 +84,13 @@ def test_numbers_come_from_the_json_and_match_analyze(report):
 
 
 def test_one_model_with_a_fixed_batch(tmp_path):
-    # The file fixes batch 2: its own tables run at 2, and the batch sweep re-batches it in memory.
-    path = save(conv_relu(batch=2), tmp_path / "fixed.onnx")
+    # The file fixes batch 1: its own tables run at 1, and the batch sweep re-batches it in memory.
+    path = save(conv_relu(batch=1), tmp_path / "fixed.onnx")
     before = Path(path).read_bytes()
     r = CliRunner().invoke(app, ["report", path, "--hw", "xeon-8490h", "-o", str(tmp_path / "out")])
     assert r.exit_code == 0, r.output
     study = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert study["results"][0]["batch"] == 2 and not study["models"][0]["batch_fixed"]
+    assert study["results"][0]["batch"] == 1 and not study["models"][0]["batch_fixed"]
     sweep = {r["batch"]: r for r in study["sweep"] if r["ok"]}
     assert sorted(sweep) == [1, 2, 4, 8, 16, 32, 64]
     assert sweep[8]["flops"] == 8 * sweep[1]["flops"]

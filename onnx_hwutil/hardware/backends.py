@@ -64,7 +64,7 @@ class Backend:
         t, units = 0.0, 0
         for g in gemms:  # the ops of one fused kernel run one after another inside it
             tg, ug = self.matrix(g)
-            t += tg
+            t += tg * g.serial
             units = max(units, ug)
         tv, uv = self.vector(vector_flops, elements, self.vector_block)
         return t, tv, max(units, uv if (vector_flops or not gemms) else 1, 1)
@@ -106,9 +106,12 @@ class TpuBackend(Backend):
         super().__init__(spec, r)
         b = spec.backend
         self.rows, self.cols = b["mxu_rows"], b["mxu_cols"]
-        # One MAC per cell per cycle at the array's fastest precision; slower precisions (emulated fp32:
-        # 6 bf16 passes) take proportionally more cycles.
-        self.slowdown = max(spec.peak_ops_per_s.values()) / r.matrix_ops_per_s
+        # Cycles per MAC of each cell at this precision, from the peak: 1 for bf16 on every TPU, 1/2 where
+        # int8 runs at twice the rate (v5e onwards), 6 for fp32 emulated in six bf16 passes. Datasheet peaks
+        # are rounded (275 TFLOPS for 275.3), so a ratio within 2% of a whole step is that step.
+        raw = 2 * self.units * self.rows * self.cols * spec.clock_hz / r.matrix_ops_per_s
+        steps = [2.0 ** e for e in range(-3, 4)] + [float(k) for k in range(3, 9)]
+        self.slowdown = next((s for s in steps if abs(raw - s) <= 0.02 * s), raw)
 
     def fold_cycles(self, m: int) -> int:
         """One weight tile: load it (rows cycles), stream m rows in (skewed over rows), drain over cols."""
@@ -180,7 +183,7 @@ class CpuBackend(Backend):
 
     def matrix(self, g: Gemm) -> tuple[float, int]:
         blocks = g.batch * ceil(g.m / CPU_BLOCK_M) * ceil(g.n / CPU_BLOCK_N)
-        flops = 2 * g.macs
+        flops = 2 * g.macs // g.serial  # one call; compute() repeats it serial times
         units = max(1, min(self.units, blocks, ceil(flops / CPU_MIN_FLOPS_PER_THREAD)))
         if self.cal is not None:
             depthwise = g.n == 1 and g.batch > 1

@@ -236,7 +236,7 @@ def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int,
         internal = sub.working_set_bytes - sub.dram_bytes
         spill = 2 * internal if internal > 0 and sub.working_set_bytes > spec.onchip_bytes else 0
         dram += spill  # spilled intermediates: written out and read back
-        dram += sum(backend.refetch_bytes(g, elem) for g in gemms)
+        dram += sum(backend.refetch_bytes(g, elem) * g.serial for g in gemms)
         for buf, b in sub.writes:
             window.write(buf, b)
         elements = max(int(sub.bytes_written / elem), 1)

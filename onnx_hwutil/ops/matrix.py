@@ -135,12 +135,14 @@ def _fused_gemm(ctx: OpContext) -> Work:
     return _gemm_like(ctx, 0, 1, 2, per_out=activation_flops(ctx.attr("activation", b"") or b""))
 
 
-def matmul_gemm(a_shape, y_shape, b_rank: int, k: int, const_b: bool = False) -> Gemm:
-    """numpy matmul as GEMMs. When B is a matrix (or a vector) it is shared by every row of A, so all
-    leading dims of A fold into M: [197, 1, 768] x [768, 2304] is one 197 x 2304 x 768 GEMM, not 197 of one
-    row. Otherwise each of the broadcast leading dims is its own GEMM."""
+def matmul_gemm(a_shape, y_shape, b_shape, k: int, const_b: bool = False) -> Gemm:
+    """numpy matmul as GEMMs. When B is one matrix (2-D, or with only 1s before its last two dims) or a
+    vector, it is shared by every row of A, so all leading dims of A fold into M: [197, 1, 768] x
+    [768, 2304] is one 197 x 2304 x 768 GEMM, not 197 of one row. Otherwise each of the broadcast leading
+    dims is its own GEMM."""
+    b_rank = len(b_shape)
     n = y_shape[-1] if b_rank >= 2 and y_shape else 1
-    if b_rank <= 2:
+    if b_rank <= 2 or prod(b_shape[:-2]) == 1:
         return Gemm(1, prod(y_shape) // max(n, 1), n, k, const_b)
     m = y_shape[-2] if len(a_shape) > 1 else 1
     return Gemm(prod(y_shape) // max(m * n, 1), m, n, k, const_b)
@@ -151,7 +153,7 @@ def _matmul_like(ctx: OpContext, b: int, bias_input: int | None = None, per_out:
     a, y = ctx.shape(0), ctx.out()
     macs = matmul_macs(a, y, trans_a)
     k = macs // max(prod(y), 1)
-    gemm = matmul_gemm(a, y, len(ctx.shape(b)), k, _const(ctx, b))
+    gemm = matmul_gemm(a, y, ctx.shape(b), k, _const(ctx, b))
     return _epilogue(ctx, macs, bias_input, per_out, (gemm,))
 
 
@@ -309,8 +311,9 @@ def _rnn(ctx: OpContext, kind: str, w_transposed: bool = False) -> Work:
     flops = 2 * macs + steps * (per_unit + (bias_per_unit if ctx.has(3) else 0))
     if kind == "LSTM" and ctx.has(7):
         flops += steps * 6  # peepholes: three multiply-adds
-    # One GEMM per step and direction: [batch, input + H] x [input + H, gates*H]; steps depend on each other.
-    gemm = Gemm(dirs * seq, batch, gates * hidden, x[2] + hidden, True)
+    # One GEMM per step and direction: [batch, input + H] x [input + H, gates*H]. The directions run side by
+    # side; the steps one after another (each needs the last one's hidden state).
+    gemm = Gemm(dirs, batch, gates * hidden, x[2] + hidden, True, serial=seq)
     return Work(macs=macs, flops=flops, kind=MATRIX, gemms=checked((gemm,), macs))
 
 

@@ -72,18 +72,22 @@ class Gemm:
     k: int
     weight_stationary: bool = True  # B is a weight: it can stay in place on a systolic array
     approx: bool = False  # no geometry known: one GEMM with the same MACs (M = outputs, N = 1)
+    # Times this batch of GEMMs runs one after another (recurrent steps, loop trips): each waits for the
+    # last, so they cannot share out the units the way `batch` does.
+    serial: int = 1
 
     def __post_init__(self):
         # A degenerate dim (a malformed node) still occupies one unit: never zero, never negative.
-        for f in ("batch", "m", "n", "k"):
+        for f in ("batch", "m", "n", "k", "serial"):
             object.__setattr__(self, f, max(int(getattr(self, f)), 1))
 
     @property
     def macs(self) -> int:
-        return self.batch * self.m * self.n * self.k
+        return self.batch * self.m * self.n * self.k * self.serial
 
     def repeated(self, times: int) -> Gemm:
-        return Gemm(self.batch * times, self.m, self.n, self.k, self.weight_stationary, self.approx)
+        """This GEMM run `times` more times in sequence (a loop's trips)."""
+        return replace(self, serial=self.serial * times)
 
 
 @dataclass(frozen=True)
