@@ -97,7 +97,8 @@ def test_a_backends_limits_on_a_chip_reach_every_result(tmp_path):
 
 def test_the_catalog_covers_what_people_deploy_on():
     wanted = {"b200", "h200-sxm", "h100-sxm5", "h100-pcie", "l40s", "l4", "a100-sxm4", "a100-sxm4-40gb",
-              "a10g", "t4", "rtx-4090", "jetson-orin-agx", "jetson-orin-nano", "mi300x", "mi250x", "gaudi3", "tpu-v4",
+              "a10g", "t4", "rtx-4090", "jetson-orin-agx", "jetson-orin-nano", "mi300x", "mi250x", "gaudi3",
+              "tpu-v4",
               "tpu-v5e", "tpu-v5p", "tpu-v6e", "inferentia2", "trainium1", "apple-m4-ane", "hexagon-8gen3",
               "xeon-6980p", "xeon-8490h", "epyc-9654", "epyc-9965", "graviton4", "raspberry-pi-5"}
     assert wanted <= set(bundled_specs()) and len(bundled_specs()) >= 25
