@@ -5,8 +5,9 @@ written at export time: `x.view(1, -1)` traced at batch 1 is Reshape(x, [1, -1])
 silently make one row of 8x the width, and Resize(x, sizes=[1, 3, 16, 16]) would drop the batch. Every
 Reshape target and Resize size on a tensor that descends from a re-batched input has its batch entry
 rewritten, in the in-memory copy only (the file is never touched). The batch entry is dim 0, or dim 1
-where the tensor feeds a recurrent op in its default sequence-first layout. A Reshape that folds the batch
-into another dim of a constant target is refused with the node named. Broadcasting constants (an Expand or
+where the tensor feeds a recurrent op in its default sequence-first layout, or else the one entry equal to
+the old batch (a sequence-first layout's [197, 1, 3, 768]). A Reshape that folds the batch into another
+dim of a constant target (a seq-first attention's [197, batch * 12, 64]) is refused with the node named. Broadcasting constants (an Expand or
 a mask of [1, ...]) need nothing: they broadcast over the new batch.
 """
 
@@ -74,6 +75,12 @@ def _rewrite(node: onnx.NodeProto, target: np.ndarray, axis: int, old: int, new:
     allowzero = any(a.name == "allowzero" and a.i for a in node.attribute)
     if node.op_type == "Resize" or t[axis] == -1 or (t[axis] == 0 and not allowzero):
         return None  # the batch is inferred or copied from the input: it flows through
+    at = [i for i, d in enumerate(t) if d == old]
+    if len(at) == 1 and -1 not in t:
+        # Sequence-first layouts keep the batch elsewhere ([197, 1, 3, 768] in a seq-first attention):
+        # the one entry that is the old batch is where it went.
+        t[at[0]] = new
+        return np.asarray(t, dtype=target.dtype)
     raise HwUtilError(f"re-batching to {new}: {node.op_type} {node.name or node.output[0]!r} has a constant "
                       f"target {t} that mixes the batch with other dims; re-export the model with a dynamic "
                       "batch (dynamic_axes) or bind another --shape")

@@ -247,3 +247,49 @@ def test_rebatching_a_sequence_first_recurrent_input_sets_its_batch_axis(tmp_pat
     p = onnx_hwutil.profile(save(m, tmp_path / "g.onnx"), batch=8)
     [g] = next(nc.gemms for nc in p.costs.nodes if nc.gemms)
     assert (g.serial, g.m) == (1, 8)  # one step over a batch of 8, not 8 steps of batch 1
+
+
+def _legacy_export(name, tmp_path):
+    """The bundled model as a legacy exporter writes it: batch fixed at 1 in the inputs and every shape
+    computation folded into constants (Reshape targets such as [1, 128, 12, 64])."""
+    import onnx
+    from conftest import model_path
+
+    from onnx_hwutil.loader import load_model
+    from onnx_hwutil.shapes import _fold_shape_subgraphs, _onnx_infer, graph_inputs
+
+    m = load_model(model_path(name))
+    for v in graph_inputs(m.graph):
+        v.type.tensor_type.shape.dim[0].dim_value = 1
+    for _ in range(8):
+        m, n = _fold_shape_subgraphs(_onnx_infer(m))
+        if not n:
+            break
+    inits = {i.name for i in m.graph.initializer}
+    keep = [n for n in m.graph.node if not (n.op_type == "Constant" and n.output[0] in inits)]
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    path = tmp_path / f"legacy_{name}.onnx"
+    onnx.save(m, path)
+    return path
+
+
+@pytest.mark.parametrize(("name", "rewritten"), [("bert_base", 48), ("mobilenet_v2", 0)])
+def test_legacy_exports_of_real_models_rebatch_exactly(tmp_path, bundled, name, rewritten):
+    path = _legacy_export(name, tmp_path)
+    p = onnx_hwutil.profile(path, batch=8)
+    from onnx_hwutil.profile import Profile
+
+    assert p.totals.macs == Profile(bundled(name, 8)).totals.macs  # the dynamic export at batch 8
+    notes = " ".join(p.bound.shape_notes)
+    assert (f"rewrote {rewritten} shape constants" in notes) == bool(rewritten) and "still lead" not in notes
+
+
+def test_a_legacy_seq_first_vit_is_refused_at_the_reshape_that_folds_the_batch(tmp_path):
+    # torch's seq-first attention views q as [197, batch * 12, 64]: at batch 1 the constant is [197, 12, 64],
+    # and which factor of 12 was the batch is not in the file
+    from onnx_hwutil.errors import HwUtilError
+
+    with pytest.raises(HwUtilError, match=r"Reshape '.*self_attention/Reshape_3' has a constant target "
+                                          r"\[197, 12, 64\] that mixes the batch"):
+        onnx_hwutil.profile(_legacy_export("vit_b_16", tmp_path), batch=8)
