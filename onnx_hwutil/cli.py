@@ -89,10 +89,19 @@ ShapeOpt = Annotated[list[str] | None, typer.Option(
 DimOpt = Annotated[list[str] | None, typer.Option(
     "--dim", help="Bind a symbolic dim: NAME=VALUE (repeatable).")]
 BatchOpt = Annotated[int | None, typer.Option("--batch", min=1, help="Batch size: binds the inputs' leading "
-                                                                      "symbolic dim.")]
+                                                                      "dim (a file that fixes batch 1 is "
+                                                                      "re-batched in memory).")]
 PrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="model (the file's own dtypes), fp32, tf32, fp16, bf16, int8 or fp8.")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+
+
+class Doc(StrEnum):  # commands whose output is a document, not rows: no csv
+    table = "table"
+    json = "json"
+
+
+DocOpt = Annotated[Doc, typer.Option("--format", "-f", help="Output format.")]
 OutputOpt = Annotated[str | None, typer.Option("--output", "-o", help="Write here instead of to stdout.")]
 
 
@@ -221,7 +230,7 @@ def fuse(
     dim: DimOpt = None,
     batch: BatchOpt = None,
     precision: PrecisionOpt = "model",
-    format: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.table,
+    format: DocOpt = Doc.table,
     export: Annotated[Export | None, typer.Option(help="Write the fused graph as dot or mermaid.")] = None,
     top: Annotated[int, typer.Option(min=0, help="Show only the K subgraphs with most DRAM traffic.")] = 0,
     output: OutputOpt = None,
@@ -233,8 +242,6 @@ def fuse(
     from .report import fusion_view
 
     check_precision(precision)
-    if format is Format.csv:
-        raise HwUtilError("fuse --format: choose table or json")
     p = Profile(bind(model, bindings(shape, dim, batch)), precision)
     fused = run_fusion(p, preset, _csv_list(passes), _csv_list(disable))
     other = run_fusion(p, compare) if compare else None
@@ -242,7 +249,7 @@ def fuse(
         emit(fusion_view.to_dot(fused), output)
     elif export is Export.mermaid:
         emit(fusion_view.to_mermaid(fused), output)
-    elif format is Format.json:
+    elif format == "json":
         d = fused.to_dict()
         if other is not None:
             d["compare"] = {"preset": other.preset, "totals": other.totals}
@@ -401,7 +408,7 @@ def compare(
     dim: DimOpt = None,
     cited_only: Annotated[bool, typer.Option(
         help="Rank only chips whose numbers are not all assumed (no designs without silicon).")] = False,
-    format: FormatOpt = Format.table,
+    format: DocOpt = Doc.table,
     output: OutputOpt = None,
 ) -> None:
     """Two models side by side on the same chips: the seed report's tables, with defensible numbers."""
@@ -434,7 +441,7 @@ def compare(
     notes.append("precision per chip: " + ", ".join(f"{h} {by_hw[h][0].precision}" for h in hws))
     notes += [f"{a.spec(h).name}: every number of this chip is an assumption (no silicon); see hw show {h}"
               for h in hws if all(c.assumed for c in a.spec(h).sources.values())]
-    if format is Format.json:
+    if format == "json":
         emit(to_json({"schema": SCHEMA, "models": dict(zip(names, models, strict=True)),
                       "characteristics": dict(zip(names, chars, strict=True)),
                       "results": [s.to_dict(False) | {"model": n} for (m, _, _), s in results.items()
@@ -586,7 +593,7 @@ def validate(
     shape: ShapeOpt = None,
     dim: DimOpt = None,
     batch: BatchOpt = None,
-    format: FormatOpt = Format.table,
+    format: DocOpt = Doc.table,
     output: OutputOpt = None,
 ) -> None:
     """Run the model with onnxruntime here and set the measurement beside our prediction, per kernel."""
@@ -594,7 +601,7 @@ def validate(
     from .validate import validate as run
 
     r = run(model, hw, threads, runs, fusion, bindings(shape, dim, batch))
-    if format is Format.json:
+    if format == "json":
         emit(to_json(r.to_dict()), output)
     else:
         emit(validation_view.render(r), output)

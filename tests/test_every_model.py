@@ -293,3 +293,14 @@ def test_a_legacy_seq_first_vit_is_refused_at_the_reshape_that_folds_the_batch(t
     with pytest.raises(HwUtilError, match=r"Reshape '.*self_attention/Reshape_3' has a constant target "
                                           r"\[197, 12, 64\] that mixes the batch"):
         onnx_hwutil.profile(_legacy_export("vit_b_16", tmp_path), batch=8)
+
+
+def test_formats_offered_are_formats_served(tmp_path):
+    # documents (fuse, compare, validate) offer table and json; row commands add csv, and serve it
+    path = _blocks(tmp_path)
+    for cmd in (["fuse", path], ["compare", path, path], ["validate", path]):
+        r = _run(*cmd, "-f", "csv")
+        assert r.exit_code == 2, cmd
+    for cmd in (["profile", path], ["analyze", path, "--no-findings"]):
+        r = _run(*cmd, "-f", "csv")
+        assert r.exit_code == 0 and r.stdout.count(",") > 5, cmd
