@@ -7,8 +7,8 @@ Reshape target and Resize size on a tensor that descends from a re-batched input
 rewritten, in the in-memory copy only (the file is never touched). The batch entry is dim 0, or dim 1
 where the tensor feeds a recurrent op in its default sequence-first layout, or else the one entry equal to
 the old batch (a sequence-first layout's [197, 1, 3, 768]). A Reshape that folds the batch into another
-dim of a constant target (a seq-first attention's [197, batch * 12, 64]) is refused with the node named. Broadcasting constants (an Expand or
-a mask of [1, ...]) need nothing: they broadcast over the new batch.
+dim of a constant target (a seq-first attention's [197, batch * 12, 64]) is refused with the node named.
+Broadcasting constants (an Expand or a mask of [1, ...]) need nothing: they broadcast over the new batch.
 """
 
 from __future__ import annotations
