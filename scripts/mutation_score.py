@@ -45,7 +45,7 @@ MUTANTS = [
      "return prod(y_shape) * prod(w_shape[2:])", "Conv MACs without Cin/group", OPS_TESTS),
     ("bias-free", "ops/matrix.py", "bias = n_out if bias_input is not None and ctx.has(bias_input) else 0",
      "bias = 0", "a matrix op's bias add not counted", OPS_TESTS),
-    ("seq-first", "ops/matrix.py", "if b_rank <= 2:", "if b_rank <= 1:",
+    ("seq-first", "ops/matrix.py", "if b_rank <= 2 or prod(b_shape[:-2]) == 1:", "if b_rank <= 1:",
      "a 2-D weight no longer folds A's leading dims into M", OPS_TESTS),
     ("einsum-batch", "ops/matrix.py", "steps.append((i, Gemm(size(kept_l & kept_r),",
      "steps.append((i, Gemm(1,", "Einsum's batch labels dropped from its geometry", OPS_TESTS),
@@ -144,6 +144,14 @@ MUTANTS = [
     ("gate-le", "gates.py", '"<=": operator.le', '"<=": operator.lt', "a <= gate evaluated as <",
      GATES_TESTS),
     ("gate-ne", "gates.py", '"!=": operator.ne', '"!=": operator.eq', "!= read as ==", GATES_TESTS),
+    # -- re-batching and recurrent geometry
+    ("rnn-parallel", "ops/matrix.py", "gemm = Gemm(dirs, batch, gates * hidden, x[2] + hidden, True, serial=seq)",
+     "gemm = Gemm(dirs * seq, batch, gates * hidden, x[2] + hidden, True)", "recurrent steps run side by side",
+     OPS_TESTS),
+    ("rebatch-axis", "rebatch.py", "            return 1\n    return 0", "            return 0\n    return 0",
+     "a sequence-first recurrent input re-batched on the sequence", ["tests/test_every_model.py"]),
+    ("rebatch-any-lead", "shapes.py", "        if fixed != 1:", "        if False:",
+     "any fixed leading dim taken for a batch", ["tests/test_every_model.py", "tests/test_findings.py"]),
 ]
 
 
