@@ -635,8 +635,10 @@ def hw_list(
     keys = {"name": None, "peak": lambda s: -max(s.peak_ops_per_s.values()),
             "bandwidth": lambda s: -s.dram_bandwidth, "memory": lambda s: -s.dram_capacity,
             "tdp": lambda s: -s.tdp_w}
-    if sort not in keys or format not in ("table", "json"):
-        raise HwUtilError(f"--sort {sort!r} / --format {format!r}: sort by {', '.join(keys)}; table or json")
+    if sort not in keys:
+        raise HwUtilError(f"--sort {sort!r}: sort by {', '.join(keys)}")
+    if format not in ("table", "json"):
+        raise HwUtilError(f"--format {format!r}: table or json")
     specs = [s for s in (load_spec(n) for n in known_specs())
              if (kind is None or s.kind == kind) and (precision is None or precision in s.precisions)
              and s.dram_capacity >= floor]

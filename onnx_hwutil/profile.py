@@ -14,7 +14,7 @@ from .loader import load_model
 from .memory import peak_activation_bytes
 from .ops import GraphCosts, cost_graph
 from .rebatch import rebatch
-from .shapes import Bindings, apply_bindings, bind_inputs, infer, parse_shape_flag
+from .shapes import Bindings, apply_bindings, bind_inputs, file_shapes, infer, parse_shape_flag
 
 # The version of every JSON output's layout; onnx_hwutil/schemas/ holds the JSON Schema of each. Version 2:
 # energy named per batch and per inference, `coverage` and `calibrated` in analyze entries.
@@ -39,10 +39,10 @@ def bind(path: str | os.PathLike, bindings: Bindings | None = None) -> BoundMode
     bindings = bindings or Bindings()
     model = load_model(path)
     b = bind_inputs(model, bindings.for_model(os.fspath(path), model))
-    apply_bindings(model, b.shapes, b.values)
     notes = list(b.notes)
-    if b.rebatch:
-        notes += rebatch(model, b.rebatched, *b.rebatch)
+    if b.rebatch:  # where the batch sits is read off the file's own shapes, before they change
+        notes += rebatch(model, b.rebatched, *b.rebatch, known=file_shapes(model))
+    apply_bindings(model, b.shapes, b.values)
     opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
     inferred, infer_notes, known = infer(model)
     graph = Graph(inferred.graph, opsets, known=known)

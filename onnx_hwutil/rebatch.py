@@ -8,7 +8,10 @@ rewritten, in the in-memory copy only (the file is never touched). The batch ent
 where the tensor feeds a recurrent op in its default sequence-first layout, or else the one entry equal to
 the old batch (a sequence-first layout's [197, 1, 3, 768]). A Reshape that folds the batch into another
 dim of a constant target (a seq-first attention's [197, batch * 12, 64]) is refused with the node named.
-Broadcasting constants (an Expand or a mask of [1, ...]) need nothing: they broadcast over the new batch.
+A constant expanded to [1, ...] that a Concat joins with batched tensors (a class token) gets the new batch;
+one that only broadcasts (a mask added to the scores) needs nothing. Fixed rows of the batch (Slice or
+Gather of rows along dim 0) stop carrying it. Where the batch sits in a tensor is read off the file's own
+shapes (`known`), so a target whose only 1 is not the batch is refused rather than rewritten.
 """
 
 from __future__ import annotations
@@ -23,29 +26,33 @@ _RECURRENT = {"LSTM", "GRU", "RNN"}
 _METADATA = {"Shape", "Size"}  # their outputs describe a batched tensor; they do not carry its rows
 
 
-def rebatch(model: onnx.ModelProto, inputs: set[str], old: int, new: int) -> list[str]:
+def rebatch(model: onnx.ModelProto, inputs: set[str], old: int, new: int,
+            known: dict | None = None) -> list[str]:
     """Rewrite `model` (in memory) so that the re-batched `inputs` flow at batch `new`; notes for the
-    output."""
+    output. `known` holds the tensors' shapes at the file's own batch, to tell where the batch sits."""
     graph = model.graph
     consts = _constants(graph)
+    known = known or {}
     readers: dict[str, list[onnx.NodeProto]] = {}
     for n in graph.node:
         for t in n.input:
             readers.setdefault(t, []).append(n)
-    batched = set(inputs)
+    order = _in_order(graph)
+    batched = _descendants(order, set(inputs), consts)
     rewritten: list[str] = []
-    for pos, node in enumerate(_in_order(graph)):
-        if not any(t in batched for t in node.input if t):
+    for pos, node in enumerate(order):
+        if node.domain not in ("", "ai.onnx"):
             continue
-        if node.op_type not in _METADATA:
-            batched.update(o for o in node.output if o)
-        if node.domain not in ("", "ai.onnx") or node.input[0] not in batched:
+        if node.op_type in _GENERATORS and _joins_batched_concat(node, readers, batched):
+            slot, axis = _GENERATORS[node.op_type], 0  # a class token expanded to [1, ...] at export
+        elif node.op_type in ("Reshape", "Resize") and node.input and node.input[0] in batched:
+            slot, axis = {"Reshape": 1, "Resize": 3}[node.op_type], _batch_axis(node, readers)
+        else:
             continue
-        slot = {"Reshape": 1, "Resize": 3}.get(node.op_type)
-        if slot is None or len(node.input) <= slot or node.input[slot] not in consts:
+        if len(node.input) <= slot or node.input[slot] not in consts:
             continue  # computed at run time (Shape -> Gather -> Concat): it follows the batch by itself
-        target = consts[node.input[slot]]
-        fixed = _rewrite(node, target, _batch_axis(node, readers), old, new)
+        data = (known.get(node.input[0], (None, 0))[0] if node.input else None)
+        fixed = _rewrite(node, consts[node.input[slot]], axis, old, new, data)
         if fixed is not None:
             name = f"{node.input[slot]}__batch{new}_{pos}"
             graph.initializer.append(numpy_helper.from_array(fixed, name))
@@ -57,6 +64,40 @@ def rebatch(model: onnx.ModelProto, inputs: set[str], old: int, new: int) -> lis
     return [f"re-batching rewrote {len(rewritten)} shape constants fixed at batch {old}: {shown}"]
 
 
+# Generators of a constant shape (the slot holding it): at batch 1 `cls.expand(B, -1, -1)` traces to
+# Expand(cls, [1, -1, -1]), which a Concat with the batched patches then cannot join.
+_GENERATORS = {"Expand": 1, "Tile": 1, "ConstantOfShape": 0}
+
+
+def _descendants(order: list[onnx.NodeProto], inputs: set[str], consts: dict) -> set[str]:
+    """Tensors that carry the batch: those computed from a batched input, except the shape of one (Shape,
+    Size) and a slice or gather of fixed rows along the batch axis (x[0:1], x[0])."""
+    batched = set(inputs)
+    for node in order:
+        if not any(t in batched for t in node.input if t) or node.op_type in _METADATA:
+            continue
+        if node.op_type == "Gather" and node.input[0] in batched and node.input[1] in consts \
+                and not any(a.name == "axis" and a.i for a in node.attribute):
+            continue  # fixed rows of the batch (x[0]); an embedding Gather of batched ids carries it
+        if node.op_type == "Slice" and 0 in _slice_axes(node, consts):
+            continue
+        batched.update(o for o in node.output if o)
+    return batched
+
+
+def _slice_axes(node: onnx.NodeProto, consts: dict) -> list[int]:
+    if len(node.input) > 3 and node.input[3]:
+        axes = consts.get(node.input[3])
+        return [int(a) for a in axes.reshape(-1)] if axes is not None else []
+    starts = consts.get(node.input[1]) if len(node.input) > 1 else None
+    return list(range(starts.size)) if starts is not None else []
+
+
+def _joins_batched_concat(node: onnx.NodeProto, readers: dict, batched: set[str]) -> bool:
+    return any(r.op_type == "Concat" and any(t in batched for t in r.input if t)
+               for r in readers.get(node.output[0], ()))
+
+
 def _batch_axis(node: onnx.NodeProto, readers: dict) -> int:
     """Dim 1 where the output goes into a sequence-first recurrent op ([seq, batch, input]), else dim 0."""
     for r in readers.get(node.output[0], ()):
@@ -65,10 +106,15 @@ def _batch_axis(node: onnx.NodeProto, readers: dict) -> int:
     return 0
 
 
-def _rewrite(node: onnx.NodeProto, target: np.ndarray, axis: int, old: int, new: int) -> np.ndarray | None:
+def _rewrite(node: onnx.NodeProto, target: np.ndarray, axis: int, old: int, new: int,
+             data: tuple | None) -> np.ndarray | None:
+    """The constant for the new batch; None where the original serves; an error where the batch is folded
+    into another dim. `data` is the input's shape at the old batch, where known."""
     t = [int(v) for v in target.reshape(-1)]
     if axis >= len(t):
         return None
+    if node.op_type in _GENERATORS:
+        return np.asarray([new, *t[1:]], dtype=target.dtype) if t[0] == old else None
     if t[axis] == old:
         t[axis] = new
         return np.asarray(t, dtype=target.dtype)
@@ -76,9 +122,11 @@ def _rewrite(node: onnx.NodeProto, target: np.ndarray, axis: int, old: int, new:
     if node.op_type == "Resize" or t[axis] == -1 or (t[axis] == 0 and not allowzero):
         return None  # the batch is inferred or copied from the input: it flows through
     at = [i for i, d in enumerate(t) if d == old]
-    if len(at) == 1 and -1 not in t:
-        # Sequence-first layouts keep the batch elsewhere ([197, 1, 3, 768] in a seq-first attention):
-        # the one entry that is the old batch is where it went.
+    outermost = data is not None and len(data) > 0 and data[0] == old
+    if len(at) == 1 and -1 not in t and data is not None and not outermost and at[0] < len(data) \
+            and data[at[0]] == old:
+        # A sequence-first layout keeps the batch inside ([197, 1, 2304] -> [197, 1, 3, 768]): the one
+        # entry that is the old batch, where the input has it too, is where it went.
         t[at[0]] = new
         return np.asarray(t, dtype=target.dtype)
     raise HwUtilError(f"re-batching to {new}: {node.op_type} {node.name or node.output[0]!r} has a constant "

@@ -192,12 +192,11 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> Bound:
     unbound: list[str] = []
     notes: list[str] = []
     fixed = _file_batch(declared)
+    batched = {n for n, d in declared.items() if fixed is not None and d and len(d) >= 2 and d[0] == fixed}
     defaulted = False
+    bound_batch = False  # did --batch land on some input (a symbol, an unnamed dim, a re-batch)?
     rebatch = None
     if fixed is not None and b.batch is not None and b.batch != fixed:
-        if fixed != 1:  # a fixed leading dim other than 1 may be a sequence (seq-first exports): ask
-            raise HwUtilError(f"--batch {b.batch}: every input fixes dim 0 at {fixed}; if that is the batch, "
-                              f"re-batch with --shape (e.g. --shape {names[0]}={b.batch}x...)")
         rebatch = (fixed, b.batch)
     where = {s: f"--dim {s}={v}" for s, v in b.dims.items()}
     where.update({s: f"--batch {b.batch}" for s in values if s not in b.dims})
@@ -212,8 +211,11 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> Bound:
                               f"not {len(given)}")
         for i, (d, g) in enumerate(zip(dims, given, strict=True) if dims is not None else ()):
             if isinstance(d, int) and d != g:
-                if i == 0 and d == fixed and rebatch in (None, (d, g)):
-                    rebatch = (d, g)  # a file with a fixed batch, asked for another: re-batch it
+                if i == 0 and len(dims) >= 2 and _all_fixed(declared) and rebatch in (None, (d, g)):
+                    # a file with a fixed batch, asked for another by a whole shape: re-batch it, and every
+                    # input that leads with the same dim with it
+                    rebatch = (d, g)
+                    batched = {n for n, x in declared.items() if x and len(x) >= 2 and x[0] == d}
                     continue
                 raise HwUtilError(f"{flag}: dim {i} of input {name!r} is fixed at {d} in the model, not {g}"
                                   + (f" (only dim 0, the batch, can be re-batched; {rebatch and 'already'} "
@@ -233,12 +235,14 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> Bound:
             continue
         resolved: list[int] = []
         for i, d in enumerate(dims):
-            if i == 0 and rebatch is not None and d == rebatch[0]:
+            if i == 0 and rebatch is not None and name in batched:
                 resolved.append(rebatch[1])
+                bound_batch = True
             elif isinstance(d, int):
                 resolved.append(d)
             elif isinstance(d, str) and d in values:
                 resolved.append(values[d])
+                bound_batch |= i == 0 and b.batch is not None and values[d] == b.batch
             elif i == 0 and b.batch is None and is_batch_like(d):
                 if isinstance(d, str):
                     values[d] = 1
@@ -252,6 +256,7 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> Bound:
                 unbound.append(f"input {name!r} dim {i} {d!r} ({hint})")
             elif i == 0 and b.batch is not None:
                 resolved.append(b.batch)
+                bound_batch = True
             else:
                 known = [values.get(x, x) if isinstance(x, str) else x for x in dims]
                 unbound.append(f"input {name!r} dim {i} unnamed (--shape {name}={_fmt_dims(known, 'N')})")
@@ -267,7 +272,11 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> Bound:
             how = where.get(dims[0], f"--shape {name}=...") if dims and isinstance(dims[0], str) else \
                 f"--shape {name}=..."
             raise HwUtilError(f"{how}: input {name!r} gets a batch (dim 0) of 0; it must be at least 1")
-    if b.batch is not None and not any(s and s[0] == b.batch for s in shapes.values()):
+    if b.batch is not None and not bound_batch and not (fixed == b.batch and batched):
+        leads = {d[0] for d in declared.values() if d and len(d) >= 2}
+        if _all_fixed(declared) and len(leads) == 1:
+            raise HwUtilError(f"--batch {b.batch}: every input fixes dim 0 at {leads.pop()}; if that is the "
+                              f"batch, re-batch with --shape (e.g. --shape {names[0]}={b.batch}x...)")
         raise NoBatchDim(f"--batch {b.batch}: the model has no batch dim to set (its inputs are "
                           + ", ".join(f"{n}={_fmt_dims(list(s))}" for n, s in shapes.items())
                           + "); bind shapes with --shape instead")
@@ -275,19 +284,24 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> Bound:
         if rebatch[1] < 1:
             raise HwUtilError(f"input batch {rebatch[1]}: a batch must be at least 1")
         notes.append(f"the file fixes the batch at {rebatch[0]}: re-batched to {rebatch[1]} in memory")
-    return Bound(shapes, values, notes, rebatch, defaulted,
-                 {n for n, d in declared.items() if rebatch and d and d[0] == rebatch[0]})
+    # The inputs that now lead with the new batch: not one a --shape kept at the file's batch.
+    moved = {n for n in batched if rebatch and shapes.get(n, (None,))[:1] == (rebatch[1],)}
+    return Bound(shapes, values, notes, rebatch, defaulted, moved)
+
+
+def _all_fixed(declared: dict[str, list | None]) -> bool:
+    return all(isinstance(d[0], int) for d in declared.values() if d)
 
 
 def _file_batch(declared: dict[str, list | None]) -> int | None:
-    """The batch a file fixes: the leading dim every input of rank 2 or more shares, when none of them is
-    symbolic or unnamed (a rank-1 input is more often a length or an index than a batch). None for a model
-    with a batch to bind, for inputs that disagree, or for none at all."""
-    leads = {dims[0] for dims in declared.values() if dims and len(dims) >= 2}
-    if len(leads) != 1:
+    """The batch a file fixes: 1, when no input has a symbolic or unnamed leading dim and some input of rank
+    2 or more leads with 1 (those are the batched inputs; others, a lookup table [8, 8] or a text [3, 5], do
+    not depend on the batch). A rank-1 input is more often a length or an index than a batch, and a leading
+    dim other than 1 may be a sequence (seq-first exports): a --shape re-batches those explicitly."""
+    leads = [dims[0] for dims in declared.values() if dims]
+    if not leads or any(not isinstance(d, int) for d in leads):
         return None
-    lead = leads.pop()
-    return lead if isinstance(lead, int) and lead >= 1 else None
+    return 1 if any(dims and len(dims) >= 2 and dims[0] == 1 for dims in declared.values()) else None
 
 
 def _check_sizes(b: Bindings) -> None:
@@ -450,6 +464,11 @@ def _infer_layers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], d
         if learned:
             notes.append(f"{note} resolved {learned} more tensors")
     return inferred, notes, tensor_shapes(inferred.graph)
+
+
+def file_shapes(model: onnx.ModelProto) -> dict:
+    """Every tensor's shape as the file itself has it (its own batch), by one ONNX inference."""
+    return tensor_shapes(_onnx_infer(_without_declared(model)[0]).graph)
 
 
 def _onnx_infer(model: onnx.ModelProto) -> onnx.ModelProto:

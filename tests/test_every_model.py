@@ -304,3 +304,48 @@ def test_formats_offered_are_formats_served(tmp_path):
     for cmd in (["profile", path], ["analyze", path, "--no-findings"]):
         r = _run(*cmd, "-f", "csv")
         assert r.exit_code == 0 and r.stdout.count(",") > 5, cmd
+
+
+def test_rebatching_cases_a_second_review_found(tmp_path):
+    from onnx_hwutil.errors import HwUtilError
+
+    x = vi("x", T.FLOAT, [1, 3, 8, 8])
+    conv = helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1])
+    w = init("w", (16, 3, 1, 1))
+    # a (b*c, 1, h, w) view: its only 1 is not the batch, which is folded into 16 -> refused, not rewritten
+    m = model([conv, helper.make_node("Reshape", ["c", "s"], ["v"], name="bc_view"),
+               helper.make_node("Relu", ["v"], ["y"])], [x], [vi("y", T.FLOAT, None)],
+              [w, init("s", (4,), np.int64, [16, 1, 8, 8])])
+    with pytest.raises(HwUtilError, match="'bc_view' has a constant target"):
+        onnx_hwutil.profile(save(m, tmp_path / "a.onnx"), batch=8)
+    # a batch-independent second input (a lookup table, a text) stays as it is; x is re-batched
+    m = model([conv, helper.make_node("MatMul", ["c", "lut"], ["y"]),
+               helper.make_node("Neg", ["scale"], ["z"])],
+              [x, vi("lut", T.FLOAT, [8, 8]), vi("scale", T.FLOAT, [1])],
+              [vi("y", T.FLOAT, None), vi("z", T.FLOAT, None)], [w])
+    p = onnx_hwutil.profile(save(m, tmp_path / "b.onnx"), batch=8)
+    assert p.bound.inputs == {"x": (8, 3, 8, 8), "lut": (8, 8), "scale": (1,)}
+    assert p.totals.macs == 8 * (16 * 64 * 3 + 16 * 8 * 8 * 8)
+    # a class token expanded to [1, 1, 4] at export and concatenated with the batched patches
+    m = model([helper.make_node("Expand", ["cls", "e"], ["ce"]),
+               helper.make_node("Concat", ["ce", "p"], ["seq"], axis=1),
+               helper.make_node("MatMul", ["seq", "W"], ["y"])],
+              [vi("p", T.FLOAT, [1, 9, 4])], [vi("y", T.FLOAT, None)],
+              [init("cls", (1, 1, 4)), init("e", (3,), np.int64, [1, 1, 4]), init("W", (4, 4))])
+    p = onnx_hwutil.profile(save(m, tmp_path / "c.onnx"), batch=8)
+    assert p.totals.macs == 8 * 10 * 4 * 4 and not p.unresolved
+    # fixed rows of the batch (x[0:1]) no longer carry it: the view after them keeps its 1
+    m = model([helper.make_node("Slice", ["x2", "st", "en", "ax"], ["r"]),
+               helper.make_node("Reshape", ["r", "s"], ["f"]), helper.make_node("MatMul", ["f", "W"], ["y"])],
+              [vi("x2", T.FLOAT, [1, 16])], [vi("y", T.FLOAT, None)],
+              [init("st", (1,), np.int64, [0]), init("en", (1,), np.int64, [1]),
+               init("ax", (1,), np.int64, [0]), init("s", (2,), np.int64, [1, -1]), init("W", (16, 4))])
+    p = onnx_hwutil.profile(save(m, tmp_path / "d.onnx"), batch=8)
+    assert p.totals.macs == 1 * 16 * 4
+    # a --shape that keeps an input at the file's batch keeps its path unrewritten
+    m = model([helper.make_node("Reshape", ["pri", "s"], ["f"]), helper.make_node("Relu", ["x3"], ["y"]),
+               helper.make_node("Relu", ["f"], ["z"])],
+              [vi("pri", T.FLOAT, [1, 16, 4]), vi("x3", T.FLOAT, [1, 4])],
+              [vi("y", T.FLOAT, None), vi("z", T.FLOAT, None)], [init("s", (2,), np.int64, [1, -1])])
+    p = onnx_hwutil.profile(save(m, tmp_path / "e.onnx"), batch=8, shapes={"pri": "1x16x4"})
+    assert p.bound.inputs == {"pri": (1, 16, 4), "x3": (8, 4)} and p.totals.flops == 64 + 32

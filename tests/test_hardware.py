@@ -66,7 +66,8 @@ def test_one_mxu_for_a_128_cube():
     cycles, units = tpu.mxu_cycles(Gemm(1, 128, 128, 128))
     assert units == 1  # one weight tile, and its 128 rows are a single pass: nothing to split
     assert cycles == 128 + 128 + 128 + 128 - 2  # load weights, stream 128 rows, skew and drain
-    assert tpu.matrix(Gemm(1, 128, 128, 128))[0] == pytest.approx(510 / 1.05e9)
+    # 510 cycles at 1.05 GHz, slowed by the 0.09% the cited 275 TFLOPS sits under 8 x 128^2 x 2 x 1.05 GHz
+    assert tpu.matrix(Gemm(1, 128, 128, 128))[0] == pytest.approx(510 / 1.05e9 * 275.25e12 / 275e12, rel=1e-3)
     # fp32 is emulated with 6 bf16 passes
     fp32 = TpuBackend(spec, rates(spec, "fp32"))
     assert fp32.matrix(Gemm(1, 128, 128, 128))[0] == pytest.approx(6 * 510 / 1.05e9, rel=1e-3)

@@ -42,7 +42,7 @@ def parse_bytes(text: str, flag: str) -> float:
 
     from ..errors import HwUtilError
 
-    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([kmgt]i?b|b)?\s*", text.lower())
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?(?:e[0-9]{1,3})?)\s*([kmgt]i?b|b)?\s*", text.lower())
     if not m:
-        raise HwUtilError(f"{flag} {text!r}: expected a size such as 80GB, 64GiB or 8e10")
+        raise HwUtilError(f"{flag} {text!r}: expected a size such as 80GB, 64GiB or 8e10 (bytes)")
     return float(m.group(1)) * _BYTE_UNITS[m.group(2) or ""]
