@@ -150,8 +150,10 @@ MUTANTS = [
      OPS_TESTS),
     ("rebatch-axis", "rebatch.py", "            return 1\n    return 0", "            return 0\n    return 0",
      "a sequence-first recurrent input re-batched on the sequence", ["tests/test_every_model.py"]),
-    ("rebatch-any-lead", "shapes.py", "        if fixed != 1:", "        if False:",
-     "any fixed leading dim taken for a batch", ["tests/test_every_model.py", "tests/test_findings.py"]),
+    ("rebatch-slice", "rebatch.py", 'if node.op_type == "Slice" and 0 in _slice_axes(node, consts):',
+     "if False:", "fixed rows of the batch still taken to carry it", ["tests/test_every_model.py"]),
+    ("rebatch-outermost", "rebatch.py", "data is not None and not outermost and", "data is not None and",
+     "a target's only 1 taken for the batch where the input keeps it outermost", ["tests/test_every_model.py"]),
 ]
 
 

@@ -318,6 +318,12 @@ def test_rebatching_cases_a_second_review_found(tmp_path):
               [w, init("s", (4,), np.int64, [16, 1, 8, 8])])
     with pytest.raises(HwUtilError, match="'bc_view' has a constant target"):
         onnx_hwutil.profile(save(m, tmp_path / "a.onnx"), batch=8)
+    # [1, 1, 64] -> [64, 1]: the input keeps its batch outermost, so the target's 1 is not it: refused
+    m = model([helper.make_node("Reshape", ["u", "s"], ["v"], name="col_view"),
+               helper.make_node("Relu", ["v"], ["y"])],
+              [vi("u", T.FLOAT, [1, 1, 64])], [vi("y", T.FLOAT, None)], [init("s", (2,), np.int64, [64, 1])])
+    with pytest.raises(HwUtilError, match="'col_view' has a constant target"):
+        onnx_hwutil.profile(save(m, tmp_path / "a2.onnx"), batch=8)
     # a batch-independent second input (a lookup table, a text) stays as it is; x is re-batched
     m = model([conv, helper.make_node("MatMul", ["c", "lut"], ["y"]),
                helper.make_node("Neg", ["scale"], ["z"])],
