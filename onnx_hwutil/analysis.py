@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from functools import cache
 
+from .bindings import Bindings
 from .dtypes import check_precision
 from .errors import HwUtilError
 from .fusion import FusedGraph, fuse
@@ -17,7 +18,6 @@ from .hardware import HardwareSpec, load_spec
 from .hardware.mapping import Schedule, schedule
 from .hardware.rates import default_precision
 from .profile import BoundModel, Profile, bind
-from .shapes import Bindings
 
 REPORT_HARDWARE = ["xeon-8490h", "h100-sxm5", "kpu-t256", "tpu-v4"]
 
@@ -38,7 +38,7 @@ class Analyzer:
     def __init__(self, shapes: dict | None = None, dims: dict | None = None, scoped: bool = False):
         self.shapes = dict(shapes or {})
         self.dims = dict(dims or {})
-        self.scoped = scoped  # bindings shared by several models: each takes its own (shapes.Bindings)
+        self.scoped = scoped  # bindings shared by several models: each takes its own (bindings.Bindings)
         self._bound = cache(self._bind)
         self._profile = cache(self._profile_at)
         self._fused = cache(self._fuse)

@@ -15,9 +15,9 @@ from typing import Annotated
 
 import typer
 
+from .bindings import Bindings, parse_dim_flag, parse_shape_flag
 from .errors import HwUtilError
 from .limits import MAX_DIM, MAX_SWEEP_POINTS
-from .shapes import Bindings, parse_dim_flag, parse_shape_flag
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="How well will this ONNX model use that hardware, and why? A static analyzer.")
@@ -134,7 +134,7 @@ def bindings(shape: list[str] | None, dim: list[str] | None, batch: int | None,
     dims = dict(parse_dim_flag(d) for d in dim or [])
     if models is None:
         return Bindings(shapes, dims, batch)
-    from .shapes import check_scoped
+    from .bindings import check_scoped
 
     b = Bindings(shapes, dims, batch, scoped=True)
     check_scoped([m for m in models if os.path.isfile(m)], b)

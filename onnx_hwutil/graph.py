@@ -15,9 +15,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .bindings import graph_inputs
 from .errors import HwUtilError
 from .limits import MAX_ELEMENTS
-from .shapes import graph_inputs, tensor_shapes
+from .shapes import tensor_shapes
 
 Dims = tuple[int | None, ...]
 # Ops whose first output is a view of their first input: no data moves, no new buffer.

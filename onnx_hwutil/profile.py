@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 
+from .bindings import Bindings, apply_bindings, bind_inputs, parse_shape_flag
 from .dtypes import PARAM_TYPES, check_precision, dtype_name, nbytes
 from .errors import HwUtilError
 from .graph import Graph
@@ -14,7 +15,7 @@ from .loader import load_model
 from .memory import peak_activation_bytes
 from .ops import GraphCosts, cost_graph
 from .rebatch import rebatch
-from .shapes import Bindings, apply_bindings, bind_inputs, file_shapes, infer, parse_shape_flag
+from .shapes import file_shapes, infer
 
 # The version of every JSON output's layout; onnx_hwutil/schemas/ holds the JSON Schema of each. Version 2:
 # energy named per batch and per inference, `coverage` and `calibrated` in analyze entries.

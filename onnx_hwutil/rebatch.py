@@ -1,6 +1,6 @@
 """Re-batching a file that fixes its batch (torchvision's legacy exporter, model zoos, many HF exports).
 
-The inputs get the new leading dim (shapes.bind_inputs); what else carries the old batch is a constant
+The inputs get the new leading dim (bindings.bind_inputs); what else carries the old batch is a constant
 written at export time: `x.view(1, -1)` traced at batch 1 is Reshape(x, [1, -1]), which at batch 8 would
 silently make one row of 8x the width, and Resize(x, sizes=[1, 3, 16, 16]) would drop the batch. Every
 Reshape target and Resize size on a tensor that descends from a re-batched input has its batch entry

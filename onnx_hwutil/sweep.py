@@ -18,12 +18,12 @@ from dataclasses import replace
 from functools import partial
 
 from .analysis import Analyzer, Point
+from .bindings import Bindings
 from .dtypes import check_precision
 from .errors import HwUtilError
 from .fusion import resolve_passes
 from .hardware import load_spec
 from .limits import WORKERS_PER_CORE
-from .shapes import Bindings
 
 
 def points(models, hardware, batches, precisions, fusions) -> list[Point]:

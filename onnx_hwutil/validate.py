@@ -22,9 +22,9 @@ import onnx
 from onnx import numpy_helper
 
 from .analysis import Analyzer, Point
+from .bindings import Bindings
 from .errors import HwUtilError
 from .hardware.mapping import Schedule
-from .shapes import Bindings
 
 
 @dataclass

@@ -26,8 +26,8 @@ import onnxruntime as ort
 from tabulate import tabulate
 
 import onnx_hwutil
+from onnx_hwutil.bindings import Bindings, apply_bindings, bind_inputs
 from onnx_hwutil.fusion import fuse
-from onnx_hwutil.shapes import Bindings, apply_bindings, bind_inputs
 from onnx_hwutil.validate import runnable_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

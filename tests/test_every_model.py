@@ -255,8 +255,9 @@ def _legacy_export(name, tmp_path):
     import onnx
     from conftest import model_path
 
+    from onnx_hwutil.bindings import graph_inputs
     from onnx_hwutil.loader import load_model
-    from onnx_hwutil.shapes import _fold_shape_subgraphs, _onnx_infer, graph_inputs
+    from onnx_hwutil.shapes import _fold_shape_subgraphs, _onnx_infer
 
     m = load_model(model_path(name))
     for v in graph_inputs(m.graph):

@@ -7,8 +7,8 @@ import pathlib
 import networkx as nx
 
 PKG = pathlib.Path(__file__).resolve().parent.parent / "onnx_hwutil"
-LOWER = ("loader", "shapes", "rebatch", "graph", "dtypes", "limits", "errors", "contrib_shapes", "memory",
-         "profile", "ops", "fusion")
+LOWER = ("loader", "bindings", "shapes", "rebatch", "graph", "dtypes", "limits", "errors", "contrib_shapes",
+         "memory", "profile", "ops", "fusion")
 UPPER = ("hardware", "analysis", "findings", "report", "cli", "study", "sweep", "diff", "gates", "validate",
          "calibrate")
 
