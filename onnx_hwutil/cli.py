@@ -137,7 +137,8 @@ def bindings(shape: list[str] | None, dim: list[str] | None, batch: int | None,
     from .bindings import check_scoped
 
     b = Bindings(shapes, dims, batch, scoped=True)
-    check_scoped([m for m in models if os.path.isfile(m)], b)
+    if shapes or dims:  # reads each model's inputs: only worth it when there is a binding to check
+        check_scoped([m for m in models if os.path.isfile(m)], b)
     return b
 
 

@@ -21,6 +21,7 @@ import onnx
 from onnx import numpy_helper
 
 from .errors import HwUtilError
+from .shapes import constant_values
 
 _RECURRENT = {"LSTM", "GRU", "RNN"}
 _METADATA = {"Shape", "Size"}  # their outputs describe a batched tensor; they do not carry its rows
@@ -151,14 +152,6 @@ def _in_order(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
 
 
 def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for init in graph.initializer:
-        if init.data_type == onnx.TensorProto.INT64 and len(init.dims) == 1 and init.dims[0] <= 16:
-            out[init.name] = numpy_helper.to_array(init)
-    for n in graph.node:
-        if n.op_type == "Constant" and n.output:
-            t = next((a.t for a in n.attribute if a.name == "value"), None)
-            if t is not None and t.data_type == onnx.TensorProto.INT64 and len(t.dims) == 1 \
-                    and t.dims[0] <= 16:
-                out[n.output[0]] = numpy_helper.to_array(t)
-    return out
+    """Shape-sized int64 vectors: the only constants a Reshape, Resize or Expand takes its shape from."""
+    return {k: v for k, v in constant_values(graph).items()
+            if v.dtype == np.int64 and v.ndim == 1 and v.size <= 16}

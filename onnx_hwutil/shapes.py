@@ -174,18 +174,9 @@ def _big_generator(model: onnx.ModelProto) -> str | None:
     stack = [model.graph]
     while stack:
         g = stack.pop()
-        consts: dict[str, np.ndarray] = {}
-        for init in g.initializer:
-            if init.raw_data or _has_typed_data(init):
-                with contextlib.suppress(Exception):
-                    consts[init.name] = numpy_helper.to_array(init)
+        consts = constant_values(g)
         for node in g.node:
-            if node.op_type == "Constant" and node.output:
-                t = next((a.t for a in node.attribute if a.name == "value"), None)
-                if t is not None and (t.raw_data or _has_typed_data(t)):
-                    with contextlib.suppress(Exception):
-                        consts[node.output[0]] = numpy_helper.to_array(t)
-            elif node.op_type in _GENERATORS and node.input and all(i in consts for i in node.input if i):
+            if node.op_type in _GENERATORS and node.input and all(i in consts for i in node.input if i):
                 feeds = {i: consts[i] for i in node.input if i}
                 if _output_too_big(node, feeds, MAX_PROPAGATED_ELEMENTS):
                     return f"{node.op_type} node {node.name or node.output[0]!r} generates more than " \
@@ -193,6 +184,20 @@ def _big_generator(model: onnx.ModelProto) -> str | None:
             for a in node.attribute:
                 stack.extend([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs))
     return None
+
+
+def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """The values a graph holds as data: initializers and Constant nodes whose payload the loader kept
+    (at most loader.SMALL_TENSOR_ELEMENTS elements: shape vectors, axes, scalars)."""
+    out: dict[str, np.ndarray] = {}
+    tensors = [(i.name, i) for i in graph.initializer]
+    tensors += [(n.output[0], a.t) for n in graph.node if n.op_type == "Constant" and n.output
+                for a in n.attribute if a.name == "value"]
+    for name, t in tensors:
+        if t.raw_data or _has_typed_data(t):
+            with contextlib.suppress(Exception):  # a dtype numpy cannot hold: not a value we need
+                out[name] = numpy_helper.to_array(t)
+    return out
 
 
 def _first_line(e: BaseException) -> str:
