@@ -34,7 +34,7 @@ class Bindings:
         if not self.scoped:
             return self
         names = {v.name for v in graph_inputs(model.graph)}
-        symbols = {d for v in graph_inputs(model.graph) for d in _dims_of(v) or () if isinstance(d, str)}
+        symbols = {d for v in graph_inputs(model.graph) for d in declared_dims(v) or () if isinstance(d, str)}
         shapes = {}
         for key, shape in self.shapes.items():
             owner, name = _split_scope(key, [path])
@@ -62,7 +62,7 @@ def check_scoped(models: list[str], b: Bindings) -> None:
     for m in models:
         vis = graph_inputs(load_model(m).graph)
         inputs[m] = {v.name for v in vis}
-        symbols[m] = {d for v in vis for d in _dims_of(v) or () if isinstance(d, str)}
+        symbols[m] = {d for v in vis for d in declared_dims(v) or () if isinstance(d, str)}
     for key in b.shapes:
         owner, name = _split_scope(key, models)
         targets = [owner] if owner else [m for m in models if name in inputs[m]]
@@ -134,7 +134,7 @@ def is_batch_like(dim: int | str | None) -> bool:
     return dim is None or (isinstance(dim, str) and bool(_BATCH_NAME.match(dim)))
 
 
-def _dims_of(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:
+def declared_dims(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:
     """Declared dims: int for static, str for named, None for unnamed/unknown; None if rank unknown."""
     t = vi.type
     if t.WhichOneof("value") != "tensor_type":
@@ -166,7 +166,7 @@ def bind_inputs(model: onnx.ModelProto, b: Bindings) -> Bound:
         if name not in names:
             raise HwUtilError(f"--shape {name}=...: the model has no input {name!r}; its inputs are: "
                               + ", ".join(names))
-    declared = {v.name: _dims_of(v) for v in inputs}
+    declared = {v.name: declared_dims(v) for v in inputs}
     symbols = {d for dims in declared.values() if dims for d in dims if isinstance(d, str)}
     for sym in b.dims:
         if sym not in symbols:

@@ -6,6 +6,8 @@ shapes, masks or already-quantized data, and a runtime keeps them as they are.
 """
 
 import functools
+import math
+from collections.abc import Mapping
 
 from onnx import TensorProto as T
 
@@ -54,6 +56,16 @@ def element_bits(dtype: int, precision: str = "model") -> int:
 
 def nbytes(numel: int, dtype: int, precision: str = "model") -> int:
     return (numel * element_bits(dtype, precision) + 7) // 8
+
+
+def tensor_nbytes(t, precision: str, stored: Mapping[str, float] | None = None) -> int:
+    """Bytes of graph tensor `t` at `precision`, unless `stored` gives the bits its elements take in memory:
+    a storage what-if (int4 weights with their group scales, an fp8 KV cache) that leaves the arithmetic at
+    `precision`. Bits may be fractional: 4-bit weights with one 16-bit scale per 32 are 4.5 bits each."""
+    bits = stored.get(t.name) if stored else None
+    if bits is None:
+        return nbytes(t.numel, t.dtype, precision)
+    return math.ceil(t.numel * bits / 8)
 
 
 @functools.cache

@@ -7,13 +7,15 @@ input, as in every runtime, so they extend its life instead of adding a buffer.
 
 from __future__ import annotations
 
-from .dtypes import nbytes
+from collections.abc import Mapping
+
+from .dtypes import tensor_nbytes
 from .graph import VIEW_OPS, Graph
 from .ops import GraphCosts
 
 
-def activation_buffers(graph: Graph, costs: GraphCosts,
-                       precision: str) -> tuple[dict[str, int], dict[str, str]]:
+def activation_buffers(graph: Graph, costs: GraphCosts, precision: str,
+                       stored: Mapping[str, float] | None = None) -> tuple[dict[str, int], dict[str, str]]:
     """(buffer root -> bytes, tensor -> buffer root) for every non-constant tensor of the graph."""
     root: dict[str, str] = {}
     size: dict[str, int] = {}
@@ -23,7 +25,7 @@ def activation_buffers(graph: Graph, costs: GraphCosts,
         if t.const:
             return
         root[name] = name
-        size[name] = nbytes(t.numel, t.dtype, precision) if t.static else 0
+        size[name] = tensor_nbytes(t, precision, stored) if t.static else 0
 
     for name in graph.inputs:
         add(name)
@@ -40,9 +42,10 @@ def activation_buffers(graph: Graph, costs: GraphCosts,
     return size, root
 
 
-def peak_activation_bytes(graph: Graph, costs: GraphCosts, precision: str) -> tuple[int, int]:
+def peak_activation_bytes(graph: Graph, costs: GraphCosts, precision: str,
+                          stored: Mapping[str, float] | None = None) -> tuple[int, int]:
     """(peak bytes of live activations, total bytes of all activation buffers)."""
-    size, root = activation_buffers(graph, costs, precision)
+    size, root = activation_buffers(graph, costs, precision, stored)
     n = len(graph.nodes)
     start: dict[str, int] = dict.fromkeys(graph.inputs, 0)
     end: dict[str, int] = {}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
 from .bindings import Bindings, apply_bindings, bind_inputs, parse_shape_flag
-from .dtypes import PARAM_TYPES, check_precision, dtype_name, nbytes
+from .dtypes import PARAM_TYPES, check_precision, dtype_name, tensor_nbytes
 from .errors import HwUtilError
 from .graph import Graph
 from .loader import load_model
@@ -73,10 +74,12 @@ class Totals:
 class Profile:
     """Per-node costs and whole-model totals. Every view (tables, JSON, CSV) is made from this object."""
 
-    def __init__(self, bound: BoundModel, precision: str = "model"):
+    def __init__(self, bound: BoundModel, precision: str = "model",
+                 stored: Mapping[str, float] | None = None):
         self.bound = bound
         self.precision = check_precision(precision)
-        self.costs: GraphCosts = cost_graph(bound.graph, self.precision)
+        self.stored = dict(stored or {})  # tensor name -> bits in memory: a storage what-if (llm --weights)
+        self.costs: GraphCosts = cost_graph(bound.graph, self.precision, self.stored)
 
     @property
     def graph(self) -> Graph:
@@ -89,13 +92,13 @@ class Profile:
         for t in _weights(self.graph):
             if t.dtype in PARAM_TYPES and t.static:
                 count += t.numel
-                size += nbytes(t.numel, t.dtype, self.precision)
+                size += tensor_nbytes(t, self.precision, self.stored)
         return count, size
 
     @cached_property
     def totals(self) -> Totals:
         total = self.costs.total
-        peak_act, act_bytes = peak_activation_bytes(self.graph, self.costs, self.precision)
+        peak_act, act_bytes = peak_activation_bytes(self.graph, self.costs, self.precision, self.stored)
         params, weight_bytes = self.params
         return Totals(
             macs=total.macs,

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .bindings import _dims_of
+from .bindings import declared_dims
 from .limits import MAX_PROPAGATED_ELEMENTS
 
 # -- inference ------------------------------------------------------------------------------------------
@@ -37,7 +37,7 @@ def _keep_better(known: dict, vi: onnx.ValueInfoProto) -> bool:
     t = vi.type
     if t.WhichOneof("value") != "tensor_type":
         return False
-    dims = _dims_of(vi)
+    dims = declared_dims(vi)
     shape = None if dims is None else tuple(d if type(d) is int else None for d in dims)
     prev = known.get(vi.name)
     if prev is not None and not _better(shape, prev[0]):

@@ -19,6 +19,7 @@ from .sweep import run_points
 
 SCHEMA = "onnx-hwutil/report/1"
 SWEEP_BATCHES = [1, 2, 4, 8, 16, 32, 64]
+LLM_CONTEXT = 1024  # a decoder's report: the cached tokens of its decode step
 # What each kind of backend has been checked against (docs/validation.md holds the measurements).
 VALIDATION = {
     "cpu": "calibrate this machine's spec (onnx-hwutil calibrate) and check it with onnx-hwutil validate; "
@@ -94,6 +95,29 @@ def _hardware(a: Analyzer, hw: str, precision: str) -> dict:
             "numbers_assumed": assumed, "validation": VALIDATION[s.kind], "spec": s.path}
 
 
+def _decoder_step(a: Analyzer, model: str, name: str, hardware: list[str], shapes: dict | None,
+                  dims: dict | None, out: dict, notes: set[str]) -> Analyzer:
+    """A decoder with a KV cache whose phase dims the user left unbound: the report's tables become one
+    decode step after LLM_CONTEXT cached tokens (what a served LLM runs most), and its LLM section gets both
+    phases from `llm`. Anything else keeps the shared analyzer."""
+    from .llm import Query, find_decoder, study
+    from .loader import load_model
+
+    try:
+        d = find_decoder(load_model(model))
+    except HwUtilError:
+        return a
+    step = d.dims(1, LLM_CONTEXT, 1)
+    step.pop(d.batch_dim, None)  # the batch stays the report's
+    if set(step) & set(dims or {}):
+        return a
+    notes.add(f"{name}: a decoder with a KV cache: its tables are one decode step (1 new token after "
+              f"{LLM_CONTEXT} cached); the LLM section has both phases")
+    out["llm"].append({"model": name} | study(model, Query(tuple(hardware), (1, 8), (LLM_CONTEXT, 8192)),
+                                              shapes, dims))
+    return Analyzer(shapes, {**(dims or {}), **step}, scoped=True)
+
+
 def build(models: list[str], hardware: list[str], batch: int | None = None,
           sweep_batches: list[int] | None = None, precision: str = "auto", fusion: str = "runtime",
           shapes: dict | None = None, dims: dict | None = None, cited_only: bool = False) -> dict:
@@ -109,7 +133,7 @@ def build(models: list[str], hardware: list[str], batch: int | None = None,
                  "settings": {"hardware": hardware, "batch": batch, "sweep_batches": sweep_batches,
                               "precision": precision, "fusion": fusion, "presets": list(PRESETS)},
                  "models": [], "hardware": [], "results": [], "sweep": [], "fusion": [], "advice": [],
-                 "notes": []}
+                 "llm": [], "notes": []}
     notes: set[str] = set()
     given: dict[str, str] = {}
     for hw in hardware:  # results are keyed by chip name: two specs of one name would overwrite each other
@@ -118,19 +142,21 @@ def build(models: list[str], hardware: list[str], batch: int | None = None,
             raise HwUtilError(f"--hw {given[n]} and {hw} are both named {n!r}: rename one (its 'name' field)")
         given[n] = hw
     for name, m in zip(names, models, strict=True):
-        b = batch or (None if a.default_batch(m) is None else 1)
+        am = _decoder_step(a, m, name, hardware, shapes, dims, out, notes)
+        b = batch or (None if am.default_batch(m) is None else 1)
         here = []
         for hw in hardware:
             p = Point(m, hw, b, precision, fusion)
-            s = a.run(p)
+            s = am.run(p)
             notes.update(s.notes)
             here.append(s)
             out["results"].append({"model": name} | s.to_dict(per_subgraph=True)
-                                  | {"findings": [f.to_dict() for f in findings(a, p, s)]})
+                                  | {"findings": [f.to_dict() for f in findings(am, p, s)]})
             for preset in PRESETS:
-                t = a.run(Point(m, hw, b, precision, preset))
+                t = am.run(Point(m, hw, b, precision, preset))
                 out["fusion"].append({"model": name} | t.to_dict(False))
-        rows = run_points([Point(m, hw, sb, precision, fusion) for hw in hardware for sb in sweep_batches], a)
+        rows = run_points([Point(m, hw, sb, precision, fusion) for hw in hardware for sb in sweep_batches],
+                          am)
         # The file fixes the batch (or --dim/--shape bound it): at most its own batch analyzes.
         failed = [r for r in rows if not r["ok"]]
         fixed = bool(failed) and len({r["batch"] for r in rows if r["ok"]}) <= 1
@@ -141,8 +167,8 @@ def build(models: list[str], hardware: list[str], batch: int | None = None,
             notes.update(f"{name}: {r['hardware']} batch {r['batch']}: {r['error']}"
                          for r in rows if not r["ok"])
         out["models"].append({"name": name, "path": m, "batch": here[0].batch, "batch_fixed": fixed,
-                              "characteristics": a.characteristics(m, b, fusion),
-                              "gaps": a.profile(m, b).gaps})
+                              "characteristics": am.characteristics(m, b, fusion),
+                              "gaps": am.profile(m, b).gaps})
         own = here[0].batch
         for bb in [own] + ([max(sweep_batches)] if not fixed and max(sweep_batches) != own else []):
             runs = ([s.to_dict(False) for s in here] if bb == own else

@@ -19,6 +19,9 @@ Models (all randomly initialised, ``weights=None``; nothing is downloaded,
   (int64, ``[batch, 128]``), output ``last_hidden_state``
   (``[batch, 128, 768]``).  Only the batch dim is symbolic.
 
+The Llama-3.2-1B-sized decoders ``llama_1b_kv`` and ``llama_1b_int4`` need no torch:
+``scripts/build_llama.py`` writes them (graph-only too) with onnx.helper.
+
 Export uses the legacy TorchScript exporter
 (``torch.onnx.export(..., dynamo=False, opset_version=17,
 do_constant_folding=True)``), which torch 2.14.1 still provides (it only

@@ -251,7 +251,7 @@ def test_a_sparse_initializer_with_a_negative_dim_is_refused(tmp_path):
 
 
 def test_json_output_is_strict():
-    from onnx_hwutil.cli import to_json
+    from onnx_hwutil.cli.common import to_json
 
     assert to_json({"a": 1.5}, None) == '{"a": 1.5}'
     for bad in (float("nan"), float("inf")):

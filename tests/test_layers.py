@@ -10,7 +10,7 @@ PKG = pathlib.Path(__file__).resolve().parent.parent / "onnx_hwutil"
 LOWER = ("loader", "bindings", "shapes", "rebatch", "graph", "dtypes", "limits", "errors", "contrib_shapes",
          "memory", "profile", "ops", "fusion")
 UPPER = ("hardware", "analysis", "findings", "report", "cli", "study", "sweep", "diff", "gates", "validate",
-         "calibrate")
+         "calibrate", "llm")
 
 
 def _imports(top_level_only: bool) -> nx.DiGraph:

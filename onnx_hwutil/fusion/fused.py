@@ -18,6 +18,7 @@ import networkx as nx
 from ..graph import VIEW_OPS
 from ..ops import NodeCost, OpKind
 from ..profile import SCHEMA, Profile
+from .context import METADATA_READERS
 from .partition import Partition
 
 
@@ -144,7 +145,7 @@ class FusedGraph:
         for n in self.profile.graph.nodes:
             if costs[n.name].cost.kind == OpKind.SHAPE or n.name in self.partition.folded:
                 continue
-            if n.op_type in ("Shape", "Size"):
+            if n.op_type in METADATA_READERS:
                 continue
             for t in self.profile.graph.reads(n):
                 out.setdefault(self._root.get(t, t), set()).add(n.name)

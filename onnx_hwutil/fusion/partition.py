@@ -26,7 +26,6 @@ class Partition:
     folded: set[str] = field(default_factory=set)  # nodes whose work a runtime folds away (BN into Conv)
     tiled: set[int] = field(default_factory=set)  # groups that stream their intermediates in tiles
     static: set[str] = field(default_factory=set)  # shape math a runtime computes once, at load time
-    merges: int = 0  # merges done so far: how passes report whether they changed anything
     order: list[int | None] = field(default_factory=list)  # groups in a topological order (None: merged away)
     pos: dict[int, int] = field(default_factory=dict)  # group -> its index in `order`
 
@@ -39,7 +38,7 @@ class Partition:
 
     def copy(self) -> Partition:
         return Partition(self.graph, dict(self.group_of), {k: list(v) for k, v in self.members.items()},
-                         dict(self.labels), set(self.folded), set(self.tiled), set(self.static), self.merges,
+                         dict(self.labels), set(self.folded), set(self.tiled), set(self.static),
                          list(self.order), dict(self.pos))
 
     @property
@@ -101,7 +100,6 @@ class Partition:
             self.group_of[m] = keep
         if label:
             self.labels[keep] = label
-        self.merges += 1
         self._reorder(lo, hi)
         return keep
 

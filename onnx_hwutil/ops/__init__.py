@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..dtypes import PARAM_TYPES
@@ -62,9 +63,11 @@ class GraphCosts:
                 "uncosted_mac_share_at_least": lb / (macs + lb) if macs + lb else 0.0}
 
 
-def cost_graph(graph: Graph, precision: str) -> GraphCosts:
+def cost_graph(graph: Graph, precision: str, stored: Mapping[str, float] | None = None) -> GraphCosts:
+    """Every node's cost at `precision`; `stored` re-prices named tensors' bytes (dtypes.tensor_nbytes)."""
+
     def coster(proto, outer: Graph) -> GraphCosts:
-        return cost_graph(Graph(proto, graph.opsets, outer), precision)
+        return cost_graph(Graph(proto, graph.opsets, outer), precision, stored)
 
     nodes: list[NodeCost] = []
     total = Cost(kind=OpKind.SHAPE)
@@ -74,7 +77,7 @@ def cost_graph(graph: Graph, precision: str) -> GraphCosts:
     byte_cache: dict[str, int] = {}
     nested_total = nested_uncosted = nested_lb = 0
     for node in graph.nodes:
-        ctx = OpContext(node, graph, precision, coster, byte_cache)
+        ctx = OpContext(node, graph, precision, coster, byte_cache, stored)
         if formula_for(node.domain, node.op_type) is None:
             uncovered[(node.domain or "ai.onnx", node.op_type)] += 1
             try:  # the bytes of an op we cannot price are still known from its shapes

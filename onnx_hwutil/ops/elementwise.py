@@ -35,6 +35,12 @@ _MS_FLOPS = {
     "RotaryEmbedding": 3, "Inverse": 1,
 }
 
+# The activations a runtime folds into the matrix op before them (ONNX Runtime's ConvActivationFusion and
+# GemmActivationFusion), which FusedConv/FusedGemm then name in their `activation` attribute: fusion's
+# activation rule reads this set, and each one is priced by the table above (a test checks).
+FUSED_ACTIVATIONS = frozenset({"Relu", "Clip", "Sigmoid", "LeakyRelu", "Tanh", "HardSigmoid", "HardSwish"})
+
+
 def activation_flops(name: str | bytes) -> int:
     """FLOPs per element of an activation that FusedConv/FusedGemm name in an attribute: the same table as
     the standalone op, so fusing never changes the arithmetic (an empty name is no activation)."""

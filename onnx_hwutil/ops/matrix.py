@@ -400,19 +400,15 @@ def _ms_mha(ctx: OpContext) -> Work:
 
 
 def _gqa_total_length(ctx: OpContext, new_tokens: int) -> int:
-    """The key length every query attends to: total_sequence_length where it is a constant; else the
-    present cache, which is past + new tokens when the cache is concatenated, or the whole buffer when past
-    and present share one; a present shorter than the new tokens (inference that could not see the runtime
-    length) means past + new."""
+    """The key length every query attends to: total_sequence_length where it is a constant, else past + new
+    tokens. Never the present output's inferred length: onnxruntime's symbolic inference copies the past's
+    shape into it (the shared-buffer case), one token short of a concatenated cache (the onnxruntime-genai
+    exports, whose present is declared past + new); where past and present do share a buffer, past is the
+    buffer and the kernel attends at most that plus the new tokens."""
     tl = ctx.const_value(6)
     if tl is not None and tl.size == 1:
         return int(tl.reshape(-1)[0])
-    past = ctx.shape(3)[2] if ctx.has(3) else 0
-    try:
-        present = ctx.out(1)[2]
-    except MissingShape:
-        return past + new_tokens
-    return present if present >= new_tokens else past + new_tokens
+    return (ctx.shape(3)[2] if ctx.has(3) else 0) + new_tokens
 
 
 @cost("GroupQueryAttention", domain="com.microsoft")

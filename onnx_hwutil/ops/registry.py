@@ -13,11 +13,11 @@ pattern kind, plus byte counts only where the op does not simply read every inpu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
-from ..dtypes import PARAM_TYPES, nbytes
+from ..dtypes import PARAM_TYPES, nbytes, tensor_nbytes
 
 
 class OpKind(IntEnum):
@@ -129,10 +129,12 @@ class MissingShape(Exception):
 class OpContext:
     """Shapes, dtypes and attributes of one node, as its cost formula sees them."""
 
-    def __init__(self, node, graph, precision: str, subgraph_coster=None, byte_cache: dict | None = None):
+    def __init__(self, node, graph, precision: str, subgraph_coster=None, byte_cache: dict | None = None,
+                 stored: Mapping[str, float] | None = None):
         self.node = node
         self.graph = graph
         self.precision = precision
+        self.stored = stored  # tensor name -> bits in memory (a storage what-if; dtypes.tensor_nbytes)
         self._subgraph_coster = subgraph_coster
         self._bytes = {} if byte_cache is None else byte_cache  # tensor name -> bytes, shared per graph
 
@@ -179,7 +181,7 @@ class OpContext:
             t = self.graph.tensor(name)
             if not t.static:
                 raise MissingShape(name)
-            b = self._bytes[name] = nbytes(t.numel, t.dtype, self.precision)
+            b = self._bytes[name] = tensor_nbytes(t, self.precision, self.stored)
         return b
 
     def in_bytes(self, i: int) -> int:

@@ -221,6 +221,21 @@ def _counts_trust(study: dict) -> list[str]:
             "no shape; those are left out of every number above:", *[f"  - {g}" for g in gaps]]
 
 
+def _llm(study: dict) -> list[str]:
+    """A decoder's prefill and decode per chip, batch and context (the rows of `onnx-hwutil llm`)."""
+    out = []
+    for d in study.get("llm", []):
+        out += ["", f"### {d['model']}", "",
+                _table([[r["hardware"], r["precision"], r["phase"], r["batch"], r["context"],
+                         ms(r["latency_s"]), si(r["tokens_per_s"]), size(r["kv_cache_bytes"]),
+                         "yes" if r["fits"] else "no", r["max_batch"], r["bound"],
+                         pct(r["of_bound"]) if r["of_bound"] is not None else "-"] for r in d["rows"]],
+                       ["chip", "precision", "phase", "batch", "context", "latency", "tokens/s", "KV cache",
+                        "fits", "max batch", "bound", "of DRAM bound"]),
+                "", *[f"- {n}" for n in d["notes"]]]
+    return out
+
+
 def render_markdown(study: dict, image: Callable[[str, str], str]) -> str:
     names = [m["name"] for m in study["models"]]
     s = study["settings"]
@@ -244,6 +259,10 @@ def render_markdown(study: dict, image: Callable[[str, str], str]) -> str:
            *[f"- **{h['name']}** ({h['numbers_assumed']} of {h['numbers']} spec numbers assumed): "
              f"{h['validation']}." for h in study["hardware"]],
            *_counts_trust(study)]
+    if study.get("llm"):
+        out += ["", "## LLM phases: prefill and decode", "",
+                "Time to first token is the prefill of the prompt; each output token is a decode step "
+                "reading every weight and the whole KV cache.", *_llm(study)]
     if study["notes"]:
         out += ["", "## Notes", "", *[f"- {n}" for n in study["notes"]]]
     return "\n".join(out) + "\n"

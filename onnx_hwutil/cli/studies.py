@@ -1,0 +1,198 @@
+"""Commands over several models and chips: compare (two models, the seed report's tables), sweep
+(the cross product) and report (the whole document)."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from ..errors import HwUtilError
+from ..limits import MAX_SWEEP_POINTS
+from .common import (
+    EXIT_GATE,
+    DimOpt,
+    Doc,
+    DocOpt,
+    FusionOpt,
+    HwOpt,
+    OutputOpt,
+    ShapeOpt,
+    app,
+    bindings,
+    csv_list,
+    emit,
+    fail,
+    guarded,
+    ints,
+    progress_bar,
+    to_csv,
+    to_json,
+)
+
+
+@app.command()
+@guarded
+def compare(
+    model_a: Annotated[str, typer.Argument(help="First .onnx file.")],
+    model_b: Annotated[str, typer.Argument(help="Second .onnx file.")],
+    hw: HwOpt = None,
+    batch: Annotated[list[str] | None, typer.Option(
+        "--batch", help="Batch sizes: the first for the per-chip tables, all for the advice.")] = None,
+    precision: Annotated[str, typer.Option(help="auto, model or a precision, for every chip.")] = "auto",
+    fusion: FusionOpt = "runtime",
+    shape: ShapeOpt = None,
+    dim: DimOpt = None,
+    cited_only: Annotated[bool, typer.Option(
+        help="Rank only chips whose numbers are not all assumed (no designs without silicon).")] = False,
+    format: DocOpt = Doc.table,
+    output: OutputOpt = None,
+) -> None:
+    """Two models side by side on the same chips: the seed report's tables, with defensible numbers."""
+    from ..analysis import REPORT_HARDWARE, Analyzer, Point
+    from ..profile import SCHEMA
+    from ..report import analysis_view
+    from ..study import QUESTIONS, best_chips, marked
+
+    hws = csv_list(hw) or REPORT_HARDWARE
+    asked = ints(batch, "--batch")
+    models = [model_a, model_b]
+    b = bindings(shape, dim, None, models)
+    a = Analyzer(b.shapes, b.dims, scoped=True)
+    names = [os.path.splitext(os.path.basename(m))[0] for m in models]
+    if names[0] == names[1]:
+        names = models
+    # A model without a symbolic batch dim runs at its own shapes unless --batch says otherwise.
+    per_model = {m: asked or ([1, 32] if a.default_batch(m) == 1 else [None]) for m in models}
+    results = {(m, hwn, b): a.run(Point(m, hwn, b, precision, fusion)) for m in models for hwn in hws
+               for b in per_model[m]}
+    chars = [a.characteristics(m, per_model[m][0], fusion) for m in models]
+    by_hw = {hwn: [results[(m, hwn, per_model[m][0])] for m in models] for hwn in hws}
+    advice = []
+    for name, m in zip(names, models, strict=True):
+        for b in per_model[m]:
+            runs = [results[(m, hwn, b)].to_dict(False) for hwn in hws]
+            best = best_chips(runs, {a.spec(h).name: a.spec(h) for h in hws}, cited_only)
+            advice.append((name, runs[0]["batch"], *(marked(best, q) for q, _, _ in QUESTIONS)))
+    notes = sorted({n for s in results.values() for n in s.notes})
+    notes.append("precision per chip: " + ", ".join(f"{h} {by_hw[h][0].precision}" for h in hws))
+    notes += [f"{a.spec(h).name}: every number of this chip is an assumption (no silicon); see hw show {h}"
+              for h in hws if all(c.assumed for c in a.spec(h).sources.values())]
+    if format == "json":
+        emit(to_json({"schema": SCHEMA, "models": dict(zip(names, models, strict=True)),
+                      "characteristics": dict(zip(names, chars, strict=True)),
+                      "results": [s.to_dict(False) | {"model": n} for (m, _, _), s in results.items()
+                                  for n in [names[models.index(m)]]],
+                      "advice": [dict(zip(["model", "batch", "latency", "throughput", "energy"], r,
+                                          strict=True)) for r in advice],
+                      "notes": notes}), output)
+    else:
+        emit(analysis_view.comparison(names, chars, by_hw, advice, notes), output)
+
+
+@app.command()
+@guarded
+def sweep(
+    models: Annotated[list[str], typer.Argument(help="One or more .onnx files.")],
+    hw: HwOpt = None,
+    batch: Annotated[list[str] | None, typer.Option("--batch", help="Batch sizes, comma-separated.")] = None,
+    precision: Annotated[list[str] | None, typer.Option(
+        "--precision", help="Precisions, comma-separated (auto, model, fp32, fp16, ...).")] = None,
+    fusion: Annotated[list[str] | None, typer.Option("--fusion", help="Presets, comma-separated.")] = None,
+    jobs: Annotated[int, typer.Option(min=1, help="Worker processes on this machine.")] = 1,
+    scheduler: Annotated[str | None, typer.Option(
+        help="Run on a dask.distributed cluster instead: its scheduler address, e.g. tcp://host:8786.")
+    ] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or jsonl.")] = "table",
+    plot: Annotated[str | None, typer.Option(
+        "--plot", help="Write the batch curves (batch_sweep.png and .svg) into this directory.")] = None,
+    max_points: Annotated[int, typer.Option(
+        min=1, help="Refuse a sweep of more points than this (a typo like --batch 1..20000 is not meant).")
+    ] = MAX_SWEEP_POINTS,
+    shape: ShapeOpt = None,
+    dim: DimOpt = None,
+    strict: Annotated[bool, typer.Option(help="Exit 1 if any point fails.")] = False,
+    output: OutputOpt = None,
+) -> None:
+    """The cross product of models, chips, batches, precisions and fusion presets."""
+
+    from ..analysis import REPORT_HARDWARE
+    from ..sweep import check_scheduler, points
+    from ..sweep import sweep as run
+
+    if format not in ("table", "csv", "jsonl"):
+        raise HwUtilError(f"--format {format!r}: choose table, csv or jsonl")
+    pts = points(models, csv_list(hw) or REPORT_HARDWARE, ints(batch, "--batch") or [1],
+                 csv_list(precision) or ["auto"], csv_list(fusion) or ["runtime"])
+    if len(pts) > max_points:
+        raise HwUtilError(f"{len(pts):,} points (models x chips x batches x precisions x presets), more than "
+                          f"--max-points {max_points:,}")
+    b = bindings(shape, dim, None, models)
+    if scheduler:
+        check_scheduler(scheduler)
+    if plot:
+        from ..report.plots import ensure_dir
+
+        ensure_dir(plot)
+    with progress_bar("sweeping", len(pts)) as advance:
+        rows = run(pts, jobs, progress=advance, scheduler=scheduler, bindings=b)
+    keys = ["model", "hardware", "batch", "precision", "fusion", "latency_s", "throughput_per_s",
+            "compute_utilization", "memory_bandwidth_utilization", "attained_ops_per_s",
+            "energy_per_inference_j", "energy_per_batch_j", "error"]
+    flat = [{k: (r.get(k) or r["asked_precision"]) if k == "precision" else r.get(k, "") for k in keys}
+            for r in rows]
+    if format == "jsonl":
+        emit("\n".join(to_json(r, None) for r in rows), output)
+    elif format == "csv":
+        emit(to_csv(flat, keys), output)
+    else:
+        from ..report.analysis_view import sweep_table
+        from ..study import model_names
+
+        emit(sweep_table(flat, dict(zip(models, model_names(models), strict=True))), output)
+    if plot:
+        from ..report import plots
+
+        plots.save(plots.batch_curves(rows), plot, "batch_sweep")
+    failed = sum(not r["ok"] for r in rows)
+    if failed == len(rows):
+        raise HwUtilError(f"every point failed; the first: {rows[0]['error']}")
+    if failed and strict:
+        raise fail(f"--strict: {failed} of {len(rows)} points failed; the first: "
+                    f"{next(r['error'] for r in rows if not r['ok'])}", EXIT_GATE)
+    if failed:
+        typer.echo(f"{failed} of {len(rows)} points failed (reason in the error column)", err=True)
+
+
+@app.command()
+@guarded
+def report(
+    models: Annotated[list[str], typer.Argument(help="One or two .onnx files.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Directory to write the report into.")],
+    hw: HwOpt = None,
+    batch: Annotated[int | None, typer.Option(
+        "--batch", min=1, help="Batch of the per-chip tables (default 1, or the file's own).")] = None,
+    sweep_batch: Annotated[list[str] | None, typer.Option(
+        "--sweep-batch", help="Batches of the batch sweep, comma-separated.")] = None,
+    precision: Annotated[str, typer.Option(help="auto, model or a precision, for every chip.")] = "auto",
+    fusion: FusionOpt = "runtime",
+    shape: ShapeOpt = None,
+    dim: DimOpt = None,
+    cited_only: Annotated[bool, typer.Option(
+        help="Rank only chips whose numbers are not all assumed (no designs without silicon).")] = False,
+) -> None:
+    """The seed report's analysis for any model: Markdown, self-contained HTML, JSON and plots."""
+    from ..analysis import REPORT_HARDWARE
+    from ..report import document
+    from ..report.plots import ensure_dir
+    from ..study import build
+
+    ensure_dir(output)
+    b = bindings(shape, dim, None, models)
+    study = build(models, csv_list(hw) or REPORT_HARDWARE, batch,
+                  ints(sweep_batch, "--sweep-batch") or None, precision, fusion, b.shapes, b.dims,
+                  cited_only)
+    written = document.write(study, output)
+    typer.echo(f"wrote {len(written)} files to {output}: report.md, report.html, report.json and plots",
+               err=True)

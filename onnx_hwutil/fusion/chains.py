@@ -1,0 +1,226 @@
+"""Chain rules: a matrix op and what a runtime folds into it, written as data (`Rule`s of `Step`s).
+
+Each rule is named after the ONNX Runtime transformer it mirrors. Its steps say which ops may stand where
+and why a candidate is refused; the pass beside it walks the graph and records every refusal.
+"""
+
+from __future__ import annotations
+
+from ..ops.elementwise import FUSED_ACTIVATIONS
+from .context import MATMUL_OPS, MATRIX, Context, FusionPass, Rule, Step, group_name
+from .partition import Partition
+
+CYCLE = "merging would close a cycle through another subgraph"
+
+
+def _constant_operands(ctx: Context, conv: str, bn: str) -> str | None:
+    # Folding rewrites the weights at load: they and BN's statistics must be constants, and the conv's
+    # own output must not be needed by anyone else (another node or the graph's outputs).
+    for t in (*ctx.graph.by_name[bn].inputs[1:5], *ctx.graph.by_name[conv].inputs[1:]):
+        if t and not ctx.constant(t):
+            return f"{t!r} is known only at run time: folding rewrites the weights at load"
+    out = ctx.graph.by_name[bn].inputs[0]
+    readers = [c.name for c in ctx.graph.consumers.get(out, ())]
+    if readers != [bn]:
+        others = [r for r in readers if r != bn] or [f"{bn} twice"]
+        return f"the {ctx.op(conv)}'s output {out!r} has other readers ({', '.join(others[:3])})"
+    if out in ctx.outputs:
+        return f"the {ctx.op(conv)}'s output {out!r} is a graph output"
+    return None
+
+
+def _bias(ctx: Context, matrix: str, node: str) -> str | None:
+    if not ctx.const_input(node):
+        return "no constant operand: a sum of two run-time tensors (a residual), not a bias"
+    # a bias broadcasts into the output; a constant that grows it is something else
+    grown, own = (ctx.graph.tensor(ctx.graph.by_name[n].outputs[0]).shape for n in (node, matrix))
+    return None if grown == own else f"the constant grows the output from {own} to {grown}: not a bias"
+
+
+def _scale(ctx: Context, matrix: str, node: str) -> str | None:
+    if ctx.op(matrix) not in MATMUL_OPS:
+        return f"a scale folds into a MatMul's alpha, not into a {ctx.op(matrix)}"
+    return None if ctx.scalar_operand(node) else "no constant scalar operand: not a scale"
+
+
+def _clip_bounds(ctx: Context, matrix: str, node: str) -> str | None:
+    n = ctx.graph.by_name[node]
+    if n.op_type != "Clip" or len(n.inputs) == 1 or ctx.const_input(node):
+        return None
+    return "its bounds are known only at run time"
+
+
+def _last_two_dims(ctx: Context, matmul: str, node: str) -> str | None:
+    perm = ctx.graph.by_name[node].attr("perm") or []
+    perm = list(perm) if isinstance(perm, list) and all(isinstance(p, int) for p in perm) else []
+    rank = len(perm)
+    if rank >= 2 and perm[:-2] == list(range(rank - 2)) and perm[-2:] == [rank - 1, rank - 2]:
+        return None
+    return f"perm {perm or '(default)'} moves more than the last two dims: a real copy"
+
+
+def _scalar_scale(ctx: Context, matmul: str, node: str) -> str | None:
+    return None if ctx.scalar_operand(node) else "no constant scalar operand: not a scale"
+
+
+def _constant_index(ctx: Context, table: str, node: str) -> str | None:
+    i = ctx.graph.by_name[node].inputs[1]
+    return None if ctx.constant(i) and ctx.graph.tensor(i).numel == 1 else \
+        f"its index {i!r} is not a constant scalar"
+
+
+CONV_BN = Rule("ConvBNFusion", (
+    Step("matrix", ops=frozenset({"Conv", "ConvTranspose", "Gemm"})),
+    Step("batchnorm", ops=frozenset({"BatchNormalization"}), check=_constant_operands),
+), mirrors="ORT ConvBNFusion (BN folded into the weights at load: its work disappears)")
+
+BIAS_SCALE_ACTIVATION = Rule("BiasScaleActivation", (
+    Step("matrix", kinds=frozenset({MATRIX})),
+    Step("bias", ops=frozenset({"Add"}), check=_bias),
+    Step("scale", ops=frozenset({"Mul", "Div"}), check=_scale),
+    Step("activation", ops=FUSED_ACTIVATIONS, check=_clip_bounds),
+), mirrors="ORT ConvActivationFusion, GemmActivationFusion, MatMulAddFusion, MatMulScaleFusion")
+
+TRANSPOSE_OPERAND = Rule("MatMulTransposeFusion", (
+    Step("transpose", ops=frozenset({"Transpose"}), check=_last_two_dims),
+    Step("matmul", ops=frozenset({"MatMul"})),
+), mirrors="ORT MatMulTransposeFusion (FusedMatMul transA/transB)")
+
+SCALE_OPERAND = Rule("MatMulScaleFusion", (
+    Step("scale", ops=frozenset({"Mul", "Div"}), check=_scalar_scale),
+    Step("matmul", ops=frozenset({"MatMul"})),
+), mirrors="ORT MatMulScaleFusion (FusedMatMul alpha)")
+
+GATHER_SPLIT = Rule("GatherToSplitFusion", (
+    Step("gather", ops=frozenset({"Gather"}), check=_constant_index),
+), mirrors="ORT GatherToSplitFusion (sibling Gathers of one tensor become one Split)")
+
+
+def _reader_taken(ctx: Context, part: Partition, gid: int) -> str:
+    real = ctx.real_members(part, gid)
+    first = part.members[gid][0]
+    if not real:
+        return f"its reader {first} does no work (a view): nothing to fuse into"
+    return f"its reader {real[0]} is already fused with {len(real) - 1} other op(s)"
+
+
+class ConvBnPass(FusionPass):
+    name = "conv_bn"
+    help = "fold BatchNormalization into the preceding Conv/ConvTranspose/Gemm (its work disappears)"
+    rules = (CONV_BN,)
+
+    def apply(self, ctx: Context, part: Partition) -> None:
+        rule = CONV_BN
+        for n in ctx.graph.nodes:
+            if not rule.steps[1].matches(ctx, n.name) or n.name in part.folded:
+                continue
+            if len(n.inputs) < 5:
+                self.reject(rule, n.name, "no four statistics inputs to fold")
+                continue
+            prod = ctx.graph.producer.get(n.inputs[0])
+            if prod is None or not rule.steps[0].matches(ctx, prod.name):
+                source = f"{prod.name} ({prod.op_type})" if prod else "the graph's inputs"
+                self.reject(rule, n.name, f"its input comes from {source}, not a Conv, ConvTranspose or Gemm")
+                continue
+            reason = rule.steps[1].refuses(ctx, prod.name, n.name)
+            if reason:
+                self.reject(rule, n.name, reason, anchor=prod.name)
+            elif self.merge(part, {part.group_of[prod.name], part.group_of[n.name]}, rule.name, prod.name,
+                            "batchnorm") is not None:
+                part.folded.add(n.name)
+            else:
+                self.reject(rule, n.name, CYCLE, anchor=prod.name)
+
+
+class ActivationPass(FusionPass):
+    name = "activation"
+    help = ("matrix op + constant bias add, constant scale and one activation: ONNX Runtime's CPU fusions "
+            "(ConvActivation, MatMulAdd, MatMulScale, GemmActivation)")
+    rules = (BIAS_SCALE_ACTIVATION,)
+
+    def apply(self, ctx: Context, part: Partition) -> None:
+        rule = BIAS_SCALE_ACTIVATION
+        for n in ctx.graph.nodes:
+            gid = part.group_of[n.name]
+            if not rule.steps[0].matches(ctx, n.name) or ctx.real_members(part, gid)[-1] != n.name:
+                continue  # has an epilogue already: this pass takes one per matrix op, once
+            stage, last = 1, n.name  # the steps after the matrix op, each at most once and in order
+            while stage < len(rule.steps):
+                nxt = ctx.sole_consumer(part, gid)
+                if nxt is None:
+                    self.reject(rule, last, ctx.no_sole_consumer(part, gid), anchor=n.name)
+                    break
+                real = ctx.real_members(part, nxt)
+                if len(real) != 1:
+                    self.reject(rule, last, _reader_taken(ctx, part, nxt), anchor=n.name)
+                    break
+                c = real[0]
+                step = rule.step_for(ctx, c, stage)
+                if step is None:  # the chain ends: its reader is no part of this pattern
+                    if last == n.name:
+                        fits = ", ".join(s.name for s in rule.steps[stage:])
+                        self.reject(rule, n.name, f"its reader {c} ({ctx.op(c)}) fits no step ({fits})")
+                    break
+                reason = step.refuses(ctx, n.name, c)
+                if reason:
+                    self.reject(rule, c, f"{step.name}: {reason}", anchor=n.name)
+                    break
+                merged = self.merge(part, {gid, nxt}, rule.name, n.name, step.name)
+                if merged is None:
+                    self.reject(rule, c, CYCLE, anchor=n.name)
+                    break
+                gid, last, stage = merged, c, rule.steps.index(step) + 1
+
+
+class OperandPass(FusionPass):
+    name = "operand"
+    help = ("what ONNX Runtime folds into a matmul's operands and siblings: a last-two-dims Transpose or a "
+            "constant scalar scale feeding a MatMul (FusedMatMul transA/transB/alpha), and sibling Gathers "
+            "of one tensor at constant indices (one Split)")
+    rules = (TRANSPOSE_OPERAND, SCALE_OPERAND, GATHER_SPLIT)
+
+    def apply(self, ctx: Context, part: Partition) -> None:
+        for n in ctx.graph.nodes:
+            if TRANSPOSE_OPERAND.steps[1].matches(ctx, n.name):
+                for t in n.inputs[:2]:
+                    self._absorb(ctx, part, n.name, ctx.graph.producer.get(t))
+        self._splits(ctx, part)
+
+    def _absorb(self, ctx: Context, part: Partition, mm: str, prod) -> None:
+        if prod is None or not ctx.real(prod.name):
+            return
+        rule = next((r for r in (TRANSPOSE_OPERAND, SCALE_OPERAND) if r.steps[0].matches(ctx, prod.name)),
+                    None)
+        pg, mg = part.group_of[prod.name], part.group_of[mm]
+        if rule is None or pg == mg:
+            return  # no operand this pass folds, or one it folded already
+        if len(ctx.real_members(part, pg)) != 1:
+            # already part of another kernel (a GELU's final x0.5, say)
+            self.reject(rule, prod.name, f"already fused into {group_name(part, pg)}", anchor=mm)
+        elif (sole := ctx.sole_consumer(part, pg)) != mg:
+            self.reject(rule, prod.name, ctx.no_sole_consumer(part, pg) if sole is None
+                        else f"its result reaches {mm} through another subgraph", anchor=mm)
+        elif reason := rule.steps[0].refuses(ctx, mm, prod.name):
+            self.reject(rule, prod.name, reason, anchor=mm)
+        elif self.merge(part, {pg, mg}, rule.name, mm, rule.steps[0].name) is None:
+            self.reject(rule, prod.name, CYCLE, anchor=mm)
+
+    def _splits(self, ctx: Context, part: Partition) -> None:
+        rule = GATHER_SPLIT
+        step = rule.steps[0]
+        for t, readers in ctx.graph.consumers.items():
+            gathers, refused = [], []
+            for r in readers:
+                if step.matches(ctx, r.name) and r.inputs[0] == t and ctx.real(r.name):
+                    reason = step.refuses(ctx, t, r.name)
+                    if reason:
+                        refused.append((r.name, reason))
+                    else:
+                        gathers.append(r.name)
+            if len(gathers) > 1:
+                self.merge(part, {part.group_of[g] for g in gathers}, rule.name, gathers[0], step.name,
+                           label="Split")
+            else:
+                refused += [(g, f"no other Gather reads {t!r} at a constant index") for g in gathers]
+            for g, reason in refused:
+                self.reject(rule, g, reason)

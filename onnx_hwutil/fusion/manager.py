@@ -1,0 +1,78 @@
+"""The pass manager: presets are lists of passes, run to a fixpoint on a copy of the partition, with the
+partition's invariants checked after every pass and the passes' own contracts once nothing changes."""
+
+from __future__ import annotations
+
+from ..errors import HwUtilError
+from ..profile import Profile
+from .chains import ActivationPass, ConvBnPass, OperandPass
+from .context import Context, FusionPass, PassResult
+from .contract import check_costs, check_fixpoint, check_partition
+from .fused import FusedGraph
+from .kinds import AggressivePass, ElementwisePass, EpiloguePass, ShapePass
+from .partition import Partition
+from .regions import AttentionPass, NormPass
+
+PASSES: dict[str, type[FusionPass]] = {p.name: p for p in (
+    ShapePass, ConvBnPass, OperandPass, ActivationPass, EpiloguePass, ElementwisePass, NormPass,
+    AttentionPass, AggressivePass)}
+PRESETS: dict[str, list[str]] = {
+    "none": [],
+    # What ONNX Runtime's CPU optimizer does at ORT_ENABLE_EXTENDED: folds shape math, BN into Conv,
+    # transposes and scales into matmul operands, bias/scale/activation after matrix ops, and decomposed
+    # norms and GELU into single kernels (checked by scripts/compare_fusion_ort.py).
+    "runtime": ["shape", "conv_bn", "norm", "operand", "activation"],
+    # What a fusing compiler (TVM, XLA, TensorRT) can do, attention included.
+    "aggressive": ["shape", "conv_bn", "norm", "operand", "attention", "epilogue", "elementwise",
+                   "aggressive"],
+}
+MAX_ROUNDS = 8
+
+
+def resolve_passes(preset: str | None = None, passes: list[str] | None = None,
+                   disable: list[str] | None = None) -> tuple[str, list[str]]:
+    if passes:
+        unknown = [p for p in passes if p not in PASSES]
+        if unknown:
+            raise HwUtilError(f"unknown fusion pass {unknown[0]!r}; passes: {', '.join(PASSES)}")
+        name, chosen = "custom", list(passes)
+    else:
+        name = preset or "runtime"
+        if name not in PRESETS:
+            raise HwUtilError(f"unknown fusion preset {name!r}; presets: {', '.join(PRESETS)}")
+        chosen = list(PRESETS[name])
+    for d in disable or []:
+        if d not in PASSES:
+            raise HwUtilError(f"--disable {d}: unknown pass; passes: {', '.join(PASSES)}")
+        if d in chosen:
+            chosen.remove(d)
+            name = f"{name}-{d}"
+    return name, chosen
+
+
+def run_passes(profile: Profile, preset: str | None = None, passes: list[str] | None = None,
+               disable: list[str] | None = None) -> tuple[FusedGraph, list[list[PassResult]]]:
+    """`fuse`, with every round's pass results (what each pass merged and what its rules refused)."""
+    name, chosen = resolve_passes(preset, passes, disable)
+    ctx = Context(profile.graph, profile.costs.nodes)
+    part = Partition.singletons(profile.graph).copy()
+    rounds: list[list[PassResult]] = []
+    for _ in range(MAX_ROUNDS):
+        results = []
+        for p in chosen:
+            results.append(PASSES[p]().run(ctx, part))
+            check_partition(ctx, part, p)
+        rounds.append(results)
+        if not any(r.changed for r in results):
+            check_fixpoint(ctx, part, chosen)
+            break
+    merges = {p: sum(len(r.merges) for rs in rounds for r in rs if r.pass_name == p) for p in chosen}
+    fused = FusedGraph(profile, part, name, chosen, merges)
+    check_costs(fused)
+    return fused, rounds
+
+
+def fuse(profile: Profile, preset: str | None = None, passes: list[str] | None = None,
+         disable: list[str] | None = None) -> FusedGraph:
+    """Run a preset (or a list of passes) to a fixpoint; the profiled graph is never modified."""
+    return run_passes(profile, preset, passes, disable)[0]

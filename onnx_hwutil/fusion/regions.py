@@ -1,0 +1,205 @@
+"""Rules that take a whole region: decomposed norms and GELU (everything between a fan-out and the node
+where its readers meet again), the residual Add before a LayerNorm, and attention around a Softmax."""
+
+from __future__ import annotations
+
+from .chains import CYCLE
+from .context import (
+    BROADCAST,
+    ELEMENTWISE,
+    MATMUL_OPS,
+    REDUCTION,
+    SHAPE,
+    Context,
+    FusionPass,
+    Rule,
+    Step,
+    group_name,
+)
+from .partition import Partition
+
+# Ops only a norm, GELU or softmax written out op by op has between a fan-out and where its readers meet.
+NORM_SIGNATURE = frozenset({"Erf", "Tanh", "Exp", "Sqrt", "Pow", "ReduceMean", "ReduceSum", "ReduceMax",
+                            "Reciprocal", "ReduceSumSquare", "ReduceL2"})
+# The family a region belongs to, first match wins: each op set must meet the region's ops.
+FAMILIES: tuple[tuple[str, tuple[frozenset[str], ...]], ...] = (
+    ("Gelu", (frozenset({"Erf", "Tanh"}),)),  # erf form, and FastGelu's tanh form
+    ("Softmax", (frozenset({"Exp"}), frozenset({"ReduceSum", "ReduceMax"}))),
+    ("LayerNorm", (frozenset({"Sub"}), frozenset({"ReduceMean"}))),
+    ("RMSNorm", (frozenset({"ReduceMean", "ReduceSumSquare"}),)),
+)
+LAYER_NORM_OPS = frozenset({"LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization"})
+SOFTMAX_OPS = frozenset({"Softmax", "LogSoftmax"})
+_POINTWISE = frozenset({SHAPE, ELEMENTWISE, BROADCAST})
+
+
+def _constant_operand(ctx: Context, start: str, node: str) -> str | None:
+    return None if ctx.const_input(node) else "no constant operand"
+
+
+def _runtime_operands(ctx: Context, norm: str, node: str) -> str | None:
+    return "a constant operand: a bias, not a residual" if ctx.const_input(node) else None
+
+
+DECOMPOSED_NORM = Rule("DecomposedNorm", (
+    Step("body", kinds=frozenset({SHAPE, ELEMENTWISE, BROADCAST, REDUCTION})),
+    Step("signature", ops=NORM_SIGNATURE),
+    Step("tail", kinds=frozenset({ELEMENTWISE, BROADCAST}), check=_constant_operand),  # gamma, beta, x0.5
+), mirrors="ORT LayerNormFusion, SimplifiedLayerNormFusion, GeluFusion, FastGeluFusion (by region)")
+
+SKIP_LAYER_NORM = Rule("SkipLayerNormFusion", (
+    Step("residual", ops=frozenset({"Add"}), check=_runtime_operands),
+    Step("layernorm", ops=LAYER_NORM_OPS),
+), mirrors="ORT SkipLayerNormFusion")
+
+ATTENTION = Rule("Attention", (
+    Step("qk", ops=MATMUL_OPS),
+    Step("scale/mask", kinds=_POINTWISE, at_most=5),
+    Step("softmax", ops=SOFTMAX_OPS),
+    Step("probabilities", kinds=_POINTWISE, at_most=3),  # casts, dropouts, views
+    Step("av", ops=MATMUL_OPS),
+), mirrors="flash attention: QK^T, scale, mask, Softmax and xV in one kernel")
+
+
+def family(ops: set[str]) -> str:
+    return next((name for name, needs in FAMILIES if all(ops & s for s in needs)), "Norm")
+
+
+class NormPass(FusionPass):
+    name = "norm"
+    help = ("decomposed LayerNorm/RMSNorm/Softmax/GELU patterns into one kernel; a residual Add feeding "
+            "only a LayerNorm joins it (SkipLayerNorm)")
+    rules = (DECOMPOSED_NORM, SKIP_LAYER_NORM)
+
+    def apply(self, ctx: Context, part: Partition) -> None:
+        rule = DECOMPOSED_NORM
+        body, signature = rule.steps[0], rule.steps[1]
+        norm_groups: set[int] = set()
+        for n in ctx.graph.nodes:
+            if not ctx.real(n.name):
+                continue
+            readers = {c.name for t in n.outputs for c in ctx.graph.consumers.get(t, ()) if ctx.real(c.name)}
+            if len(readers) < 2:
+                continue  # not a fan-out: no region starts here
+            end = ctx.ipdom.get(n.name)
+            region = ctx.region(n.name, end) if end else None
+            if not region or len(region) < 2:
+                if not end:
+                    self.reject(rule, n.name, "its readers never meet again (no post-dominator)")
+                elif region is None:
+                    self.reject(rule, n.name, f"more than 64 nodes before its readers meet at {end}")
+                continue
+            ops = {ctx.op(m) for m in region}
+            if not ops & signature.ops:
+                self.reject(rule, n.name, f"no {'/'.join(sorted(signature.ops))} among the ops up to {end}, "
+                            "where its readers meet")
+                continue
+            odd = next((m for m in region if not body.matches(ctx, m)), None)
+            if odd is not None:
+                self.reject(rule, n.name, f"{odd} ({ctx.op(odd)}, {ctx.kind(odd).label}) lies between it and "
+                            f"{end}, where its readers meet")
+                continue
+            gids = {part.group_of[m] for m in region}
+            if part.group_of[n.name] in norm_groups:  # the second half of a pattern (LayerNorm's variance)
+                gids.add(part.group_of[n.name])
+            old = {ctx.op(m) for g in gids for m in part.members[g]} | ops
+            gid = self.merge(part, gids, rule.name, n.name, "body", label=family(old))
+            if gid is None:
+                self.reject(rule, n.name, CYCLE)
+                continue
+            gid = self._tail(ctx, part, gid, n.name)
+            norm_groups.add(gid)
+        self._skip(ctx, part, norm_groups)
+
+    def _tail(self, ctx: Context, part: Partition, gid: int, start: str) -> int:
+        """Constant-operand elementwise ops right after (GELU's x0.5, LayerNorm's gamma and beta)."""
+        tail = DECOMPOSED_NORM.steps[2]
+        label = part.labels.get(gid)
+        while True:
+            nxt = ctx.sole_consumer(part, gid)
+            real = ctx.real_members(part, nxt) if nxt is not None else []
+            if len(real) != 1 or not tail.matches(ctx, real[0]) or tail.refuses(ctx, start, real[0]):
+                return gid
+            merged = self.merge(part, {gid, nxt}, DECOMPOSED_NORM.name, start, "tail", label=label)
+            if merged is None:
+                return gid
+            gid = merged
+
+    def _skip(self, ctx: Context, part: Partition, norm_groups: set[int]) -> None:
+        rule = SKIP_LAYER_NORM
+        residual, layernorm = rule.steps
+        for n in ctx.graph.nodes:
+            is_ln = layernorm.matches(ctx, n.name)
+            gid = part.group_of[n.name]
+            if not is_ln and not (gid in norm_groups and part.labels.get(gid) in ("LayerNorm", "RMSNorm")):
+                continue
+            if (is_ln and len(ctx.real_members(part, gid)) > 1) or not n.inputs:
+                continue
+            prod = ctx.graph.producer.get(n.inputs[0])
+            if prod is None or not residual.matches(ctx, prod.name):
+                continue
+            pg = part.group_of[prod.name]
+            if pg == gid:
+                continue  # the norm's own Add (its epsilon), or a residual it took already
+            if reason := residual.refuses(ctx, n.name, prod.name):
+                self.reject(rule, prod.name, reason, anchor=n.name)
+            elif len(ctx.real_members(part, pg)) != 1:
+                self.reject(rule, prod.name, f"already fused into {group_name(part, pg)}", anchor=n.name)
+            elif (sole := ctx.sole_consumer(part, pg)) != gid:
+                self.reject(rule, prod.name, ctx.no_sole_consumer(part, pg) if sole is None
+                            else f"its result reaches {n.name} through another subgraph", anchor=n.name)
+            elif self.merge(part, {pg, gid}, rule.name, n.name, "residual", label="SkipLayerNorm") is None:
+                self.reject(rule, prod.name, CYCLE, anchor=n.name)
+
+
+class AttentionPass(FusionPass):
+    name = "attention"
+    help = ("QK^T, scale, mask, Softmax and xV into one kernel whose score matrix never reaches DRAM "
+            "(the flash-attention what-if)")
+    rules = (ATTENTION,)
+
+    def apply(self, ctx: Context, part: Partition) -> None:
+        rule = ATTENTION
+        qk_step, before, softmax, after, av_step = rule.steps
+        for n in ctx.graph.nodes:
+            if not softmax.matches(ctx, n.name):
+                continue
+            qk, back, why = self._walk(ctx, n.name, before, qk_step, forward=False)
+            av, ahead, why_not = self._walk(ctx, n.name, after, av_step, forward=True)
+            if qk is None or av is None:
+                self.reject(rule, n.name, why or why_not)
+                continue
+            gids = {part.group_of[m] for m in (n.name, *back, *ahead, qk, av)}
+            gid = self.merge(part, gids, rule.name, n.name, "softmax", label="Attention")
+            if gid is None:
+                self.reject(rule, n.name, CYCLE)
+            else:
+                part.tiled.add(gid)
+
+    @staticmethod
+    def _walk(ctx: Context, start: str, between: Step, end: Step, forward: bool):
+        """From the Softmax to the matmul at one end: (that matmul or None, the nodes passed, why not)."""
+        graph = ctx.graph
+        cur, passed = start, []
+        where = "after" if forward else "before"
+        for _ in range(between.at_most + 1):
+            if forward:
+                outs = graph.by_name[cur].outputs
+                readers = [c.name for t in outs if t for c in graph.consumers.get(t, ())]
+                if len(readers) != 1:
+                    return None, passed, f"{cur}'s result has {len(readers)} readers, not one xV MatMul"
+                nxt = readers[0]
+            else:
+                ins = graph.by_name[cur].inputs
+                prod = graph.producer.get(ins[0]) if ins else None
+                if prod is None:
+                    return None, passed, f"{cur}'s input comes from outside the graph, not a QK^T MatMul"
+                nxt = prod.name
+            if end.matches(ctx, nxt):
+                return nxt, passed, None
+            if not between.matches(ctx, nxt):
+                return None, passed, (f"{nxt} ({ctx.op(nxt)}, {ctx.kind(nxt).label}) stands {where} it, "
+                                      f"where only {between.name} ops may")
+            passed.append(nxt)
+            cur = nxt
+        return None, passed, f"no MatMul within {between.at_most} {between.name} ops {where} it"
