@@ -88,6 +88,8 @@ MUTANTS = [
     ("clip-bounds", "fusion/chains.py", 'if n.op_type != "Clip" or len(n.inputs) == 1 or ctx.const_input(node):',
      "if True:", "a Clip with run-time bounds fused", FUSION_TESTS),
     # -- hardware: mapping and backends
+    ("gpu-small-m", "hardware/backends.py", "tile_m = GPU_TILE_M_MIN if g.m <= GPU_TILE_M_MIN else GPU_TILE_M",
+     "tile_m = GPU_TILE_M", "a one-row product priced as a 128-row tile", HW_TESTS),
     ("gpu-waves", "hardware/backends.py", "waves = ceil(blocks / self.units)\n        block_flops",
      "waves = max(blocks // self.units, 1)\n        block_flops", "GPU waves not rounded up", HW_TESTS),
     ("tpu-folds", "hardware/backends.py", "return ceil(folds / self.units) * self.fold_cycles(g.m), self.units",

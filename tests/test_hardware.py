@@ -54,10 +54,16 @@ def test_gpu_waves_on_h100():
     t, units = gpu.matrix(Gemm(1, 8192, 8192, 8192))
     assert units == 132
     assert t == pytest.approx(32 * 2 * 128 * 128 * 8192 / per_sm)
-    # batch-1 classifier 2048 -> 1000: 8 tiles, K split 8 ways (2048 / 256) so 64 SMs work, one wave
+    # batch-1 classifier 2048 -> 1000: one row, so 16-row tiles (the smallest MMA), 8 of them, K split 8 ways
+    # (2048 / 256) so 64 SMs work, one wave of 16 x 128 x 256 blocks
     t, units = gpu.matrix(Gemm(1, 1, 1000, 2048))
     assert units == 64
-    assert t == pytest.approx(2 * 128 * 128 * 256 / per_sm)
+    assert t == pytest.approx(2 * 16 * 128 * 256 / per_sm)
+    # 17 rows is past the small tile: a full 128-row tile again
+    assert gpu.matrix(Gemm(1, 17, 1000, 2048))[0] == pytest.approx(2 * 128 * 128 * 256 / per_sm)
+    # a decode step's projection (one token, 4096 -> 4096): 32 tiles of 16 rows, K split 4 ways, 128 SMs
+    t, units = gpu.matrix(Gemm(1, 1, 4096, 4096))
+    assert units == 128 and t == pytest.approx(2 * 16 * 128 * 1024 / per_sm)
 
 
 def test_one_mxu_for_a_128_cube():

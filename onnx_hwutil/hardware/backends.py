@@ -20,6 +20,11 @@ from .spec import HardwareSpec
 # GPU: the thread-block output tile of cuBLAS/CUTLASS tensor-core and SIMT GEMM kernels for large problems;
 # one such block per SM at a time (its operand buffers fill most of shared memory).
 GPU_TILE_M, GPU_TILE_N = 128, 128
+# A product of at most this many rows (a decode step's GEMV-shaped projections, a classifier at batch 1)
+# runs on tiles of this many rows: the tensor cores' smallest MMA shape (m16n8k16 on Ampere and Hopper), the
+# row count of the small-M kernels cuBLAS and TensorRT-LLM pick. A 128-row tile there would price a
+# one-row product as 128.
+GPU_TILE_M_MIN = 16
 # cuBLAS splits K across blocks when the output has too few tiles to fill the SMs; a K slice under this
 # many elements is not worth a block of its own.
 GPU_SPLIT_K_MIN = 256
@@ -85,13 +90,14 @@ class GpuBackend(Backend):
     vector_block = GPU_ELEMENTS_PER_BLOCK
 
     def matrix(self, g: Gemm) -> tuple[float, int]:
-        tiles = g.batch * ceil(g.m / GPU_TILE_M) * ceil(g.n / GPU_TILE_N)
+        tile_m = GPU_TILE_M_MIN if g.m <= GPU_TILE_M_MIN else GPU_TILE_M
+        tiles = g.batch * ceil(g.m / tile_m) * ceil(g.n / GPU_TILE_N)
         split = 1
         if tiles < self.units:
             split = max(1, min(self.units // tiles, g.k // GPU_SPLIT_K_MIN))
         blocks = tiles * split
         waves = ceil(blocks / self.units)
-        block_flops = 2 * GPU_TILE_M * GPU_TILE_N * ceil(g.k / split)  # a padded tile costs a full one
+        block_flops = 2 * tile_m * GPU_TILE_N * ceil(g.k / split)  # a padded tile costs a full one
         per_sm = self.rates.matrix_ops_per_s / self.units
         return waves * block_flops / per_sm, min(blocks, self.units)
 
