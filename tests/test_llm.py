@@ -192,3 +192,22 @@ def test_report_of_a_decoder_is_a_decode_step_with_an_llm_section(tmp_path):
     # the per-chip tables are one decode step after 1024 cached tokens: the MACs of that step
     assert d["models"][0]["characteristics"]["macs"] == 1_235_746_816 + LAYERS * 2 * 32 * 1025 * HEAD
     assert any("one decode step" in n for n in d["notes"])
+
+
+def test_json_output_follows_its_schema():
+    import pathlib
+
+    import jsonschema
+
+    schema = json.loads((pathlib.Path(__file__).resolve().parent.parent / "onnx_hwutil" / "schemas"
+                         / "llm.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    r = runner.invoke(app, ["llm", INT4, "--hw", "h100-sxm5,a100-sxm4", "--context", "512", "--prompt", "64",
+                            "--kv", "fp8", "--devices", "2", "-f", "json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    jsonschema.validate(d, schema)
+    assert d["schema"] == "onnx-hwutil/llm/1" and len(d["rows"]) == 4 and len(d["tensor_parallel"]) == 2
+    d["rows"][0]["tokens/s"] = 1.0  # a renamed field is a schema change, caught
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(d, schema)

@@ -24,6 +24,9 @@ from ..ops import OpKind
 from .detect import Decoder, find_decoder
 from .phases import KV_FORMATS, PHASES, WEIGHT_FORMATS, DecoderModel, Phase, PhaseRun
 
+# The layout of `llm --format json` (onnx_hwutil/schemas/llm.schema.json); removing or renaming a field
+# bumps it.
+SCHEMA = "onnx-hwutil/llm/1"
 ROW_KEYS = ("hardware", "precision", "weights", "kv", "devices", "phase", "batch", "context", "latency_s",
             "tokens_per_s", "kv_cache_bytes", "weight_bytes", "fits", "max_batch", "bound",
             "compute_utilization", "memory_bandwidth_utilization", "bandwidth_bound_tokens_per_s", "of_bound",
@@ -78,8 +81,8 @@ def study(path: str, q: Query, shapes: dict | None = None, dims: dict | None = N
         if q.devices > 1:
             scaling.append(_scaling(m, spec, prec, q))
     notes += _notes(decoder, q, rows)
-    return {"model": path, "decoder": _decoder_dict(decoder), "rows": rows, "summary": summaries,
-            "tensor_parallel": scaling, "notes": notes}
+    return {"schema": SCHEMA, "model": path, "decoder": _decoder_dict(decoder), "rows": rows,
+            "summary": summaries, "tensor_parallel": scaling, "notes": notes}
 
 
 def _precision(asked: str, spec, m: DecoderModel) -> str:
