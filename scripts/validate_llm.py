@@ -45,15 +45,31 @@ MODELS = {
                           intermediate=14336, vocab=128256, max_pos=8192),
     "Llama-2-70B": replace(bl.LLAMA_1B, hidden=8192, layers=80, heads=64, kv_heads=8, head_dim=128,
                            intermediate=28672, vocab=32000, max_pos=4096),
+    "Llama-3.1-70B": replace(bl.LLAMA_1B, hidden=8192, layers=80, heads=64, kv_heads=8, head_dim=128,
+                             intermediate=28672, vocab=128256, max_pos=8192),
+    "Llama-3.1-405B": replace(bl.LLAMA_1B, hidden=16384, layers=126, heads=128, kv_heads=8, head_dim=128,
+                              intermediate=53248, vocab=128256, max_pos=8192),
+    "Llama-3.2-3B": replace(bl.LLAMA_1B, hidden=3072, layers=28, heads=24, kv_heads=8, head_dim=128,
+                            intermediate=8192, vocab=128256, max_pos=8192),
 }
-GPT_FAST = "pytorch-labs/gpt-fast README.md, Benchmarks (A100-80GB power-limited to 330 W, batch 1, prompt ~5, 200 new)"
+# Llama-3.1-8B has Llama-3-8B's dims; Llama-2-13B is not built (no row needs it)
+MODELS["Llama-3.1-8B"] = MODELS["Llama-3-8B"]
+INF2 = ("aws-neuron/aws-neuron-sdk general/benchmarks/inf2/latency_data_decoder.csv (Neuron 2.18, "
+        "inf2.48xlarge: 24 NeuronCores = 12 chips, TP 24, FP16 with BF16 matmuls, batch 1), P50")
+GAUDI = ("Intel Gaudi model performance, 'LLM for Throughput with Intel Gaudi 3' (Gaudi SW 1.18.0, "
+         "HLS-Gaudi3, fp8, batch as listed): tokens/sec")
+GPT_FAST = ("pytorch-labs/gpt-fast README.md, Benchmarks (A100-80GB power-limited to 330 W, batch 1, prompt ~5, "
+            "200 new)")
 
 
 @dataclass(frozen=True)
 class Published:
     model: str
     hw: str
-    what: str  # "tokens_per_s" (generated tokens / whole generation), "tpot_ms", "ttft_ms" or "e2e_ms"
+    # "tokens_per_s": generated tokens / the whole generation, per sequence; "total_tokens_per_s": the same
+    # for the whole batch; "decode_tokens_per_s": 1 / time per output token (llama.cpp's and Ollama's
+    # "eval rate", prompt excluded); "tpot_ms", "ttft_ms", "e2e_ms"
+    what: str
     value: float
     batch: int
     prompt: int
@@ -62,11 +78,12 @@ class Published:
     weights: str = "model"
     precision: str = "bf16"
     devices: int = 1
+    kv: str = "model"
 
 
 ROWS = [
     Published("Llama-2-7B", "a100-sxm4", "tokens_per_s", 104.9, 1, 5, 200, GPT_FAST),
-    Published("Llama-2-7B", "a100-sxm4", "tokens_per_s", 155.58, 1, 5, 200, GPT_FAST + ", int8 weights", "int8"),
+    Published("Llama-2-7B", "a100-sxm4", "tokens_per_s", 155.58, 1, 5, 200, GPT_FAST + ", int8", "int8"),
     Published("Llama-2-7B", "a100-sxm4", "tokens_per_s", 196.80, 1, 5, 200, GPT_FAST + ", int4 g32", "int4"),
     Published("Llama-2-7B", "a100-sxm4", "tokens_per_s", 168.84, 1, 5, 200, GPT_FAST + ", TP2", devices=2),
     Published("Llama-2-7B", "a100-sxm4", "tokens_per_s", 254.02, 1, 5, 200, GPT_FAST + ", TP4", devices=4),
@@ -90,16 +107,44 @@ ROWS = [
     Published("Llama-2-7B", "a100-sxm4", "ttft_ms", 133, 1, 2048, 1, "same table: input 2048"),
     Published("Llama-2-7B", "h100-sxm5", "ttft_ms", 7, 1, 128, 1,
               "same table: LLaMA 7B FP8 on H100, input 128", "fp8", "fp8"),
-    Published("Llama-2-7B", "h100-sxm5", "ttft_ms", 36, 1, 2048, 1, "same table: FP8, input 2048", "fp8", "fp8"),
+    Published("Llama-2-7B", "h100-sxm5", "ttft_ms", 36, 1, 2048, 1, "same table: FP8, input 2048", "fp8",
+              "fp8"),
+    # The catalog's chips with an LLM measurement and no ResNet-50/BERT one (issue 19)
+    Published("Llama-2-7B", "inferentia2", "tpot_ms", 6.47, 1, 128, 3968, INF2, devices=12),
+    Published("Llama-2-7B", "inferentia2", "ttft_ms", 27.64, 1, 128, 3968, INF2, devices=12),
+    Published("Llama-2-70B", "inferentia2", "tpot_ms", 32.90, 1, 128, 128, INF2, devices=12),
+    Published("Llama-2-70B", "inferentia2", "ttft_ms", 76.60, 1, 128, 128, INF2, devices=12),
+    Published("Llama-3.1-70B", "mi300x", "e2e_ms", 17236, 1, 128, 2048,
+              "AMD ROCm performance results (amd.com/en/developer/resources/rocm-hub/dev-ai/"
+              "performance-results.html), Latency Measurements: Llama 3.1 70B FP8 (FP8 KV), 8 x MI300X, vLLM 0.9.1",
+              "fp8", "fp8", devices=8, kv="fp8"),
+    Published("Llama-3.1-405B", "mi300x", "e2e_ms", 3530, 1, 128, 128,
+              "Oracle blog 'Serving Llama 3.1 405B with AMD MI300X GPUs', Latency measurements: FP8, "
+              "8 x MI300X, vLLM benchmark_latency, batch 1", "fp8", "fp8", devices=8),
+    Published("Llama-3.1-405B", "mi300x", "e2e_ms", 3974, 8, 128, 128, "same table: batch 8", "fp8", "fp8",
+              devices=8),
+    Published("Llama-3.1-8B", "gaudi3", "total_tokens_per_s", 24310, 1536, 128, 128, GAUDI, "fp8", "fp8"),
+    Published("Llama-3.1-8B", "gaudi3", "total_tokens_per_s", 2652, 256, 2048, 128, GAUDI, "fp8", "fp8"),
+    Published("Llama-2-7B", "gaudi3", "total_tokens_per_s", 19810, 1536, 128, 128, GAUDI, "fp8", "fp8"),
+    Published("Llama-3.2-3B", "raspberry-pi-5", "decode_tokens_per_s", 4.61, 1, 16, 256,
+              "geerlingguy/ai-benchmarks README: Ollama llama3.2:3b (Q4_K_M, ~4.9 bits a weight) on a Pi 5 "
+              "8GB, eval rate", "int4", "int8"),
+    Published("Llama-3.1-8B", "raspberry-pi-5", "decode_tokens_per_s", 2.05, 1, 16, 256,
+              "geerlingguy/ai-benchmarks issue #7: Ollama llama3.1:8b on a Pi 5 16GB, no tweaks", "int4",
+              "int8"),
 ]
 
 
 def predict(path: str, r: Published) -> float:
-    d = study(path, Query((r.hw,), (r.batch,), (r.prompt,), r.prompt, r.generate, r.weights, "model",
+    d = study(path, Query((r.hw,), (r.batch,), (r.prompt,), r.prompt, r.generate, r.weights, r.kv,
                           r.precision, "aggressive", r.devices))
     s = d["summary"][0]
     if r.what == "tokens_per_s":  # generated tokens over the whole generation, prefill included (gpt-fast)
-        return r.generate * r.batch / s["e2e_s"] / r.batch
+        return r.generate / s["e2e_s"]
+    if r.what == "total_tokens_per_s":
+        return r.batch * r.generate / s["e2e_s"]
+    if r.what == "decode_tokens_per_s":
+        return 1 / s["tpot_s"]
     return {"tpot_ms": s["tpot_s"], "ttft_ms": s["ttft_s"], "e2e_ms": s["e2e_s"]}[r.what] * 1e3
 
 

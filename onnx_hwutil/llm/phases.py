@@ -59,6 +59,7 @@ class PhaseRun:
     weight_bytes: int
     kv_cache_bytes: int  # the cache after this step (past + new tokens), whole batch
     kv_read_bytes: int  # the cache this step reads (what bounds decode with the weights)
+    weight_read_bytes: int  # the weights this step reads: each once, an embedding table only its rows
     activation_bytes: int  # live activations at the peak, the cache left out (it is counted above)
     layers: int  # decoder layers (for the all-reduces of tensor parallelism)
 
@@ -139,8 +140,8 @@ class DecoderModel:
         cache_names = {c.past for c in self.decoder.caches} | {c.present for c in self.decoder.caches}
         act = kernel_peak_bytes(f, cache_names)
         return PhaseRun(phase, spec, s, f, p.totals.weight_bytes,
-                        self.cache_bytes(p, phase.past + phase.new), self.cache_bytes(p, phase.past), act,
-                        self.decoder.layers)
+                        self.cache_bytes(p, phase.past + phase.new), self.cache_bytes(p, phase.past),
+                        weight_reads(p), act, self.decoder.layers)
 
 
 def kernel_peak_bytes(fused: FusedGraph, exclude: set[str]) -> int:
@@ -176,3 +177,14 @@ def kernel_peak_bytes(fused: FusedGraph, exclude: set[str]) -> int:
         live += d
         peak = max(peak, live)
     return peak
+
+
+def weight_reads(profile: Profile) -> int:
+    """Bytes of weights one run must read at the least: each weight tensor once, at the most any node reads
+    of it (a Gather reads only the rows it looks up, so an embedding table is not streamed whole)."""
+    most: dict[str, int] = {}
+    for nc in profile.costs.nodes:
+        for name, b, weight in nc.traffic.reads:
+            if weight:
+                most[name] = max(most.get(name, 0), b)
+    return sum(most.values())

@@ -128,7 +128,7 @@ def _row(run: PhaseRun, q: Query, base: PhaseRun | None) -> dict:
     room = cap - run.weight_bytes / n
     bound_tps = None
     if run.phase.name == "decode":
-        floor_s = (run.weight_bytes + run.kv_read_bytes) / (run.spec.dram_bandwidth * n)
+        floor_s = (run.weight_read_bytes + run.kv_read_bytes) / (run.spec.dram_bandwidth * n)
         bound_tps = tokens / floor_s
         if tokens / latency > bound_tps * (1 + 1e-9):
             raise AssertionError(f"{run.spec.name}: decode predicted at {tokens / latency:.4g} tokens/s, "
@@ -202,6 +202,7 @@ def _notes(d: Decoder, q: Query, rows: list[dict]) -> list[str]:
                    "whole on every device, two ring all-reduces of the hidden state per layer; memory per "
                    "device is weights and cache / N plus the whole activation working set")
     if any(r["of_bound"] is not None for r in rows):
-        out.append("bandwidth_bound_tokens_per_s: batch x DRAM bandwidth / (weight bytes + cache bytes "
-                   "read), the most any runtime can do; of_bound: the prediction's share of it")
+        out.append("bandwidth_bound_tokens_per_s: batch x DRAM bandwidth / (the weight bytes a step reads, "
+                   "each weight once, + the cache bytes), the most any runtime can do; of_bound: the "
+                   "prediction's share of it")
     return out
