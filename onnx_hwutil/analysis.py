@@ -7,19 +7,25 @@ re-fuses; a hardware change only re-maps (DESIGN.md: each arrow is a pure functi
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from functools import cache
 
 from .bindings import Bindings
 from .dtypes import check_precision
-from .errors import HwUtilError
+from .errors import HwUtilError, NoBatchDim
 from .fusion import FusedGraph, fuse
+from .fusion.contract import check_costs
 from .hardware import HardwareSpec, load_spec
 from .hardware.mapping import Schedule, schedule
 from .hardware.rates import default_precision
-from .profile import BoundModel, Profile, bind
+from .profile import BoundModel, Profile, Totals, bind
+from .rescale import PROBE_BATCH, checked, extrapolate
+from .units import size
 
 REPORT_HARDWARE = ["xeon-8490h", "h100-sxm5", "kpu-t256", "tpu-v4"]
+MAX_BATCH = 1024  # the batch search stops here
+EXHAUSTIVE = 64  # at most this many batches checked one by one between two powers of two
 
 
 @dataclass(frozen=True)
@@ -43,9 +49,23 @@ class Analyzer:
         self._profile = cache(self._profile_at)
         self._fused = cache(self._fuse)
         self._spec = cache(load_spec)
+        self._affine = cache(self._affine_in_batch)
+        self._same_kernels = cache(self._same_kernels_at_batches)
 
     def _bind(self, model: str, batch: int | None) -> BoundModel:
+        if batch is not None and batch > 2 and batch != PROBE_BATCH and self._affine(model):
+            scaled = extrapolate(self._bound(model, 1), self._bound(model, 2), batch)
+            if scaled is not None:
+                return scaled
         return bind(model, Bindings(self.shapes, self.dims, batch, self.scoped))
+
+    def _affine_in_batch(self, model: str) -> bool:
+        """May other batches of `model` be extrapolated from batches 1 and 2 (rescale.py)? Only if that
+        reproduced a really inferred third batch exactly; a model that cannot take those batches may not."""
+        try:
+            return checked(self._bound(model, 1), self._bound(model, 2), self._bound(model, PROBE_BATCH))
+        except HwUtilError:
+            return False
 
     def bound(self, model: str, batch: int | None) -> BoundModel:
         return self._bound(model, batch)
@@ -54,7 +74,20 @@ class Analyzer:
         return Profile(self._bound(model, batch), precision)
 
     def _fuse(self, model: str, batch: int, precision: str, fusion: str) -> FusedGraph:
-        return fuse(self._profile(model, batch, precision), fusion)
+        profile = self._profile(model, batch, precision)
+        if batch is not None and batch > 2 and batch != PROBE_BATCH and self._affine(model) \
+                and self._same_kernels(model, precision, fusion):
+            # The passes chose the same kernels at batches 1, 2 and PROBE_BATCH: at a batch extrapolated
+            # from those, they are those kernels, costed at this batch.
+            one = self._fused(model, 1, precision, fusion)
+            fused = FusedGraph(profile, one.partition, one.preset, one.passes, one.pass_merges)
+            check_costs(fused)
+            return fused
+        return fuse(profile, fusion)
+
+    def _same_kernels_at_batches(self, model: str, precision: str, fusion: str) -> bool:
+        return len({_partition_key(self._fused(model, b, precision, fusion).partition)
+                    for b in (1, 2, PROBE_BATCH)}) == 1
 
     def spec(self, hw: str) -> HardwareSpec:
         return self._spec(hw)
@@ -65,9 +98,20 @@ class Analyzer:
     def fused(self, model: str, batch: int, precision: str, fusion: str) -> FusedGraph:
         return self._fused(model, batch, precision, fusion)
 
-    def default_batch(self, model: str) -> int | None:
-        """No batch asked for: the model's own shapes if they are all static, else batch 1."""
-        return 1 if self.bound(model, None).batch_defaulted else None
+    def batches(self, model: str, asked: Sequence[int] | None = None,
+                also: Sequence[int] = ()) -> list[int | None]:
+        """The batches a command runs `model` at: those asked for, else the default every command takes from
+        here: batch 1 (then `also`, larger batches a command looks at too) for a model with an unbound batch
+        dim, the model's own shapes (None) for one whose shapes are all static. A model that cannot be bound
+        as it stands gets its own shapes too: analyzing it reports why. (`analyze` and `diff` pass None
+        themselves: binding then takes the same batch 1 and says so in the notes.)"""
+        if asked:
+            return list(asked)
+        try:
+            defaulted = self.bound(model, None).batch_defaulted
+        except HwUtilError:
+            return [None]
+        return [1, *also] if defaulted else [None]
 
     def characteristics(self, model: str, batch: int | None, fusion: str) -> dict:
         """The model's own numbers, before any chip: the seed report's "model characteristics" row."""
@@ -94,6 +138,119 @@ class Analyzer:
             shape = next(iter(self.bound(p.model, None).inputs.values()), ())
             batch = shape[0] if shape and shape[0] > 0 else 1
         return schedule(self.fused(p.model, p.batch, prec, p.fusion), spec, prec, batch, p.threads)
+
+
+def _partition_key(part) -> tuple:
+    """What a partition decides, without its group ids: the kernels (members and label), folded, tiled and
+    load-time nodes."""
+    kernels = frozenset((tuple(m), part.labels.get(g)) for g, m in part.members.items())
+    return kernels, frozenset(part.folded), frozenset(part.tiled), frozenset(part.static)
+
+
+@dataclass
+class BatchSearch:
+    best: Schedule  # the highest utilization seen
+    tried: int  # the largest batch analyzed
+    batch: int | None = None  # the first batch found at the target, and its schedule
+    at: Schedule | None = None
+    method: str = "powers of two"
+    stopped: str | None = None  # why a batch could not be analyzed, if one could not
+    no_batch: bool = False  # the model has no batch dim at all
+
+
+class WhatIf:
+    """One analyzed point, and that point with one thing changed, analyzed by the same Analyzer (its caches
+    make each what-if cheap) instead of guessed. What-ifs keep the precision the point was mapped at."""
+
+    def __init__(self, a: Analyzer, p: Point, s: Schedule):
+        self.a, self.s = a, s
+        self.p = replace(p, precision=s.precision)
+
+    def at(self, **change) -> Schedule:
+        return self.a.run(replace(self.p, **change))
+
+    def try_at(self, **change) -> Schedule | None:
+        """The what-if, or None where the model or the chip cannot take it (a batch the file fixes, say):
+        such a what-if is no alternative."""
+        try:
+            return self.at(**change)
+        except HwUtilError:
+            return None
+
+    def totals(self, batch: int | None, precision: str | None = None) -> Totals:
+        """The model's own numbers (peak memory, weights) at another batch or precision."""
+        return self.a.profile(self.p.model, batch, precision or self.s.precision).totals
+
+    def halved_batch_that_fits(self, capacity: float) -> int | None:
+        """The largest of half the point's batch, a quarter, ... whose peak memory fits in `capacity`; None
+        where none does or the model cannot take a smaller batch."""
+        b = self.s.batch
+        while b > 1:
+            b //= 2
+            try:
+                if self.totals(b).peak_memory_bytes <= capacity:
+                    return b
+            except HwUtilError:
+                return None
+        return None
+
+    def search_batch(self, target: float) -> BatchSearch:
+        """Search upward from the point's batch for the first batch whose compute utilization reaches
+        `target`: powers of two until one does, then every batch between it and the previous power (at most
+        EXHAUSTIVE of them; beyond that, bisection). Utilization is not monotonic in batch (wave quantization,
+        capacity cliffs), so the batches between smaller powers are not all checked; the evidence says so.
+        A batch that cannot run (a size fixed in the file, or more memory than the chip has) is skipped
+        between powers and ends the doubling."""
+        s = self.s
+        r = BatchSearch(best=s, tried=s.batch)
+        lo, b = s.batch, s.batch
+        while b < MAX_BATCH:
+            b = min(2 * b, MAX_BATCH)
+            t = self._try(r, b)
+            if t is None:
+                return r
+            if t.compute_utilization >= target:
+                r.batch, r.at = b, t
+                break
+            lo = b
+        if r.batch is None:
+            return r
+        hi = r.batch
+        if hi - lo <= EXHAUSTIVE:
+            r.method = f"powers of two up to {lo}, then every batch from {lo + 1}"
+            for mid in range(lo + 1, hi):
+                t = self._try(r, mid)
+                if t is not None and t.compute_utilization >= target:
+                    r.batch, r.at = mid, t
+                    break
+            return r
+        r.method = f"powers of two up to {lo}, then bisection up to {hi}"
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            t = self._try(r, mid)
+            if t is None:
+                break
+            if t.compute_utilization >= target:
+                hi, r.batch, r.at = mid, mid, t
+            else:
+                lo = mid
+        return r
+
+    def _try(self, r: BatchSearch, batch: int) -> Schedule | None:
+        try:
+            peak = self.totals(batch).peak_memory_bytes
+            if peak > self.s.spec.dram_capacity:
+                r.stopped = (f"at batch {batch}: it needs {size(peak)}, more than the chip's "
+                             f"{size(self.s.spec.dram_capacity)}")
+                return None
+            t = self.at(batch=batch)
+        except HwUtilError as e:  # a batch the model cannot take (a fixed reshape, a --shape binding)
+            r.stopped = f"at batch {batch}: {e}"
+            r.no_batch = isinstance(e, NoBatchDim)
+            return None
+        r.tried = max(r.tried, batch)
+        r.best = max(r.best, t, key=lambda x: x.compute_utilization)
+        return t
 
 
 def plan(a: Analyzer, model: str | os.PathLike, hardware: list[str] | str = "h100-sxm5",

@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import onnx
 from onnx import NodeProto, helper
+
+from .shape_readers import is_static, tensor_shapes
 
 Shape = tuple[int, ...]
 
@@ -32,8 +35,10 @@ def _matmul(a: Shape, b: Shape, trans_a=0, trans_b=0) -> Shape:
         a = (*a[:-2], a[-1], a[-2])
     if trans_b and len(b) >= 2:
         b = (*b[:-2], b[-1], b[-2])
-    if len(a) == 1 or len(b) == 1:
-        return tuple(np.matmul(np.empty(a, np.int8), np.empty(b, np.int8)).shape) if max(a + b) < 4096 else ()
+    if len(a) == 1 or len(b) == 1:  # numpy's rule: a vector contracts with the other's matrix dim, adds none
+        if a[-1] != (b[0] if len(b) == 1 else b[-2]):
+            raise ValueError(f"matmul of {a} and {b}: inner dims differ")
+        return (*b[:-2], b[-1]) if len(a) == 1 and len(b) > 1 else a[:-1]
     return (*_broadcast(a[:-2], b[:-2]), a[-2], b[-1])
 
 
@@ -113,3 +118,42 @@ def infer_output_shapes(node: NodeProto, input_shapes: list[Shape | None]) -> li
         return list(rule(node, input_shapes))
     except (TypeError, ValueError, IndexError, ZeroDivisionError):
         return None  # a missing input shape or a malformed node: leave its outputs unshaped
+
+
+# Passes over the graph in its order: rules feed each other (a chain of fused ops), and a pass in graph
+# order resolves a whole chain unless its nodes are stored out of order, each of which costs one more pass.
+HINT_PASSES = 64
+
+
+def hint_shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """`model` with value infos for the outputs no inference layer shaped, from the rules above, and how many
+    it added; passes run until one learns nothing new."""
+    known = tensor_shapes(model.graph)
+    added: dict[str, tuple[tuple[int, ...], int]] = {}
+    for _ in range(HINT_PASSES):
+        learned = 0
+        for node in model.graph.node:
+            if all((not o) or is_static(known.get(o, (None, 0))[0]) or o in added for o in node.output):
+                continue
+            ins = []
+            for i in node.input:
+                s = added.get(i, known.get(i, (None, 0)))[0]
+                ins.append(s if is_static(s) else None)
+            outs = infer_output_shapes(node, ins)
+            if not outs:
+                continue
+            dtype = known.get(node.input[0], (None, 1))[1] if node.input else 1
+            for o, shape in zip(node.output, outs, strict=False):
+                if o and shape is not None and o not in added and not is_static(known.get(o, (None, 0))[0]):
+                    out_dtype = known.get(o, (None, 0))[1] or dtype
+                    added[o] = (tuple(int(d) for d in shape), out_dtype)
+                    learned += 1
+        if not learned:
+            break
+    if not added:
+        return model, 0
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    out.graph.value_info.extend(helper.make_tensor_value_info(n, dt, list(sh))
+                                for n, (sh, dt) in added.items())
+    return out, len(added)

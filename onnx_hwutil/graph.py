@@ -18,12 +18,15 @@ from onnx import helper, numpy_helper
 from .bindings import graph_inputs
 from .errors import HwUtilError
 from .limits import MAX_ELEMENTS
-from .shapes import tensor_shapes
+from .shape_readers import tensor_shapes
 
 Dims = tuple[int | None, ...]
 # Ops whose first output is a view of their first input: no data moves, no new buffer.
 VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Optional",
             "OptionalGetElement"}
+# Constants whose values formulas read: trip counts, conditions, axes, Reshape targets, lengths. A shape
+# vector has one entry per dim, so 64 holds any of them without keeping tables of data.
+SMALL_CONSTANT_ELEMENTS = 64
 # The default-domain ops that carry subgraphs; other domains are checked attribute by attribute.
 _CONTROL_FLOW = {"If", "Loop", "Scan", "SequenceMap"}
 
@@ -291,7 +294,7 @@ def _try_value(out: dict[str, np.ndarray], name: str, t: onnx.TensorProto) -> No
     n = 1
     for d in t.dims:
         n *= d
-    if n > 64:
+    if n > SMALL_CONSTANT_ELEMENTS:
         return
     # Stripped payloads (see loader) and odd dtypes simply have no known value.
     with contextlib.suppress(Exception):

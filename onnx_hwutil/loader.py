@@ -7,6 +7,7 @@ we call. Large inline initializers lose their payload for the same reason: dims 
 
 from __future__ import annotations
 
+import mmap
 import os
 
 import onnx
@@ -16,9 +17,13 @@ from onnx import TensorProto
 
 from .errors import HwUtilError
 from .limits import MAX_DEPTH, MAX_FILE_BYTES, MAX_NAME_CHARS, MAX_NODES
+from .skim import skim
 
 # Inlining model-local functions may multiply the nodes on disk by at most this much.
 FUNCTION_GROWTH = 100
+# Any model may inline to this many nodes, however small on disk: the largest published exports have about
+# 10^5 nodes (limits.MAX_NODES), and a tiny file that calls a function twice per level cannot get there.
+INLINED_NODES_ALWAYS_ALLOWED = 100_000
 # Initializers up to this many elements keep their values: shape constants, axes, scalars, trip counts.
 SMALL_TENSOR_ELEMENTS = 1024
 _DATA_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data",
@@ -35,21 +40,26 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     if size > MAX_FILE_BYTES:  # read nothing: protobuf cannot parse it anyway
         raise HwUtilError(f"{path}: {size:,} bytes, over protobuf's 2 GiB limit for one ONNX file; a model "
                           "this large keeps its weights as external data")
-    try:
-        with open(path, "rb") as f:
-            blob = f.read(MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise HwUtilError(f"{path}: cannot read: {e.strerror}") from None
-    if not blob:
+    if size == 0:
         raise HwUtilError(f"{path}: empty file, not an ONNX model")
     model = onnx.ModelProto()
     try:
-        model.ParseFromString(blob)
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            # Large payloads cut out before parsing (skim.py): their pages are never even read. What the
+            # skim does not recognize, or what fails to parse after it, protobuf parses whole and judges.
+            skimmed = skim(mm, SMALL_TENSOR_ELEMENTS)
+            try:
+                model.ParseFromString(skimmed if skimmed is not None else mm[:])
+            except (DecodeError, RuntimeError, ValueError):
+                if skimmed is None:
+                    raise
+                model.ParseFromString(mm[:])
+    except OSError as e:
+        raise HwUtilError(f"{path}: cannot read: {e.strerror}") from None
     except (DecodeError, RuntimeError, ValueError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise HwUtilError(f"{path}: not a valid ONNX model (protobuf parse failed: {reason}); "
                           "the file may be truncated or of another format") from None
-    del blob
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise HwUtilError(f"{path}: not a valid ONNX model (no graph; the file may be truncated or of "
                           "another format)")
@@ -80,7 +90,7 @@ def check_inlined_size(model: onnx.ModelProto, path: str) -> None:
     calls itself is refused."""
     funcs = {(f.domain, f.name): f for f in model.functions}
     on_disk = len(model.graph.node) + sum(len(f.node) for f in model.functions)
-    limit = min(MAX_NODES, max(100_000, FUNCTION_GROWTH * on_disk))
+    limit = min(MAX_NODES, max(INLINED_NODES_ALWAYS_ALLOWED, FUNCTION_GROWTH * on_disk))
     sizes: dict[tuple[str, str], int] = {}
     visiting: set[tuple[str, str]] = set()
 

@@ -21,9 +21,13 @@ import onnx
 from onnx import numpy_helper
 
 from .errors import HwUtilError
-from .shapes import constant_values
+from .shape_readers import constant_values
 
 _RECURRENT = {"LSTM", "GRU", "RNN"}
+# A shape target has one entry per dim: 16 is past any real rank, and a longer int64 vector is data (ids,
+# indices), never a target to rewrite.
+_MAX_TARGET_ENTRIES = 16
+_NAMES_SHOWN = 5  # rewritten nodes named in the note; the rest are counted
 _METADATA = {"Shape", "Size"}  # their outputs describe a batched tensor; they do not carry its rows
 
 
@@ -61,7 +65,8 @@ def rebatch(model: onnx.ModelProto, inputs: set[str], old: int, new: int,
             rewritten.append(node.name or node.output[0])
     if not rewritten:
         return []
-    shown = ", ".join(rewritten[:5]) + (f" and {len(rewritten) - 5} more" if len(rewritten) > 5 else "")
+    more = len(rewritten) - _NAMES_SHOWN
+    shown = ", ".join(rewritten[:_NAMES_SHOWN]) + (f" and {more} more" if more > 0 else "")
     return [f"re-batching rewrote {len(rewritten)} shape constants fixed at batch {old}: {shown}"]
 
 
@@ -154,4 +159,4 @@ def _in_order(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
 def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     """Shape-sized int64 vectors: the only constants a Reshape, Resize or Expand takes its shape from."""
     return {k: v for k, v in constant_values(graph).items()
-            if v.dtype == np.int64 and v.ndim == 1 and v.size <= 16}
+            if v.dtype == np.int64 and v.ndim == 1 and v.size <= _MAX_TARGET_ENTRIES}

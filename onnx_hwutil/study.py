@@ -143,7 +143,7 @@ def build(models: list[str], hardware: list[str], batch: int | None = None,
         given[n] = hw
     for name, m in zip(names, models, strict=True):
         am = _decoder_step(a, m, name, hardware, shapes, dims, out, notes)
-        b = batch or (None if am.default_batch(m) is None else 1)
+        [b] = am.batches(m, [batch] if batch else None)
         here = []
         for hw in hardware:
             p = Point(m, hw, b, precision, fusion)

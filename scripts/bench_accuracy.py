@@ -1,12 +1,22 @@
 """Prediction accuracy on this machine: calibrate once, then predict and measure models at 1 and 2 threads.
 
-    python scripts/bench_accuracy.py [FOLDER ...] [--runs 30] [--threads 1,2] [--spec host.yaml]
+    python scripts/bench_accuracy.py [FOLDER ...] [--runs 30] [--threads 1,2] [--spec host.yaml] [--level all]
+    python scripts/bench_accuracy.py --corpus corpus --half tuning|heldout|both --threads 1 --spec host.yaml
 
 Calibration uses microbenchmarks only (single Conv, MatMul, Add, Relu ops), never the models predicted, so
-the error printed is the error a user gets on an unseen model. Each model is measured with onnxruntime
-(median of --runs after warm-up, graph optimizations at EXTENDED, one inter-op thread) and predicted with
-the `runtime` fusion preset at fp32, batch 1. Each point is measured --repeat times in separate passes
+the error printed is the error a user gets on an unseen model. Each model is predicted with the `runtime`
+fusion preset at fp32 (as `validate` does, quantized models included), batch 1, and measured with
+onnxruntime on the CPU: median of --runs after 5 warm-up runs, --threads intra-op threads, one inter-op
+thread, sequential execution, weights from the model's folder or random. `--level all` (the default) is a
+default InferenceSession (ORT_ENABLE_ALL, NCHWc layout included), what users run; `--level extended` is
+ORT_ENABLE_EXTENDED, what `validate` measures today. Each point is measured --repeat times in separate passes
 and the median kept, because the timings on a shared 2-vCPU machine move by tens of percent between runs.
+
+With --corpus the models are those of corpus/manifest.json (scripts/build_corpus.py), their symbolic dims
+bound as the manifest says (a decoder's sequence 128 with past 0, dynamic H/W at 224; the bundled decoders get
+the same prefill, sequence_length 128 and past_sequence_length 0), one table per half with the median and 90th
+percentile of |error| per thread count (a model either side fails on is listed, and left out of those
+statistics); the bundled models are reported apart and count in neither half.
 """
 
 from __future__ import annotations
@@ -17,15 +27,99 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 
+import numpy as np
 import yaml
 from tabulate import tabulate
 
+from corpus import HALVES, bundled_dims, entries
+from onnx_hwutil.analysis import Analyzer, Point
 from onnx_hwutil.calibrate import calibrate
 from onnx_hwutil.errors import HwUtilError
-from onnx_hwutil.validate import validate
+from onnx_hwutil.validate import runnable_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()[0][:150] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}"
+
+
+def predict(path: str, spec: str, dims: dict[str, int], threads: int) -> tuple[float, dict]:
+    """Our latency (s) at fp32 with the runtime preset, and the input shapes it was predicted for."""
+    analyzer = Analyzer(dims=dims)
+    batch = None  # the model's own shapes, else batch 1 (the rule `validate` follows)
+    try:
+        bound = analyzer.bound(path, None)
+    except HwUtilError:
+        batch = 1
+        bound = analyzer.bound(path, batch)
+    return analyzer.run(Point(path, spec, batch, "fp32", "runtime", threads)).latency_s, dict(bound.inputs)
+
+
+def _feeds(session, shapes: dict, rng: np.random.Generator) -> dict:
+    feeds = {}
+    for i in session.get_inputs():
+        shape = shapes[i.name]
+        if "float" in i.type:
+            dtype = {"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(i.type, np.float32)
+            feeds[i.name] = rng.standard_normal(shape).astype(dtype)
+        elif "bool" in i.type:
+            feeds[i.name] = np.ones(shape, bool)
+        else:  # ids, masks, indices: ones are valid for all of them
+            dtype = {"tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}.get(
+                i.type, np.int64)
+            feeds[i.name] = np.ones(shape, dtype)
+    return feeds
+
+
+def _runnable(path: str, tmp: str) -> bytes | str:
+    """The model with its weights (random where the file has none): bytes, or a file in `tmp` with external
+    data when it is past protobuf's 2 GiB (the bundled Llama-1B at fp32)."""
+    import onnx
+
+    m = runnable_model(path, np.random.default_rng(0))
+    # ByteSize() wraps past 2 GiB, so the weights are added up instead
+    weights = sum(len(t.raw_data) for t in m.graph.initializer)
+    if weights < 2**31 - 2**26:
+        return m.SerializeToString()
+    out = os.path.join(tmp, "model.onnx")
+    onnx.save_model(m, out, save_as_external_data=True, location="model.onnx.data")
+    return out
+
+
+def measure(model: bytes | str, shapes: dict, threads: int, runs: int, level: str) -> float:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if level == "extended":
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    feeds = _feeds(sess, shapes, np.random.default_rng(0))
+    for _ in range(5):
+        sess.run(None, feeds)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, feeds)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def stats_line(errors: list[float], n: int) -> str:
+    if not errors:
+        return f"no model predicted and measured (of {n})"
+    e = np.abs(errors)
+    return (f"median |error| {100 * float(np.median(e)):.1f}%, p90 {100 * float(np.percentile(e, 90)):.1f}%, "
+            f"max {100 * float(e.max()):.1f}%, within 15%: {int((e <= 0.15).sum())}, within 30%: "
+            f"{int((e <= 0.30).sum())}, over {len(e)} models"
+            + (f" ({n - len(e)} failed)" if n > len(e) else ""))
 
 
 def main() -> int:
@@ -36,6 +130,11 @@ def main() -> int:
     ap.add_argument("--spec", default=None, help="an existing calibrated spec instead of calibrating now")
     ap.add_argument("--repeat", type=int, default=3,
                     help="independent measurements per point, at different times; their median is used")
+    ap.add_argument("--level", choices=["all", "extended"], default="all",
+                    help="onnxruntime's level when measuring: all (a default session) or extended")
+    ap.add_argument("--corpus", help="a corpus folder (scripts/build_corpus.py): its models, per half")
+    ap.add_argument("--half", choices=[*HALVES, "both"], default="both")
+    ap.add_argument("--no-bundled", action="store_true", help="leave out the bundled models")
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     spec = args.spec
@@ -44,44 +143,76 @@ def main() -> int:
         with open(spec, "w") as f:
             yaml.safe_dump(calibrate(max(threads)), f, sort_keys=False)
         print(f"calibrated: {spec}", file=sys.stderr)
-    paths = sorted(glob.glob(os.path.join(ROOT, "models", "*.onnx")))
+
+    # (title, [(name, exporter, path, dims)])
+    groups: list[tuple[str, list[tuple[str, str, str, dict]]]] = []
+    bundled = [] if args.no_bundled else sorted(glob.glob(os.path.join(ROOT, "models", "*.onnx")))
     for folder in args.folders:
-        paths += sorted(glob.glob(os.path.join(folder, "**", "*.onnx"), recursive=True))
+        bundled += sorted(glob.glob(os.path.join(folder, "**", "*.onnx"), recursive=True))
+    if bundled:
+        groups.append(("bundled models (neither half)" if args.corpus else "models",
+                       [(os.path.relpath(p, ROOT) if p.startswith(ROOT) else p, "", p, bundled_dims(p))
+                        for p in bundled]))
+    if args.corpus:
+        for half in HALVES if args.half == "both" else (args.half,):
+            groups.append((f"corpus, {half} half",
+                           [(e.name, e.kind, e.path, e.dims) for e in entries(args.corpus, half)]))
+    models = [m for _, ms in groups for m in ms]
+
+    predicted: dict[tuple[str, int], float] = {}
+    shapes: dict[str, dict] = {}
+    failed: dict[tuple[str, int], str] = {}
+    for name, _, path, dims in models:
+        for t in threads:
+            try:
+                predicted[(name, t)], shapes[name] = predict(path, spec, dims, t)
+            except Exception as e:  # an analyzer failure on a model is a finding: recorded, not fatal
+                failed[(name, t)] = f"onnx-hwutil: {_one_line(e)}"
     # Shared 2-vCPU machines are noisy (a neighbour's burst moves one median by 30%): every point is
     # measured --repeat times, in separate passes over all models, and the median of those is kept.
     measured: dict[tuple[str, int], list[float]] = {}
-    predicted: dict[tuple[str, int], float] = {}
-    failed: dict[tuple[str, int], str] = {}
-    for _ in range(args.repeat):
-        for path in paths:
-            for t in threads:
-                try:
-                    v = validate(path, spec, threads=t, runs=args.runs)
-                except HwUtilError as e:
-                    failed[(path, t)] = f"failed: {e}"[:60]
-                    continue
-                measured.setdefault((path, t), []).append(v.measured_latency_s)
-                predicted[(path, t)] = v.predicted_latency_s
-    rows, errors = [], {t: [] for t in threads}
-    for path in paths:
-        row = [os.path.relpath(path, ROOT) if path.startswith(ROOT) else path]
-        for t in threads:
-            if (path, t) in failed:
-                row += ["-", "-", failed[(path, t)]]
+    for rep in range(args.repeat):
+        for name, _, path, _ in models:
+            if name not in shapes:
                 continue
-            meas = statistics.median(measured[(path, t)])
-            err = (predicted[(path, t)] - meas) / meas
-            errors[t].append(abs(err))
-            row += [f"{predicted[(path, t)] * 1e3:.2f}", f"{meas * 1e3:.2f}", f"{100 * err:+.1f}%"]
-        rows.append(row)
-    cols = ("predicted ms", "measured ms", "error")
-    headers = ["model"] + [f"{h} ({t} thr)" for t in threads for h in cols]
-    print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
-    for t in threads:
-        e = errors[t]
-        if e:
-            print(f"{t} thread(s): median |error| {100 * statistics.median(e):.1f}%, "
-                  f"max {100 * max(e):.1f}%, over {len(e)} models")
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    model = _runnable(path, tmp)
+                except Exception as e:  # weights that cannot be had: the row says so
+                    for t in threads:
+                        failed.setdefault((name, t), f"weights: {_one_line(e)}")
+                    continue
+                for t in threads:
+                    if (name, t) in failed:
+                        continue
+                    try:
+                        measured.setdefault((name, t), []).append(measure(model, shapes[name], t, args.runs,
+                                                                          args.level))
+                    except Exception as e:  # onnxruntime cannot run it: reported, the others still run
+                        failed[(name, t)] = f"onnxruntime: {_one_line(e)}"
+            print(f"  pass {rep + 1}/{args.repeat}: {name}", file=sys.stderr, flush=True)
+
+    level = {"all": "ORT_ENABLE_ALL (default session)", "extended": "ORT_ENABLE_EXTENDED"}[args.level]
+    for title, ms in groups:
+        rows, errors = [], {t: [] for t in threads}
+        for name, kind, _, _ in ms:
+            row = [name, kind] if args.corpus else [name]
+            for t in threads:
+                if (name, t) in failed or (name, t) not in measured:
+                    row += ["-", "-", f"FAILED ({failed.get((name, t), 'not measured')})"]
+                    continue
+                meas = statistics.median(measured[(name, t)])
+                err = (predicted[(name, t)] - meas) / meas
+                errors[t].append(err)
+                row += [f"{predicted[(name, t)] * 1e3:.2f}", f"{meas * 1e3:.2f}", f"{100 * err:+.1f}%"]
+            rows.append(row)
+        cols = ("predicted ms", "measured ms", "error")
+        headers = (["model", "exporter"] if args.corpus else ["model"]) + [
+            f"{h} ({t} thr)" for t in threads for h in cols]
+        print(f"\n### {title}: measured at {level}\n")
+        print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
+        for t in threads:
+            print(f"{title}, {t} thread(s): {stats_line(errors[t], len(ms))}")
     return 0
 
 

@@ -1,12 +1,24 @@
 """Compare the `runtime` fusion preset with the graph ONNX Runtime actually runs.
 
 ONNX Runtime writes its optimized graph when `SessionOptions.optimized_model_filepath` is set. For each model
-(the bundled ones, plus every .onnx in the folders given) this binds the inputs (batch 1, as our analysis
-does), lets ORT optimize at ORT_ENABLE_EXTENDED on the CPU, and counts kernels on both sides, leaving out
-shape-only ops and layout reorders (Transpose). Models whose external weights are absent get random weights
-in a temporary copy; the original files are never modified.
+this binds the inputs (batch 1, as our analysis does; the corpus manifest's dims; the bundled decoders'
+prefill, sequence_length 128 and past_sequence_length 0), lets ORT optimize on the CPU at the level asked
+(`--level all`, the default: ORT_ENABLE_ALL, what a default InferenceSession runs, NCHWc layout transformer
+included; `--level extended`: ORT_ENABLE_EXTENDED), and counts kernels on both sides, leaving out shape-only
+ops and layout reorders (Transpose, and the NCHWc transformer's ReorderInput and ReorderOutput, which get a
+column of their own). Models whose external weights are absent get random weights in a temporary copy; the
+original files are never modified.
 
-    python scripts/compare_fusion_ort.py [FOLDER ...] [--batch 1] [--target 0.15]
+    python scripts/compare_fusion_ort.py [FOLDER ...] [--batch 1] [--target 0.05] [--level all|extended]
+    python scripts/compare_fusion_ort.py --corpus corpus --half tuning|heldout|both [--ops-half tuning]
+
+With --corpus the models are those of corpus/manifest.json (scripts/build_corpus.py), one table per half,
+with the share of models within 5%, 10% and 15% of ORT's count and the median and 90th percentile of the
+|difference| (a model that fails on either side counts as outside every band); the bundled models are
+reported apart and count in neither half. Then, for the half given by --ops-half (tuning by default: rules
+are written from the tuning half only), the per-op-type differences summed over its models: each kernel is
+keyed by its main op (ORT's FusedConv and NCHWc Conv are Conv; our `Conv+Relu` is Conv; Gemm, FusedGemm,
+MatMul and our MatMul+Add are MatMul/Gemm), so an op type ORT has fewer of is work ORT fused that we did not.
 
 Each difference is explained by the rule table below, which maps ORT's fused ops to our subgraph labels.
 """
@@ -26,6 +38,7 @@ import onnxruntime as ort
 from tabulate import tabulate
 
 import onnx_hwutil
+from corpus import HALVES, bundled_dims, entries
 from onnx_hwutil.bindings import Bindings, apply_bindings, bind_inputs
 from onnx_hwutil.fusion import fuse
 from onnx_hwutil.validate import runnable_model
@@ -33,6 +46,10 @@ from onnx_hwutil.validate import runnable_model
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOT_KERNELS = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Shape", "Constant", "Transpose",
                "Dropout"}
+REORDERS = {"ReorderInput", "ReorderOutput"}  # NCHWc layout changes (com.microsoft.nchwc), at ORT_ENABLE_ALL
+LEVELS = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+          "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}
+BANDS = (0.05, 0.10, 0.15)
 # ORT's op -> the label our runtime preset gives the same kernel, and the ORT fusion that makes it.
 RULES = [
     ("FusedConv", "Conv+<activation>", "ConvActivationFusion: Conv + Relu/Clip/Sigmoid/..."),
@@ -45,15 +62,27 @@ RULES = [
     ("BiasGelu", "Gelu", "BiasGeluFusion (dynamic shapes): the bias Add joins the GELU, not the MatMul"),
     ("LayerNormalization", "LayerNorm / LayerNormalization", "LayerNormFusion of decomposed patterns"),
     ("Split", "Split", "GatherToSplitFusion: sibling Gathers at constant indices"),
+    ("nchwc.Conv", "Conv+<activation>", "NchwcTransformer (ALL only): Conv in the blocked layout, with a "
+     "following Add (residual) and activation folded in; ReorderInput/ReorderOutput around it"),
 ]
+# Keys for the per-op-type differences: the main op of a kernel, on either side.
+_CLASS = {"FusedConv": "Conv", "FusedGemm": "MatMul/Gemm", "FusedMatMul": "MatMul/Gemm",
+          "Gemm": "MatMul/Gemm", "MatMul": "MatMul/Gemm", "SkipLayerNormalization": "SkipLayerNorm",
+          "SkipSimplifiedLayerNormalization": "SkipLayerNorm", "SimplifiedLayerNormalization": "LayerNorm",
+          "LayerNormalization": "LayerNorm", "BiasGelu": "Gelu", "FastGelu": "Gelu"}
 
 
-def _bound_copy(path: str, batch: int, tmp: str) -> str:
+def op_class(kernel: str) -> str:
+    """`nchwc.Conv` -> Conv, `Conv+Relu` -> Conv, FusedGemm -> MatMul/Gemm, SkipLayerNorm stays."""
+    main = kernel.split(".")[-1].split("+")[0]
+    return _CLASS.get(main, main)
+
+
+def _bound_copy(path: str, bindings: Bindings, tmp: str) -> str:
     """The model with inputs bound and weights present (random where absent), saved for ORT to optimize."""
     m = runnable_model(path, np.random.default_rng(0))
-    bound = bind_inputs(m, Bindings(batch=batch) if _has_symbolic_batch(m) else Bindings())
-    shapes, values = bound.shapes, bound.values
-    apply_bindings(m, shapes, values)
+    bound = bind_inputs(m, bindings)
+    apply_bindings(m, bound.shapes, bound.values)
     out = os.path.join(tmp, os.path.basename(path))
     onnx.save_model(m, out, save_as_external_data=True, location=os.path.basename(path) + ".data")
     return out
@@ -68,56 +97,175 @@ def _has_symbolic_batch(m: onnx.ModelProto) -> bool:
     return False
 
 
-def ort_kernels(path: str, tmp: str) -> collections.Counter:
+def _bindings(path: str, batch: int, dims: dict[str, int]) -> Bindings:
+    m = onnx.load(path, load_external_data=False)
+    return Bindings(dims=dict(dims), batch=batch if _has_symbolic_batch(m) else None)
+
+
+def ort_kernels(path: str, tmp: str, level: str = "all") -> tuple[collections.Counter, int]:
+    """ORT's kernels by op type (NCHWc ones as `nchwc.OP`), and how many layout reorders it added."""
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.graph_optimization_level = LEVELS[level]
+    so.log_severity_level = 3  # at ALL, ORT warns that the saved graph is specific to this CPU: it is meant
     so.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
     so.add_session_config_entry("session.optimized_model_external_initializers_file_name", "optimized.data")
     so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     g = onnx.load(so.optimized_model_filepath, load_external_data=False).graph
-    return collections.Counter(n.op_type for n in g.node if n.op_type not in NOT_KERNELS)
+    ops = collections.Counter()
+    reorders = 0
+    for n in g.node:
+        if n.op_type in REORDERS:
+            reorders += 1
+        elif n.op_type not in NOT_KERNELS:
+            ops["nchwc." + n.op_type if n.domain.endswith("nchwc") else n.op_type] += 1
+    return ops, reorders
 
 
-def our_kernels(path: str, batch: int) -> collections.Counter:
-    m = onnx.load(path, load_external_data=False)
-    p = onnx_hwutil.profile(path, batch=batch if _has_symbolic_batch(m) else None)
+def our_kernels(path: str, bindings: Bindings) -> collections.Counter:
+    p = onnx_hwutil.profile(path, dims=bindings.dims, batch=bindings.batch)
     return collections.Counter(s.label for s in fuse(p, "runtime").kernels if s.label != "Transpose")
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()[0][:150] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}"
+
+
+def compare(path: str, batch: int, dims: dict[str, int], level: str) -> dict:
+    """One model: ORT's kernels and ours, or the side that failed with its one-line error."""
+    out: dict = {"ort": None, "reorders": 0, "ours": None, "error": None}
+    try:
+        bindings = _bindings(path, batch, dims)
+    except Exception as e:  # an unreadable file is a row of the table, not the end of the run
+        out["error"] = f"load: {_one_line(e)}"
+        return out
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            out["ort"], out["reorders"] = ort_kernels(_bound_copy(path, bindings, tmp), tmp, level)
+        except Exception as e:  # ORT cannot take it: reported, the others still run
+            out["error"] = f"onnxruntime: {_one_line(e)}"
+    try:
+        out["ours"] = our_kernels(path, bindings)
+    except Exception as e:  # the analyzer fails on it: that is a finding, recorded by name
+        out["error"] = (out["error"] + "; " if out["error"] else "") + f"onnx-hwutil: {_one_line(e)}"
+    return out
+
+
+def _diff(r: dict) -> float | None:
+    if r["ort"] is None or r["ours"] is None:
+        return None
+    a, b = sum(r["ort"].values()), sum(r["ours"].values())
+    return (b - a) / a if a else 0.0
+
+
+def _row(name: str, kind: str, r: dict, target: float) -> list:
+    d = _diff(r)
+    theirs = sum(r["ort"].values()) if r["ort"] is not None else "-"
+    ours = sum(r["ours"].values()) if r["ours"] is not None else "-"
+    if d is None:
+        return [name, kind, theirs, r["reorders"] if r["ort"] is not None else "-", ours, "-",
+                f"FAILED ({r['error']})"]
+    return [name, kind, theirs, r["reorders"], ours, f"{100 * d:+.1f}%",
+            "ok" if abs(d) <= target else "over target"]
+
+
+def summary(results: list[dict]) -> str:
+    n = len(results)
+    diffs = [abs(d) for d in map(_diff, results) if d is not None]
+    failed = n - len(diffs)
+    parts = [f"within {round(100 * b)}%: {sum(1 for d in diffs if d <= b + 1e-12)}/{n}" for b in BANDS]
+    if diffs:
+        parts.append(f"median |diff| {100 * float(np.median(diffs)):.1f}%, "
+                     f"p90 {100 * float(np.percentile(diffs, 90)):.1f}%, max {100 * max(diffs):.1f}%")
+    if failed:
+        parts.append(f"{failed} failed (counted outside every band)")
+    return "; ".join(parts)
+
+
+def op_differences(results: list[dict]) -> list[tuple]:
+    """Per op class over the models both sides counted: ORT's total, ours, ours - ORT, models that differ."""
+    ort_tot: collections.Counter = collections.Counter()
+    our_tot: collections.Counter = collections.Counter()
+    differ: collections.Counter = collections.Counter()
+    for r in results:
+        if _diff(r) is None:
+            continue
+        theirs = collections.Counter()
+        ours = collections.Counter()
+        for k, v in r["ort"].items():
+            theirs[op_class(k)] += v
+        for k, v in r["ours"].items():
+            ours[op_class(k)] += v
+        ort_tot.update(theirs)
+        our_tot.update(ours)
+        for k in set(theirs) | set(ours):
+            differ[k] += theirs[k] != ours[k]
+    rows = [(k, ort_tot[k], our_tot[k], our_tot[k] - ort_tot[k], differ[k])
+            for k in set(ort_tot) | set(our_tot) if ort_tot[k] != our_tot[k]]
+    return sorted(rows, key=lambda r: (-abs(r[3]), r[0]))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="*")
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--target", type=float, default=0.15, help="allowed relative kernel-count difference")
+    ap.add_argument("--target", type=float, default=0.05, help="allowed relative kernel-count difference")
+    ap.add_argument("--level", choices=sorted(LEVELS), default="all",
+                    help="ORT's optimization level: all (a default session) or extended")
+    ap.add_argument("--corpus", help="a corpus folder (scripts/build_corpus.py): its models, per half")
+    ap.add_argument("--half", choices=[*HALVES, "both"], default="both")
+    ap.add_argument("--ops-half", choices=HALVES, default="tuning",
+                    help="the half whose per-op-type differences are printed (rules come from tuning only)")
+    ap.add_argument("--no-bundled", action="store_true", help="leave out the bundled models")
+    ap.add_argument("--details", action="store_true", help="print every model's kernels on both sides")
     args = ap.parse_args()
-    paths = sorted(glob.glob(os.path.join(ROOT, "models", "*.onnx")))
+
+    groups: list[tuple[str, list[tuple[str, str, str, dict]]]] = []  # (title, [(name, kind, path, dims)])
+    bundled = [] if args.no_bundled else sorted(glob.glob(os.path.join(ROOT, "models", "*.onnx")))
     for folder in args.folders:
-        paths += sorted(glob.glob(os.path.join(folder, "**", "*.onnx"), recursive=True))
-    rows, details, worst = [], [], 0.0
-    for path in paths:
-        name = os.path.relpath(path, ROOT) if path.startswith(ROOT) else path
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                theirs = ort_kernels(_bound_copy(path, args.batch, tmp), tmp)
-                ours = our_kernels(path, args.batch)
-            except Exception as e:  # a model either side cannot take is reported, not fatal
-                reason = f"{type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''}"
-                rows.append((name, "-", "-", "-", f"failed: {reason}"))
-                continue
-        a, b = sum(theirs.values()), sum(ours.values())
-        diff = (b - a) / a if a else 0.0
-        worst = max(worst, abs(diff))
-        rows.append((name, a, b, f"{100 * diff:+.1f}%", "ok" if abs(diff) <= args.target else "OVER TARGET"))
-        details.append((name, theirs, ours))
-    print(tabulate(rows, headers=["model", "ORT kernels", "ours (runtime)", "diff", ""], tablefmt="github"))
+        bundled += sorted(glob.glob(os.path.join(folder, "**", "*.onnx"), recursive=True))
+    if bundled:
+        groups.append(("bundled models (neither half)" if args.corpus else "models",
+                       [(os.path.relpath(p, ROOT) if p.startswith(ROOT) else p, "", p, bundled_dims(p))
+                        for p in bundled]))
+    if args.corpus:
+        for half in HALVES if args.half == "both" else (args.half,):
+            groups.append((f"corpus, {half} half",
+                           [(e.name, e.kind, e.path, e.dims) for e in entries(args.corpus, half)]))
+
+    level = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED"}[args.level]
+    results: dict[str, list[dict]] = {}
+    details = []
+    for title, models in groups:
+        rows, res = [], []
+        for name, kind, path, dims in models:
+            r = compare(path, args.batch, dims, args.level)
+            res.append(r)
+            rows.append(_row(name, kind, r, args.target))
+            details.append((name, r))
+            print(f"  {name}: {rows[-1][5]}", file=sys.stderr, flush=True)
+        results[title] = res
+        print(f"\n### {title}: kernels, ORT at {level} vs ours (runtime), batch {args.batch}\n")
+        print(tabulate(rows, headers=["model", "exporter", "ORT kernels", "NCHWc reorders", "ours", "diff",
+                                      f"within {round(100 * args.target)}%"],
+                       tablefmt="github", disable_numparse=True))
+        print(f"\n{title}: {summary(res)}")
+    if args.corpus and (args.half in ("both", args.ops_half)):
+        ops = op_differences(results[f"corpus, {args.ops_half} half"])
+        print(f"\n### per-op-type differences, {args.ops_half} half (summed over its models; ours - ORT)\n")
+        print(tabulate(ops, headers=["op type", f"ORT ({level})", "ours", "ours - ORT", "models differing"],
+                       tablefmt="github"))
     print()
     print(tabulate([(o, ours, why) for o, ours, why in RULES], headers=["ORT op", "our label", "rule"],
                    tablefmt="github"))
-    for name, theirs, ours in details:
-        print(f"\n{name}\n  ORT:  " + ", ".join(f"{k} {v}" for k, v in theirs.most_common()))
-        print("  ours: " + ", ".join(f"{k} {v}" for k, v in ours.most_common()))
-    print(f"\nlargest difference {100 * worst:.1f}% (target {100 * args.target:.0f}%)")
+    if args.details or not args.corpus:
+        for name, r in details:
+            if r["ort"] is None or r["ours"] is None:
+                continue
+            print(f"\n{name}\n  ORT:  " + ", ".join(f"{k} {v}" for k, v in r["ort"].most_common())
+                  + (f" (+ {r['reorders']} reorders)" if r["reorders"] else ""))
+            print("  ours: " + ", ".join(f"{k} {v}" for k, v in r["ours"].most_common()))
     return 0
 
 

@@ -297,7 +297,7 @@ def spec_case(rng: random.Random, tmp: str) -> None:
     import yaml
 
     from onnx_hwutil.hardware import load_spec
-    from onnx_hwutil.hardware.spec import HWSPEC_DIR
+    from onnx_hwutil.hardware.catalog import HWSPEC_DIR
 
     name = rng.choice(sorted(f for f in os.listdir(HWSPEC_DIR) if f.endswith(".yaml")))
     with open(os.path.join(HWSPEC_DIR, name)) as f:

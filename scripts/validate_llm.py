@@ -58,8 +58,8 @@ INF2 = ("aws-neuron/aws-neuron-sdk general/benchmarks/inf2/latency_data_decoder.
         "inf2.48xlarge: 24 NeuronCores = 12 chips, TP 24, FP16 with BF16 matmuls, batch 1), P50")
 GAUDI = ("Intel Gaudi model performance, 'LLM for Throughput with Intel Gaudi 3' (Gaudi SW 1.18.0, "
          "HLS-Gaudi3, fp8, batch as listed): tokens/sec")
-GPT_FAST = ("pytorch-labs/gpt-fast README.md, Benchmarks (A100-80GB power-limited to 330 W, batch 1, prompt ~5, "
-            "200 new)")
+GPT_FAST = ("pytorch-labs/gpt-fast README.md, Benchmarks (A100-80GB power-limited to 330 W, batch 1, "
+            "prompt ~5, 200 new)")
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,8 @@ ROWS = [
     Published("Llama-2-70B", "inferentia2", "ttft_ms", 76.60, 1, 128, 128, INF2, devices=12),
     Published("Llama-3.1-70B", "mi300x", "e2e_ms", 17236, 1, 128, 2048,
               "AMD ROCm performance results (amd.com/en/developer/resources/rocm-hub/dev-ai/"
-              "performance-results.html), Latency Measurements: Llama 3.1 70B FP8 (FP8 KV), 8 x MI300X, vLLM 0.9.1",
+              "performance-results.html), Latency Measurements: Llama 3.1 70B FP8 (FP8 KV), 8 x MI300X, "
+              "vLLM 0.9.1",
               "fp8", "fp8", devices=8, kv="fp8"),
     Published("Llama-3.1-405B", "mi300x", "e2e_ms", 3530, 1, 128, 128,
               "Oracle blog 'Serving Llama 3.1 405B with AMD MI300X GPUs', Latency measurements: FP8, "

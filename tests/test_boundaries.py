@@ -9,13 +9,14 @@ import operator
 import pytest
 from builders import conv_relu, save
 
-from onnx_hwutil.analysis import Analyzer, Point
+from onnx_hwutil.analysis import Analyzer, Point, WhatIf
 from onnx_hwutil.findings import (
     IDLE_SHARE,
     MEMORY_BOUND_SHARE,
     OVERHEAD_SHARE,
+    RULE_TABLE,
     TARGET_UTILIZATION,
-    _Rules,
+    finding,
 )
 from onnx_hwutil.gates import parse_gate
 from onnx_hwutil.hardware import load_spec
@@ -40,7 +41,11 @@ def _rules(tmp_path, kernels):
     a = Analyzer()
     p = Point(save(conv_relu(), tmp_path / "m.onnx"), SPEC.name, 1, "fp16", "aggressive")
     s = Schedule(SPEC, RATES, 1, "aggressive", kernels)
-    return _Rules(a, p, s)
+    return WhatIf(a, p, s)
+
+
+def _finding(rule, w):
+    return finding(next(r for r in RULE_TABLE if r.id == rule), w)
 
 
 @pytest.mark.parametrize(("memory_s", "expected"), [(3.0, True), (2.99, False), (3.01, True)])
@@ -48,37 +53,37 @@ def test_memory_bound_at_its_threshold(tmp_path, memory_s, expected):
     # memory-bound time / total: 3 / (3 + 7) = 0.3 exactly
     r = _rules(tmp_path, [_k(0, memory=memory_s), _k(1, compute=7.0)])
     assert r.s.bound_share["memory"] == pytest.approx(memory_s / (memory_s + 7.0), abs=1e-6)
-    assert (r.memory_bound() is not None) is expected
+    assert (_finding("memory_bound", r) is not None) is expected
 
 
 @pytest.mark.parametrize(("overhead_s", "expected"), [(1.0, True), (0.999, False), (1.001, True)])
 def test_overhead_bound_at_its_threshold(tmp_path, overhead_s, expected):
     # overhead / latency: 1 / (3 + 1) = 0.25 exactly
     r = _rules(tmp_path, [_k(0, compute=3.0, overhead=overhead_s)])
-    assert (r.overhead_bound() is not None) is expected
+    assert (_finding("overhead_bound", r) is not None) is expected
 
 
 @pytest.mark.parametrize(("units", "expected"), [(99, True), (100, False), (98, True)])
 def test_idle_units_at_its_threshold(tmp_path, units, expected):
     # (132 - 99) / 132 = 0.25 exactly; 100 busy is 0.242, 98 busy 0.258
     r = _rules(tmp_path, [_k(0, compute=1.0, units=units)])
-    assert (r.idle_units() is not None) is expected
+    assert (_finding("idle_units", r) is not None) is expected
 
 
 def test_low_utilization_at_its_threshold(tmp_path):
     # attained / peak = flops / 1 s / 989.4e12: half the peak is no finding, one FLOP less is
     half = int(989.4e12 / 2)
-    assert _rules(tmp_path, [_k(0, compute=1.0, flops=half)]).low_utilization() is None
-    f = _rules(tmp_path, [_k(0, compute=1.0, flops=half - 1)]).low_utilization()
+    assert _finding("low_utilization", _rules(tmp_path, [_k(0, compute=1.0, flops=half)])) is None
+    f = _finding("low_utilization", _rules(tmp_path, [_k(0, compute=1.0, flops=half - 1)]))
     assert f is not None and f.evidence["compute_utilization"] < 0.5
 
 
 def test_below_ridge_at_the_ridge(tmp_path):
     # intensity = flops / DRAM bytes against 989.4e12 / 3.35e12 FLOP/B: on the ridge is not below it
     at = _rules(tmp_path, [_k(0, compute=1.0, flops=int(989.4e12), dram=int(3.35e12))])
-    assert at.s.arithmetic_intensity == at.s.ridge_point and at.below_ridge() is None
+    assert at.s.arithmetic_intensity == at.s.ridge_point and _finding("below_ridge", at) is None
     below = _rules(tmp_path, [_k(0, compute=1.0, flops=int(989.4e12), dram=int(3.35e12) + 1)])
-    assert below.below_ridge() is not None
+    assert _finding("below_ridge", below) is not None
 
 
 ENTRY = {"hardware": "h100-sxm5", "precision": "fp16", "batch": 1, "latency_s": 0.005,

@@ -7,9 +7,9 @@ from typer.testing import CliRunner
 
 from onnx_hwutil.cli import app
 from onnx_hwutil.hardware import bundled_specs, load_spec
-from onnx_hwutil.hardware.spec import HWSPEC_DIR
+from onnx_hwutil.hardware.catalog import HWSPEC_DIR
 from onnx_hwutil.report.hardware_view import tpu_peaks_agree
-from onnx_hwutil.report.units import parse_bytes
+from onnx_hwutil.units import parse_bytes
 
 
 def _run(*args):
@@ -65,7 +65,7 @@ def test_check_a_users_spec(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(data))
     r = _run("hw", "check", path)
-    assert r.exit_code == 0 and "valid (tpu-v4, tpu); 26 numbers, 9 assumed" in r.stdout
+    assert r.exit_code == 0 and "valid (tpu-v4, tpu); 26 numbers, 10 assumed" in r.stdout
     assert "vector_ops_per_s.fp32" in r.stdout and "absent (optional): sparse_peak_ops_per_s" in r.stdout
     assert _run("hw", "check", path, "--strict").exit_code == 1
     # a clock that does not give the stated peak is named

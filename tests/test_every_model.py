@@ -257,13 +257,14 @@ def _legacy_export(name, tmp_path):
 
     from onnx_hwutil.bindings import graph_inputs
     from onnx_hwutil.loader import load_model
-    from onnx_hwutil.shapes import _fold_shape_subgraphs, _onnx_infer
+    from onnx_hwutil.shape_folding import fold_shape_subgraphs
+    from onnx_hwutil.shapes import _onnx_infer
 
     m = load_model(model_path(name))
     for v in graph_inputs(m.graph):
         v.type.tensor_type.shape.dim[0].dim_value = 1
     for _ in range(8):
-        m, n = _fold_shape_subgraphs(_onnx_infer(m))
+        m, n = fold_shape_subgraphs(_onnx_infer(m))
         if not n:
             break
     inits = {i.name for i in m.graph.initializer}

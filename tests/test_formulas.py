@@ -3,8 +3,8 @@
 import pytest
 
 from onnx_hwutil.ops import covered_ops, formula_for
+from onnx_hwutil.ops.attention import attention_macs
 from onnx_hwutil.ops.matrix import (
-    attention_macs,
     conv_macs,
     conv_transpose_macs,
     einsum_macs,

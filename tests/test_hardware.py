@@ -1,6 +1,7 @@
 """Hardware mapping: invariants over every bundled model x chip x precision x batch, and each backend's
 arithmetic checked by hand."""
 
+from dataclasses import replace
 from math import ceil
 
 import pytest
@@ -152,3 +153,19 @@ def test_analyze_without_a_batch_uses_the_models_own_shapes(tmp_path):
     assert s.throughput_per_s == pytest.approx(4 / s.latency_s)
     [s] = analyze(save(conv_relu(), tmp_path / "dyn.onnx"), "h100-sxm5")  # symbolic N: batch 1
     assert s.flops == 2 * 8 * 32 * 32 * 27 + 2 * 8 * 32 * 32
+
+
+def test_attention_products_with_one_row_run_on_the_vector_units_of_a_systolic_chip():
+    spec = load_spec("tpu-v4")
+    tpu = TpuBackend(spec, rates(spec, "bf16"))
+    # a decode step's Q K^T: 32 heads x 8 sequences, one query row each, against 192 cached keys
+    one_row = Gemm(256, 1, 192, 128, weight_stationary=False)
+    vector = 2 * 256 * 1 * 192 * 128 / rates(spec, "bf16").vector_ops_per_s
+    assert tpu.matrix(one_row) == (pytest.approx(vector), tpu.units)
+    # the same product with a real weight keeps the array: weights stay where they are loaded
+    cycles, _ = tpu.mxu_cycles(replace(one_row, weight_stationary=True))
+    assert tpu.matrix(replace(one_row, weight_stationary=True))[0] == pytest.approx(
+        cycles * tpu.slowdown / spec.clock_hz)
+    # a prefill's 128-row attention product is faster in the array, so it stays there
+    full = Gemm(256, 128, 128, 128, weight_stationary=False)
+    assert tpu.matrix(full) == tpu.matrix(replace(full, weight_stationary=True))

@@ -23,7 +23,7 @@ from builders import conv_relu, init, model, save, vi
 from onnx import TensorProto as T
 from onnx import helper, numpy_helper
 
-from onnx_hwutil.hardware.spec import HWSPEC_DIR
+from onnx_hwutil.hardware.catalog import HWSPEC_DIR
 
 BOUND_S = 30
 BOUND_AS = 3 << 30

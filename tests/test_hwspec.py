@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from onnx_hwutil.cli import app
 from onnx_hwutil.errors import HwUtilError
 from onnx_hwutil.hardware import bundled_specs, load_spec
-from onnx_hwutil.hardware.spec import HWSPEC_DIR, parse
+from onnx_hwutil.hardware.catalog import HWSPEC_DIR
+from onnx_hwutil.hardware.spec import parse
 
 REQUIRED = {"xeon-8490h", "h100-sxm5", "h100-pcie", "tpu-v4", "kpu-t256", "kendryte-k210", "a100-sxm4",
             "jetson-orin-agx"}
@@ -40,7 +41,7 @@ def test_primary_figures():
     assert all(c.assumed for c in kpu.sources.values())  # no silicon: every number is an assumption
     k = kpu.backend
     assert kpu.peak_ops_per_s["int8"] == pytest.approx(
-        kpu.units * k["pes_per_tile"] * k["macs_per_pe_per_cycle"] * 2 * kpu.clock_hz)
+        kpu.units * k.pes_per_tile * k.macs_per_pe_per_cycle * 2 * kpu.clock_hz)
     assert load_spec("kendryte-k210").peak_ops_per_s["int8"] < 1e12  # the real K210 is a sub-TOPS chip
 
 
@@ -97,8 +98,8 @@ def test_host_is_read_from_this_machine():
     with open("/proc/cpuinfo") as f:
         flags = f.read()
     simd = 512 if "avx512f" in flags else 256 if "avx2" in flags or " avx " in flags else 128
-    assert host.backend["simd_bits"] == simd
+    assert host.backend.simd_bits == simd
     assert host.vector_ops_per_s["fp32"] == pytest.approx(
-        host.units * simd / 32 * 2 * host.backend["fma_units_per_core"] * host.clock_hz)
+        host.units * simd / 32 * 2 * host.backend.fma_units_per_core * host.clock_hz)
     assert host.sources["memory.dram_bandwidth_bytes_per_s"].assumed  # until calibrate measures it
     assert host.sources["units.count"].source.startswith("detected at run time")

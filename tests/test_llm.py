@@ -225,3 +225,17 @@ def test_json_output_follows_its_schema():
     d["rows"][0]["tokens/s"] = 1.0  # a renamed field is a schema change, caught
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(d, schema)
+
+
+def test_dequantizing_weights_runs_on_every_core_the_product_uses():
+    """MatMulNBits at one token: 2048 outputs, 4 M weights to scale and shift. Split by its outputs, a Xeon
+    put the dequantization on one core and called a one-token int4 step compute-bound; it runs on the cores
+    the product occupies."""
+    m = DecoderModel(INT4, find_decoder(load_model(INT4)))
+    run = m.run(Phase("decode", 1, 512), load_spec("xeon-8490h"), "bf16", "model", "model", "aggressive")
+    nbits = [k for k in run.schedule.kernels if k.label.startswith("MatMulNBits")]
+    assert len(nbits) == 16 * 7 + 1  # q, k, v, o, gate, up, down per layer; the LM head
+    big = [k for k in nbits if k.dram_bytes > 2e6]  # q, o, gate, up, down, the head: 4 M weights and more
+    assert len(big) == 16 * 5 + 1 and {k.bound for k in big} == {"memory"}
+    head = max(nbits, key=lambda k: k.dram_bytes)
+    assert head.units == 60 and head.latency_s < 0.5e-3

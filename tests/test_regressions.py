@@ -217,7 +217,7 @@ def test_hardswish_costs_the_same_fused_or_standalone(tmp_path):
 def _calibrated_xeon(tmp_path):
     import yaml
 
-    from onnx_hwutil.hardware.spec import HWSPEC_DIR
+    from onnx_hwutil.hardware.catalog import HWSPEC_DIR
 
     with open(f"{HWSPEC_DIR}/xeon-8490h.yaml") as f:
         data = yaml.safe_load(f)
@@ -251,7 +251,7 @@ def test_host_values_the_os_does_not_give_are_assumed(monkeypatch):
     for field in ("clock_hz", "memory.onchip_bytes", "backend.cpu.l1d_bytes_per_core",
                   "backend.cpu.l2_bytes_per_core", "backend.cpu.l3_bytes"):
         assert spec.sources[field].assumed, field
-    assert spec.clock_hz == 2e9 and spec.backend["l3_bytes"] == 8 * 1024**2
+    assert spec.clock_hz == 2e9 and spec.backend.l3_bytes == 8 * 1024**2
 
 
 def test_energy_per_batch_and_per_inference_are_named_apart(tmp_path):

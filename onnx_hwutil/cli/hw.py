@@ -22,9 +22,10 @@ def hw_list(
 ) -> None:
     """The bundled chips (and `host`): kind, units, dense peak, bandwidth, memory, power, precisions."""
     from ..dtypes import check_precision
-    from ..hardware.spec import KINDS, known_specs, load_spec
+    from ..hardware.catalog import known_specs, load_spec
+    from ..hardware.spec import KINDS
     from ..report import hardware_view
-    from ..report.units import parse_bytes
+    from ..units import parse_bytes
 
     if kind is not None and kind not in KINDS:
         raise HwUtilError(f"--kind {kind!r}: choose one of {', '.join(KINDS)}")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -30,6 +31,10 @@ from .common import (
     to_csv,
     to_json,
 )
+
+# compare's advice is also given at this batch, a batched serving point beside batch 1's latency, for a
+# model whose batch is free
+ADVICE_BATCH = 32
 
 
 @app.command()
@@ -63,8 +68,7 @@ def compare(
     names = [os.path.splitext(os.path.basename(m))[0] for m in models]
     if names[0] == names[1]:
         names = models
-    # A model without a symbolic batch dim runs at its own shapes unless --batch says otherwise.
-    per_model = {m: asked or ([1, 32] if a.default_batch(m) == 1 else [None]) for m in models}
+    per_model = {m: a.batches(m, asked, also=[ADVICE_BATCH]) for m in models}
     results = {(m, hwn, b): a.run(Point(m, hwn, b, precision, fusion)) for m in models for hwn in hws
                for b in per_model[m]}
     chars = [a.characteristics(m, per_model[m][0], fusion) for m in models]
@@ -117,18 +121,23 @@ def sweep(
 ) -> None:
     """The cross product of models, chips, batches, precisions and fusion presets."""
 
-    from ..analysis import REPORT_HARDWARE
+    from ..analysis import REPORT_HARDWARE, Analyzer
     from ..sweep import check_scheduler, points
     from ..sweep import sweep as run
 
     if format not in ("table", "csv", "jsonl"):
         raise HwUtilError(f"--format {format!r}: choose table, csv or jsonl")
-    pts = points(models, csv_list(hw) or REPORT_HARDWARE, ints(batch, "--batch") or [1],
-                 csv_list(precision) or ["auto"], csv_list(fusion) or ["runtime"])
+    asked = ints(batch, "--batch")
+    pts = points(models, csv_list(hw) or REPORT_HARDWARE, asked or [None], csv_list(precision) or ["auto"],
+                 csv_list(fusion) or ["runtime"])
     if len(pts) > max_points:
         raise HwUtilError(f"{len(pts):,} points (models x chips x batches x precisions x presets), more than "
                           f"--max-points {max_points:,}")
     b = bindings(shape, dim, None, models)
+    if not asked:  # each model at its own default batch
+        a = Analyzer(b.shapes, b.dims, scoped=True)
+        own = {m: a.batches(m)[0] for m in dict.fromkeys(p.model for p in pts)}
+        pts = [replace(p, batch=own[p.model]) for p in pts]
     if scheduler:
         check_scheduler(scheduler)
     if plot:

@@ -72,6 +72,10 @@ class Backend:
             t += tg * g.serial
             units = max(units, ug)
         tv, uv = self.vector(vector_flops, elements, self.vector_block)
+        if gemms and units > uv and vector_flops:
+            # A fused kernel's vector work runs on the units its GEMM occupies, not only on as many as its
+            # outputs fill: MatMulNBits scales and shifts every weight of a one-token product on them all.
+            tv = min(tv, vector_flops / (self.rates.vector_ops_per_s * units / self.units))
         return t, tv, max(units, uv if (vector_flops or not gemms) else 1, 1)
 
     vector_block = 1024
@@ -102,7 +106,7 @@ class GpuBackend(Backend):
         return waves * block_flops / per_sm, min(blocks, self.units)
 
     def hit_bandwidth(self) -> float:
-        return self.spec.backend["l2_bandwidth_bytes_per_s"]
+        return self.spec.backend.l2_bandwidth_bytes_per_s
 
 
 class TpuBackend(Backend):
@@ -110,8 +114,7 @@ class TpuBackend(Backend):
 
     def __init__(self, spec, r, threads=None):
         super().__init__(spec, r)
-        b = spec.backend
-        self.rows, self.cols = b["mxu_rows"], b["mxu_cols"]
+        self.rows, self.cols = spec.backend.mxu_rows, spec.backend.mxu_cols
         # Cycles per MAC of each cell at this precision, from the peak: 1 for bf16 on every TPU, 1/2 where
         # int8 runs at twice the rate (v5e onwards), 6 for fp32 emulated in six bf16 passes. Taken as it is
         # (275 TFLOPS against a 275.3 of cells x clock gives 1.0009), so no kernel beats the cited peak.
@@ -131,10 +134,18 @@ class TpuBackend(Backend):
 
     def matrix(self, g: Gemm) -> tuple[float, int]:
         cycles, units = self.mxu_cycles(g)
-        return cycles * self.slowdown / self.spec.clock_hz, units
+        t = cycles * self.slowdown / self.spec.clock_hz
+        if not g.weight_stationary:
+            # Neither operand is a weight (attention's Q K^T and P V). With a row or two per product (a
+            # decode step's one query per head) every product would load its own tile into the array for
+            # almost no work; such products run on the vector units instead, where that is faster.
+            tv = 2 * g.batch * g.m * g.n * g.k / self.rates.vector_ops_per_s
+            if tv < t:
+                return tv, self.units
+        return t, units
 
     def hit_bandwidth(self) -> float:
-        return self.spec.backend["cmem_bandwidth_bytes_per_s"]
+        return self.spec.backend.cmem_bandwidth_bytes_per_s
 
 
 class KpuBackend(Backend):
@@ -143,8 +154,8 @@ class KpuBackend(Backend):
 
     def __init__(self, spec, r, threads=None):
         super().__init__(spec, r)
-        self.pes = spec.backend["pes_per_tile"]
-        self.scratchpad = spec.backend["scratchpad_bytes_per_tile"]
+        self.pes = spec.backend.pes_per_tile
+        self.scratchpad = spec.backend.scratchpad_bytes_per_tile
 
     def _units(self, g: Gemm) -> int:
         return min(self.units, ceil(g.batch * g.m * g.n / self.pes))
@@ -166,7 +177,7 @@ class KpuBackend(Backend):
         return int((passes - 1) * g.batch * g.m * g.k * elem_bytes) if passes > 1 else 0
 
     def hit_bandwidth(self) -> float:
-        return self.spec.backend["noc_bandwidth_bytes_per_s"]
+        return self.spec.backend.noc_bandwidth_bytes_per_s
 
 
 class CpuBackend(Backend):
@@ -208,7 +219,7 @@ class CpuBackend(Backend):
         return self.cal["dispatch_s"] if self.cal is not None else self.spec.kernel_overhead_s
 
     def hit_bandwidth(self) -> float:
-        return self.spec.backend["l3_bandwidth_bytes_per_s"]
+        return self.spec.backend.l3_bandwidth_bytes_per_s
 
 
 def _loglog(points, x: float) -> float:

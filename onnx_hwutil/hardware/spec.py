@@ -3,25 +3,16 @@
 All files go through one schema that rejects unknown, missing or impossible fields, naming the file, the
 field and the reason. Numbers are SI base units (Hz, bytes, bytes/s, ops/s, s, W, J). YAML 1.1 reads `3.35e12`
 as a string; we accept such strings as numbers, since that is what a person writing a spec means.
+Finding and reading the files is `catalog`'s job; this module only checks what was read.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-import yaml
-
 from ..errors import HwUtilError
-from ..limits import MAX_SPEC_BYTES
 
-_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# A wheel carries the specs as package data; a source checkout (and an editable install) has them beside
-# the package.
-HWSPEC_DIR = next((d for d in (os.path.join(_PACKAGE, "hwspecs"), os.path.join(os.path.dirname(_PACKAGE),
-                                                                                 "hwspecs"))
-                   if os.path.isdir(d)), os.path.join(_PACKAGE, "hwspecs"))
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
 KINDS = ("cpu", "gpu", "tpu", "kpu")
 
@@ -56,19 +47,61 @@ SCHEMA: dict[str, Any] = {
     "modeling?": STR,
 }
 CURVES = ("gemm", "depthwise", "elementwise")  # measured rate tables of a calibrated CPU
-BACKENDS: dict[str, dict[str, Any]] = {
-    "gpu": {"tensor_core_precisions": PREC_LIST, "l2_bandwidth_bytes_per_s": NUM, "max_threads_per_sm": INT,
-            "smem_per_sm_bytes": NUM},
-    "tpu": {"tensorcores": INT, "mxus_per_tensorcore": INT, "mxu_rows": INT, "mxu_cols": INT,
-            "cmem_bytes": NUM, "cmem_bandwidth_bytes_per_s": NUM, "vmem_bytes_per_tensorcore": NUM},
-    "kpu": {"pes_per_tile": INT, "macs_per_pe_per_cycle": INT, "scratchpad_bytes_per_tile": NUM,
-            "noc_bandwidth_bytes_per_s": NUM},
-    "cpu": {"cores": INT, "simd_bits": INT, "fma_units_per_core": INT, "amx": BOOL, "l1d_bytes_per_core": NUM,
-            "l2_bytes_per_core": NUM, "l3_bytes": NUM, "l1_bandwidth_bytes_per_cycle_per_core": NUM,
-            "l2_bandwidth_bytes_per_cycle_per_core": NUM, "l3_bandwidth_bytes_per_s": NUM,
-            "all_core_clock_hz": NUM},
-}
 
+
+# One typed block per kind of chip, under `backend:`. A field without a default is one its backend reads;
+# the rest are cited for the reader (how the chip is built) and read by nothing, so a spec may leave them
+# out. Declared in the order `hw show` lists them.
+@dataclass(frozen=True, kw_only=True)
+class GpuBlock:
+    tensor_core_precisions: tuple[str, ...] | None = None
+    l2_bandwidth_bytes_per_s: float  # on-chip hits
+    max_threads_per_sm: int | None = None
+    smem_per_sm_bytes: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TpuBlock:
+    tensorcores: int | None = None
+    mxus_per_tensorcore: int | None = None
+    mxu_rows: int  # the systolic array a weight tile is padded to
+    mxu_cols: int
+    cmem_bytes: float | None = None
+    cmem_bandwidth_bytes_per_s: float  # on-chip hits
+    vmem_bytes_per_tensorcore: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class KpuBlock:
+    pes_per_tile: int  # outputs a tile makes at a time
+    macs_per_pe_per_cycle: int | None = None
+    scratchpad_bytes_per_tile: float  # the weight slice a tile holds before inputs are streamed again
+    noc_bandwidth_bytes_per_s: float  # on-chip hits
+
+
+@dataclass(frozen=True, kw_only=True)
+class CpuBlock:
+    cores: int | None = None
+    simd_bits: int | None = None
+    fma_units_per_core: int | None = None
+    amx: bool | None = None
+    l1d_bytes_per_core: float | None = None
+    l2_bytes_per_core: float | None = None
+    l3_bytes: float | None = None
+    l1_bandwidth_bytes_per_cycle_per_core: float | None = None
+    l2_bandwidth_bytes_per_cycle_per_core: float | None = None
+    l3_bandwidth_bytes_per_s: float  # on-chip hits
+    all_core_clock_hz: float | None = None
+
+
+Backend = GpuBlock | TpuBlock | KpuBlock | CpuBlock
+BLOCKS: dict[str, type[Backend]] = {"gpu": GpuBlock, "tpu": TpuBlock, "kpu": KpuBlock, "cpu": CpuBlock}
+_LEAVES = {"int": INT, "float": NUM, "bool": BOOL, "tuple[str, ...]": PREC_LIST}
+# Each block's schema, read off its dataclass so the two cannot drift: a field with a default is optional.
+BACKENDS: dict[str, dict[str, str]] = {
+    kind: {f.name + ("" if f.default is MISSING else "?"): _LEAVES[f.type.removesuffix(" | None")]
+           for f in fields(block)}
+    for kind, block in BLOCKS.items()}
 
 # The physical range of every number, by the end of its field's name (first match wins): a value outside
 # is a typo or an attack (a 400-digit unit count, a peak of 5e-324), refused at load with the field named.
@@ -127,7 +160,7 @@ class HardwareSpec:
     idle_w: float
     j_per_op: dict[str, float]
     j_per_dram_byte: float
-    backend: dict[str, Any]
+    backend: Backend
     calibration: dict | None = None  # measured rate tables (cpu), see `calibrate`
     # The partitions the vendor defines (NVIDIA MIG profiles): name -> (units, memory bytes), smallest first.
     partitions: dict[str, tuple[int, float]] = field(default_factory=dict)
@@ -191,7 +224,7 @@ class _Checker:
         if schema == PREC_LIST:
             if not isinstance(data, list) or any(p not in PRECISIONS for p in data):
                 raise self.fail(where, f"expected a list of precisions ({', '.join(PRECISIONS)})")
-            return list(data)
+            return tuple(data)
         if schema == "emulated":
             if not isinstance(data, dict):
                 raise self.fail(where, "expected a mapping: precision -> {via, slowdown}")
@@ -217,7 +250,7 @@ class _Checker:
         if schema == "backend":
             if not isinstance(data, dict) or list(data) != [kind]:
                 raise self.fail(where, f"expected exactly one block, '{kind}', matching kind")
-            return self.check(data[kind], BACKENDS[kind], _join(where, kind))
+            return BLOCKS[kind](**self.check(data[kind], BACKENDS[kind], _join(where, kind)))
         raise AssertionError(schema)
 
     def calibration(self, data: Any, where: str, kind: str | None) -> dict:
@@ -335,40 +368,3 @@ def parse(data: Any, path: str) -> HardwareSpec:
         modeling=d.get("modeling"),
         path=path, sources=c.sources)
 
-
-def load_spec(name_or_path: str) -> HardwareSpec:
-    """A bundled chip by name (`h100-sxm5`), `host` (this machine), or a user's YAML file by path."""
-    if name_or_path == "host" and not os.path.exists(name_or_path):
-        from .host import host_spec
-
-        return host_spec()
-    path = name_or_path
-    if not os.path.exists(path):
-        path = os.path.join(HWSPEC_DIR, f"{name_or_path}.yaml")
-        if not os.path.exists(path):
-            raise HwUtilError(f"unknown hardware {name_or_path!r}; known: {', '.join(known_specs())} "
-                              "(or give a path to a spec YAML)")
-    if not os.path.isfile(path):  # a FIFO or a device would block the read forever
-        raise HwUtilError(f"{path}: not a regular file")
-    if os.path.getsize(path) > MAX_SPEC_BYTES:
-        raise HwUtilError(f"{path}: {os.path.getsize(path):,} bytes, more than a hardware spec holds "
-                          f"(at most {MAX_SPEC_BYTES:,})")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f.read(MAX_SPEC_BYTES + 1))
-    except (OSError, UnicodeDecodeError) as e:
-        raise HwUtilError(f"{path}: cannot read: {e}") from None
-    except yaml.YAMLError as e:
-        raise HwUtilError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
-    return parse(data, path)
-
-
-def bundled_specs() -> list[str]:
-    if not os.path.isdir(HWSPEC_DIR):
-        return []
-    return sorted(f[:-5] for f in os.listdir(HWSPEC_DIR) if f.endswith(".yaml"))
-
-
-def known_specs() -> list[str]:
-    """What `--hw` accepts by name: the bundled chips and `host`."""
-    return [*bundled_specs(), "host"]

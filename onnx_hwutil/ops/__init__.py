@@ -8,10 +8,13 @@ from dataclasses import dataclass, field
 
 from ..dtypes import PARAM_TYPES
 from ..graph import Graph, Node
-from . import control, elementwise, matrix, movement, normalization, pooling  # noqa: F401  (registration)
+
+# imported for their registrations
+from . import attention, control, elementwise, matrix, movement, normalization, pooling  # noqa: F401
 from .registry import (
     Cost,
     Gemm,
+    MalformedNode,
     MissingShape,
     OpContext,
     OpKind,
@@ -96,10 +99,10 @@ def cost_graph(graph: Graph, precision: str, stored: Mapping[str, float] | None 
             nodes.append(NodeCost(node, Cost(kind=OpKind.OPAQUE), "unresolved",
                                   (f"shape of {e.tensor!r} unknown: not costed",), e.tensor))
             continue
-        except (TypeError, AttributeError, IndexError, KeyError, ValueError, ZeroDivisionError) as e:
-            # A node its own op's spec does not allow (a required attribute or input missing, a wrong rank):
-            # reported with the reason and left out of the totals, like an unshaped one.
-            reason = f"malformed {node.op_type} node ({type(e).__name__}: {str(e)[:80]})"
+        except MalformedNode as e:
+            # A node its own op's spec does not allow: reported with the reason and left out of the totals,
+            # like an unshaped one. Any other exception is a bug in a formula and must surface.
+            reason = f"malformed {node.op_type} node ({e})"
             unresolved.append((node.name, node.op_type, reason))
             nodes.append(NodeCost(node, Cost(kind=OpKind.OPAQUE), "invalid", (reason + ": not costed",)))
             continue
@@ -124,7 +127,7 @@ def _weight_macs(node: Node, graph: Graph) -> int:
     matrix or kernel), each element used at least once. 0 for other ops (a table read by a Gather does no
     MACs), and for ops we have no formula for, whose arithmetic we cannot know."""
     fn = formula_for(node.domain, node.op_type)
-    if fn is None or fn.__module__ != matrix.__name__:
+    if fn is None or fn.__module__ not in (matrix.__name__, attention.__name__):
         return 0
     best = 0
     for name in node.inputs:

@@ -7,7 +7,7 @@ larger is counted, and the node says so.
 
 from __future__ import annotations
 
-from .registry import Cost, OpContext, OpKind, Work, cost
+from .registry import Cost, MalformedNode, OpContext, OpKind, Work, cost
 
 # A trip count this large is a "loop until cond" sentinel (exporters write INT32_MAX or INT64_MAX), not a
 # count: no real model runs a body two billion times.
@@ -17,7 +17,7 @@ _MAX_STATIC_TRIPS = (1 << 31) - 1
 def _required(ctx: OpContext, name: str):
     costs = ctx.cost_subgraph(name)
     if costs is None:
-        raise ValueError(f"{ctx.node.op_type} without its {name!r} graph")
+        raise MalformedNode(f"required graph {name!r} is absent")
     return costs
 
 
@@ -32,12 +32,12 @@ def _work(total: Cost, children, notes) -> Work:
 @cost("Loop")
 def _loop(ctx: OpContext) -> Work:
     body = _required(ctx, "body")
-    m = ctx.const_value(0)
+    m = ctx.const_int(0)
     cond = ctx.const_value(1)
     if cond is not None and cond.size == 1 and not bool(cond.reshape(-1)[0]):
         return _work(Cost(), [("body", body, 0)], ["cond is false on entry: the body never runs"])
-    if m is not None and m.size == 1 and 0 <= int(m.reshape(-1)[0]) < _MAX_STATIC_TRIPS:
-        trips = int(m.reshape(-1)[0])
+    if m is not None and 0 <= m < _MAX_STATIC_TRIPS:
+        trips = m
         note = f"body costed {trips} times (trip count M)"
         if ctx.has(1) and not _cond_stays_true(ctx, cond):
             note += "; an upper bound, the loop may exit early on cond"
@@ -48,7 +48,7 @@ def _loop(ctx: OpContext) -> Work:
 
 def _cond_stays_true(ctx: OpContext, cond) -> bool:
     """True when cond starts true and the body hands it on unchanged (or sets it to a constant true)."""
-    if cond is None or not bool(cond.reshape(-1)[0]):
+    if cond is None or cond.size != 1 or not bool(cond.reshape(-1)[0]):
         return False
     body = ctx.node.subgraphs().get("body")
     if body is None or len(body.input) < 2 or not body.output:
@@ -65,10 +65,12 @@ def _cond_stays_true(ctx: OpContext, cond) -> bool:
 @cost("Scan")
 def _scan(ctx: OpContext) -> Work:
     body = _required(ctx, "body")
-    n_scan = int(ctx.attr("num_scan_inputs"))
+    n_scan = ctx.int_attr("num_scan_inputs", lo=1)
+    if n_scan > ctx.n_inputs:
+        raise MalformedNode(f"num_scan_inputs is {n_scan}, more than its {ctx.n_inputs} inputs")
     first = ctx.n_inputs - n_scan
-    axes = ctx.attr("scan_input_axes") or [0] * n_scan
-    shape = ctx.shape(first)
+    axes = ctx.ints_attr("scan_input_axes", [0] * n_scan)
+    shape = ctx.shape(first, min_rank=1)  # each iteration takes one slice of it
     trips = shape[int(axes[0]) % len(shape)]
     return _work(body.total.scaled(trips), [("body", body, trips)], [f"body costed {trips} times"])
 

@@ -28,6 +28,8 @@ FLOPS_PER_ELEMENT: dict[str, int] = {
     "Cast": 0, "CastLike": 0,
 }
 _VARIADIC = {"Max", "Min", "Sum", "Mean"}  # n-1 ops per element for n inputs (Mean adds one divide)
+# Quantizing a tensor on the fly, per element: min and max scan (2), then divide, round, add zero point (3).
+DYNAMIC_QUANTIZE_FLOPS = 5
 
 # com.microsoft elementwise fusions, by their definition
 _MS_FLOPS = {
@@ -91,8 +93,7 @@ def _dequantize(ctx: OpContext) -> Work:
 
 @cost("DynamicQuantizeLinear")
 def _dynamic_quantize(ctx: OpContext) -> Work:
-    # min and max scan (2) then quantize (3)
-    return Work(flops=5 * ctx.numel(0), kind=OpKind.REDUCTION)
+    return Work(flops=DYNAMIC_QUANTIZE_FLOPS * ctx.numel(0), kind=OpKind.REDUCTION)
 
 
 def _kind_q(ctx: OpContext) -> OpKind:

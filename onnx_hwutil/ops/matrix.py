@@ -7,12 +7,12 @@ the counted MACs, so a backend's mapping cannot drift from the count.
 
 from __future__ import annotations
 
-import string
+import sys
 from dataclasses import replace
 from math import prod
 
-from .elementwise import activation_flops
-from .registry import Gemm, MissingShape, OpContext, OpKind, Work, cost
+from .elementwise import DYNAMIC_QUANTIZE_FLOPS, activation_flops
+from .registry import Gemm, MalformedNode, OpContext, OpKind, Work, cost
 
 MATRIX = OpKind.MATRIX
 
@@ -55,13 +55,9 @@ def conv_gemm(w_shape, y_shape, group: int, channels_last: bool = False, const: 
 
 def _conv_like(ctx: OpContext, w: int, bias_input: int | None, per_out: int = 0,
                channels_last: bool = False) -> Work:
-    w_shape, y = ctx.shape(w), ctx.out()
-    g = conv_gemm(w_shape, y, int(ctx.attr("group", 1)), channels_last, _const(ctx, w))
+    w_shape, y = ctx.shape(w, min_rank=3), ctx.out(min_rank=3)  # each with at least one spatial dim
+    g = conv_gemm(w_shape, y, ctx.int_attr("group", 1), channels_last, ctx.is_const(w))
     return _epilogue(ctx, conv_macs(w_shape, y), bias_input, per_out, (g,))
-
-
-def _const(ctx: OpContext, i: int) -> bool:
-    return ctx.has(i) and ctx.graph.tensor(ctx.node.inputs[i]).const
 
 
 @cost("Conv")
@@ -83,9 +79,9 @@ def _qlinear_conv(ctx: OpContext) -> Work:
 @cost("ConvTranspose")
 def _conv_transpose(ctx: OpContext) -> Work:
     # As the GEMM before col2im: [N*Hin*Win, Cin/g] x [Cin/g, Cout/g*k] per group.
-    x, w = ctx.shape(0), ctx.shape(1)
-    g = max(int(ctx.attr("group", 1)), 1)
-    gemm = Gemm(g, x[0] * prod(x[2:]), w[1] * prod(w[2:]), w[0] // g, _const(ctx, 1))
+    x, w = ctx.shape(0, min_rank=3), ctx.shape(1, min_rank=3)
+    g = max(ctx.int_attr("group", 1), 1)
+    gemm = Gemm(g, x[0] * prod(x[2:]), w[1] * prod(w[2:]), w[0] // g, ctx.is_const(1))
     return _epilogue(ctx, conv_transpose_macs(x, w), 2, gemms=(gemm,))
 
 
@@ -96,7 +92,7 @@ def _nhwc_conv(ctx: OpContext) -> Work:
 
 @cost("FusedConv", domain="com.microsoft")
 def _fused_conv(ctx: OpContext) -> Work:
-    act = activation_flops(ctx.attr("activation", b"") or b"")
+    act = activation_flops(ctx.str_attr("activation", ""))
     residual = 1 if ctx.has(3) else 0
     return _conv_like(ctx, 1, 2, per_out=act + residual)
 
@@ -114,9 +110,9 @@ def matmul_macs(a_shape, y_shape, trans_a: bool = False) -> int:
 
 
 def _gemm_like(ctx: OpContext, a: int, b: int, bias_input: int | None, per_out: int = 0) -> Work:
-    a_shape, y = ctx.shape(a), ctx.out()
+    a_shape, y = ctx.shape(a, rank=2), ctx.out()
     k = a_shape[0] if ctx.attr("transA", 0) else a_shape[-1]
-    gemm = Gemm(1, y[0], y[1], k, _const(ctx, b)) if len(y) == 2 else Gemm(1, prod(y), 1, k, _const(ctx, b))
+    gemm = Gemm(1, y[0], y[1], k, ctx.is_const(b)) if len(y) == 2 else Gemm(1, prod(y), 1, k, ctx.is_const(b))
     return _epilogue(ctx, ctx.numel_out() * k, bias_input, per_out, (gemm,))
 
 
@@ -132,7 +128,7 @@ def _qgemm(ctx: OpContext) -> Work:
 
 @cost("FusedGemm", domain="com.microsoft")
 def _fused_gemm(ctx: OpContext) -> Work:
-    return _gemm_like(ctx, 0, 1, 2, per_out=activation_flops(ctx.attr("activation", b"") or b""))
+    return _gemm_like(ctx, 0, 1, 2, per_out=activation_flops(ctx.str_attr("activation", "")))
 
 
 def matmul_gemm(a_shape, y_shape, b_shape, k: int, const_b: bool = False) -> Gemm:
@@ -150,10 +146,12 @@ def matmul_gemm(a_shape, y_shape, b_shape, k: int, const_b: bool = False) -> Gem
 
 def _matmul_like(ctx: OpContext, b: int, bias_input: int | None = None, per_out: int = 0,
                  trans_a: bool = False) -> Work:
-    a, y = ctx.shape(0), ctx.out()
+    a, b_shape = ctx.shape(0, min_rank=1), ctx.shape(b, min_rank=1)  # numpy matmul takes no scalars
+    # numpy's rule: a 1-D operand is promoted to a matrix, then its added dim is dropped from the output
+    y = ctx.out(rank=max(len(a), len(b_shape), 2) - (len(a) == 1) - (len(b_shape) == 1))
     macs = matmul_macs(a, y, trans_a)
     k = macs // max(prod(y), 1)
-    gemm = matmul_gemm(a, y, ctx.shape(b), k, _const(ctx, b))
+    gemm = matmul_gemm(a, y, b_shape, k, ctx.is_const(b))
     return _epilogue(ctx, macs, bias_input, per_out, (gemm,))
 
 
@@ -187,13 +185,12 @@ def _matmul_integer_to_float(ctx: OpContext) -> Work:
 @cost("DynamicQuantizeMatMul", domain="com.microsoft")
 def _dynamic_quantize_matmul(ctx: OpContext) -> Work:
     w = _matmul_like(ctx, 1, 4, per_out=1)
-    # A is quantized on the fly: min/max scan plus scale, round and shift per element.
-    return replace(w, flops=w.flops + 5 * ctx.numel(0))
+    return replace(w, flops=w.flops + DYNAMIC_QUANTIZE_FLOPS * ctx.numel(0))  # A is quantized on the fly
 
 
 @cost("MatMulNBits", domain="com.microsoft")
 def _matmul_nbits(ctx: OpContext) -> Work:
-    k, n = int(ctx.attr("K")), int(ctx.attr("N"))
+    k, n = ctx.int_attr("K"), ctx.int_attr("N")
     macs = ctx.numel_out() * k
     gemms = checked((Gemm(1, ctx.numel_out() // max(n, 1), n, k, True),), macs)
     # Packed low-bit weights are dequantized once per call: subtract zero point, multiply scale.
@@ -222,7 +219,8 @@ def einsum_work(equation: str, shapes: list[tuple[int, ...]]) -> tuple[int, int,
     terms = lhs.split(",")
     if len(terms) != len(shapes):
         raise ValueError(f"einsum {equation!r}: {len(terms)} terms for {len(shapes)} operands")
-    spare = iter(c for c in string.digits + "αβγδεζηθικλμνξοπρστυφχψω" if c not in equation)
+    # labels for the dims "..." stands for: any characters the equation does not use, as many as the rank
+    spare = (c for c in map(chr, range(0x100, sys.maxunicode + 1)) if c not in equation)
     max_ell = max((len(s) - len(t) + 3 for t, s in zip(terms, shapes, strict=True) if "..." in t),
                   default=0)
     ell = [next(spare) for _ in range(max_ell)]
@@ -242,6 +240,8 @@ def einsum_work(equation: str, shapes: list[tuple[int, ...]]) -> tuple[int, int,
     else:
         counts = {c: sum(t.count(c) for t in labels) for c in sizes}
         out = "".join(ell) + "".join(sorted(c for c in sizes if counts[c] == 1 and c not in ell))
+    if set(out) - set(sizes):
+        raise ValueError(f"einsum {equation!r}: output labels {sorted(set(out) - set(sizes))} in no operand")
     if len(labels) == 1:
         summed = set(labels[0]) - set(out)
         n = prod(sizes[c] for c in set(labels[0]))
@@ -271,17 +271,15 @@ def einsum_work(equation: str, shapes: list[tuple[int, ...]]) -> tuple[int, int,
 @cost("Einsum")
 def _einsum(ctx: OpContext) -> Work:
     shapes = [ctx.shape(i) for i in range(ctx.n_inputs)]
-    eq = ctx.attr("equation")
-    eq = eq.decode() if isinstance(eq, bytes) else eq
     try:
-        macs, flops, steps = einsum_work(eq, shapes)
+        macs, flops, steps = einsum_work(ctx.str_attr("equation"), shapes)
     except ValueError as e:
-        raise MissingShape(str(e)) from None
+        raise MalformedNode(str(e)) from None
     if len(shapes) > 1:
         kind = MATRIX if macs else OpKind.BROADCAST
     else:
         kind = OpKind.REDUCTION if flops else OpKind.INJECTIVE
-    gemms = tuple(replace(g, weight_stationary=_const(ctx, i)) for i, g in steps)
+    gemms = tuple(replace(g, weight_stationary=ctx.is_const(i)) for i, g in steps)
     return Work(macs=macs, flops=flops, kind=kind, gemms=checked(gemms, macs))
 
 
@@ -300,12 +298,12 @@ def rnn_macs(kind: str, seq: int, batch: int, dirs: int, input_size: int, hidden
 
 
 def _rnn(ctx: OpContext, kind: str, w_transposed: bool = False) -> Work:
-    x = ctx.shape(0)
+    x = ctx.shape(0, rank=3)
     seq, batch = (x[1], x[0]) if ctx.attr("layout", 0) else (x[0], x[1])
-    w = ctx.shape(1)
+    w = ctx.shape(1, rank=3)
     dirs = w[0]
     gates, per_unit, bias_per_unit = _RNN[kind]
-    hidden = int(ctx.attr("hidden_size", 0)) or (w[2] if w_transposed else w[1]) // gates
+    hidden = ctx.int_attr("hidden_size", 0) or (w[2] if w_transposed else w[1]) // gates
     macs = rnn_macs(kind, seq, batch, dirs, x[2], hidden)
     steps = dirs * seq * batch * hidden
     flops = 2 * macs + steps * (per_unit + (bias_per_unit if ctx.has(3) else 0))
@@ -336,110 +334,4 @@ def _rnn_op(ctx):
 def _dq_lstm(ctx):
     # Weights are stored transposed, [dirs, input, 4H]; X is quantized per step.
     w = _rnn(ctx, "LSTM", w_transposed=True)
-    return replace(w, flops=w.flops + 5 * ctx.numel(0))
-
-
-# -- attention ------------------------------------------------------------------------------------------
-
-
-def attention_macs(batch: int, q_len: int, kv_len: int, qk_dim: int, v_dim: int) -> int:
-    """QK^T and scores x V summed over heads: dims are heads x head_size."""
-    return batch * q_len * kv_len * (qk_dim + v_dim)
-
-
-def attention_gemms(batch: int, heads: int, q_len: int, kv_len: int, qk_dim: int, v_dim: int
-                    ) -> tuple[Gemm, Gemm]:
-    """The two batched products per (batch, head): scores = Q K^T ([S, hd] x [hd, kv]), then scores x V
-    ([S, kv] x [kv, hd_v]). Neither operand is a weight. Heads that do not divide the dims stay one GEMM."""
-    h = heads if heads > 0 and qk_dim % heads == 0 and v_dim % heads == 0 else 1
-    return (Gemm(batch * h, q_len, kv_len, qk_dim // h, False),
-            Gemm(batch * h, q_len, v_dim // h, kv_len, False))
-
-
-def _softmax_flops(batch: int, heads: int, q_len: int, kv_len: int) -> int:
-    # scale (1) + softmax (5) per score, plus the mask add (1)
-    return 7 * batch * heads * q_len * kv_len
-
-
-@cost("Attention", domain="com.microsoft")
-def _ms_attention(ctx: OpContext) -> Work:
-    b, s, d_in = ctx.shape(0)
-    w = ctx.shape(1)
-    heads = int(ctx.attr("num_heads"))
-    sizes = ctx.attr("qkv_hidden_sizes") or [w[1] // 3] * 3
-    dq, _, dv = (int(x) for x in sizes)
-    past = ctx.shape(4)[3] if ctx.has(4) else 0
-    total = s + past
-    proj = b * s * d_in * w[1]
-    att = attention_macs(b, s, total, dq, dv)
-    macs = proj + att
-    flops = 2 * macs + (b * s * w[1] if ctx.has(2) else 0) + _softmax_flops(b, heads, s, total)
-    gemms = (Gemm(1, b * s, w[1], d_in, _const(ctx, 1)), *attention_gemms(b, heads, s, total, dq, dv))
-    return Work(macs=macs, flops=flops, kind=MATRIX, gemms=checked(gemms, macs))
-
-
-@cost("MultiHeadAttention", domain="com.microsoft")
-def _ms_mha(ctx: OpContext) -> Work:
-    heads = int(ctx.attr("num_heads"))
-    q = ctx.shape(0)
-    b, s = q[0], q[1]
-    if len(q) == 5:  # packed QKV [B, S, N, 3, H]
-        d = dv = q[2] * q[4]
-        kv = s
-    else:
-        d = q[2]
-        k = ctx.shape(1)
-        kv = k[2] if len(k) == 4 else k[1]
-        dv = ctx.out()[2]
-    if ctx.has(6):  # past_key [B, N, P, H]
-        kv += ctx.shape(6)[2]
-    macs = attention_macs(b, s, kv, d, dv)
-    bias = b * s * (2 * d + dv) if ctx.has(3) else 0
-    return Work(macs=macs, flops=2 * macs + bias + _softmax_flops(b, heads, s, kv), kind=MATRIX,
-                gemms=checked(attention_gemms(b, heads, s, kv, d, dv), macs))
-
-
-def _gqa_total_length(ctx: OpContext, new_tokens: int) -> int:
-    """The key length every query attends to: total_sequence_length where it is a constant, else past + new
-    tokens. Never the present output's inferred length: onnxruntime's symbolic inference copies the past's
-    shape into it (the shared-buffer case), one token short of a concatenated cache (the onnxruntime-genai
-    exports, whose present is declared past + new); where past and present do share a buffer, past is the
-    buffer and the kernel attends at most that plus the new tokens."""
-    tl = ctx.const_value(6)
-    if tl is not None and tl.size == 1:
-        return int(tl.reshape(-1)[0])
-    return (ctx.shape(3)[2] if ctx.has(3) else 0) + new_tokens
-
-
-@cost("GroupQueryAttention", domain="com.microsoft")
-def _ms_gqa(ctx: OpContext) -> Work:
-    heads = int(ctx.attr("num_heads"))
-    kv_heads = int(ctx.attr("kv_num_heads"))
-    q = ctx.shape(0)
-    b, s = q[0], q[1]
-    head = q[2] // (heads + 2 * kv_heads) if not ctx.has(1) else q[2] // heads  # packed QKV or Q alone
-    total = _gqa_total_length(ctx, s)
-    d = heads * head  # K/V heads are shared across query groups: the MACs depend on query heads only
-    macs = attention_macs(b, s, total, d, d)
-    return Work(macs=macs, flops=2 * macs + _softmax_flops(b, heads, s, total), kind=MATRIX,
-                gemms=checked(attention_gemms(b, heads, s, total, d, d), macs))
-
-
-@cost("Attention")
-def _onnx_attention(ctx: OpContext) -> Work:
-    q, k, v = ctx.shape(0), ctx.shape(1), ctx.shape(2)
-    if len(q) == 4:  # [B, heads, S, head]
-        b, heads, s, hd = q
-        kv = k[2]
-        vd = v[3] * heads
-        qd = heads * hd
-    else:  # [B, S, hidden] with q_num_heads
-        heads = int(ctx.attr("q_num_heads"))
-        b, s, qd = q
-        kv = k[1]
-        vd = v[2] * heads // int(ctx.attr("kv_num_heads", heads))
-    if ctx.has(4):  # past_key
-        kv += ctx.shape(4)[2]
-    macs = attention_macs(b, s, kv, qd, vd)
-    return Work(macs=macs, flops=2 * macs + _softmax_flops(b, heads, s, kv), kind=MATRIX,
-                gemms=checked(attention_gemms(b, heads, s, kv, qd, vd), macs))
+    return replace(w, flops=w.flops + DYNAMIC_QUANTIZE_FLOPS * ctx.numel(0))

@@ -10,9 +10,10 @@ from __future__ import annotations
 from math import log2, prod
 
 from ..errors import HwUtilError
-from .registry import MissingShape, OpContext, OpKind, Work, cost
+from .registry import MalformedNode, MissingShape, OpContext, OpKind, Work, cost
 
 INJ = OpKind.INJECTIVE
+INDEX_BYTES = 8  # the index outputs (NonZero, Unique, NonMaxSuppression) are int64, whatever the precision
 
 cost("Flatten", "Squeeze", "Unsqueeze", "Shape", "Size", "Identity", "Dropout", "Optional",
      "OptionalGetElement", "OptionalHasElement")(lambda ctx: Work(kind=OpKind.SHAPE))
@@ -30,6 +31,8 @@ def _reshape(ctx: OpContext) -> Work:
         return Work(kind=OpKind.SHAPE)
     if target is None or target.ndim != 1:
         return Work(kind=OpKind.SHAPE)
+    if target.dtype.kind not in "iu":
+        raise MalformedNode(f"shape is a constant of {target.dtype}, not of integers")
     keep_zero = bool(ctx.attr("allowzero", 0))
     sizes = [int(d) if d != 0 or keep_zero else (dims[i] if i < len(dims) else 0)
              for i, d in enumerate(target.tolist())]
@@ -82,8 +85,7 @@ def _gather(ctx: OpContext) -> Work:
 
 @cost("Resize", "Upsample")
 def _resize(ctx: OpContext) -> Work:
-    mode = ctx.attr("mode", b"nearest")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
+    mode = ctx.str_attr("mode", "nearest")
     x, y = ctx.shape(0), ctx.out()
     k = sum(a != b for a, b in zip(x, y, strict=False))
     if mode == "linear":  # 2^k - 1 one-dimensional lerps of 3 FLOPs per output
@@ -102,32 +104,32 @@ def _grid_sample(ctx: OpContext) -> Work:
 
 @cost("TopK")
 def _topk(ctx: OpContext) -> Work:
-    x = ctx.shape(0)
-    axis = int(ctx.attr("axis", -1)) % len(x)
-    k = max(int(ctx.out()[axis]), 1)
+    x = ctx.shape(0, min_rank=1)
+    axis = ctx.int_attr("axis", -1) % len(x)
+    k = max(int(ctx.out(rank=len(x))[axis]), 1)
     # a k-element heap per row: one compare per element plus log2(k) sift compares
     return Work(flops=int(ctx.numel(0) * (1 + log2(k))) if k > 1 else ctx.numel(0), kind=OpKind.OPAQUE)
 
 
 @cost("NonMaxSuppression")
 def _nms(ctx: OpContext) -> Work:
-    b, classes, n = ctx.shape(1)
+    b, classes, n = ctx.shape(1, rank=3)  # scores
     # sort scores (n log n) and, at worst, an IoU (about 15 FLOPs) for every pair of boxes per class
     flops = b * classes * (int(n * log2(max(n, 2))) + 15 * n * (n - 1) // 2)
-    limit = ctx.const_value(2)
+    limit = ctx.const_int(2)
     # absent means 0 selected boxes (the spec); unknown at load time means every box, the upper bound
     if not ctx.has(2):
         per_class = 0
     else:
-        per_class = max(int(limit.reshape(-1)[0]), 0) if limit is not None and limit.size else n
-    written = b * classes * min(per_class, n) * 3 * 8  # upper bound of the [selected, 3] int64 output
+        per_class = max(limit, 0) if limit is not None else n
+    written = b * classes * min(per_class, n) * 3 * INDEX_BYTES  # at most: [selected, 3] indices
     return Work(flops=flops, kind=OpKind.OPAQUE, writes={0: written})
 
 
 @cost("NonZero")
 def _nonzero(ctx: OpContext) -> Work:
     x = ctx.shape(0)
-    written = len(x) * ctx.numel(0) * 8  # upper bound: every element nonzero
+    written = len(x) * ctx.numel(0) * INDEX_BYTES  # at most: every element nonzero
     return Work(flops=ctx.numel(0), kind=OpKind.OPAQUE, writes={0: written})
 
 
@@ -136,7 +138,7 @@ def _unique(ctx: OpContext) -> Work:
     n = ctx.numel(0)
     # upper bounds: every element unique
     return Work(flops=int(n * log2(max(n, 2))), kind=OpKind.OPAQUE,
-                writes={0: ctx.in_bytes(0), 1: n * 8, 2: n * 8, 3: n * 8})
+                writes={0: ctx.in_bytes(0), 1: n * INDEX_BYTES, 2: n * INDEX_BYTES, 3: n * INDEX_BYTES})
 
 
 def _folded(ctx: OpContext) -> bool:

@@ -43,7 +43,7 @@ def _softmax(ctx):
 @cost("LRN")
 def _lrn(ctx):
     # square-sum over `size` neighbours, then scale, power and divide
-    return _per_element(ctx, int(ctx.attr("size", 1)) + 3, OpKind.REDUCTION)
+    return _per_element(ctx, ctx.int_attr("size", 1) + 3, OpKind.REDUCTION)
 
 
 # -- com.microsoft fusions ------------------------------------------------------------------------------

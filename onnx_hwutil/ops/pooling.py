@@ -12,7 +12,7 @@ RED = OpKind.REDUCTION
 @cost("MaxPool", "AveragePool", "LpPool")
 def _pool(ctx: OpContext) -> Work:
     # one compare or add per window element; LpPool's power and root are counted in the 2x
-    per = prod(ctx.attr("kernel_shape") or [1]) * (2 if ctx.node.op_type == "LpPool" else 1)
+    per = prod(ctx.ints_attr("kernel_shape", [1])) * (2 if ctx.node.op_type == "LpPool" else 1)
     return Work(flops=ctx.numel_out() * per, kind=RED)
 
 
@@ -24,7 +24,7 @@ def _global_pool(ctx: OpContext) -> Work:
 
 @cost("QLinearGlobalAveragePool", "QLinearAveragePool", domain="com.microsoft")
 def _qlinear_pool(ctx: OpContext) -> Work:
-    per = prod(ctx.attr("kernel_shape") or [1])
+    per = prod(ctx.ints_attr("kernel_shape", [1]))
     visited = ctx.numel(0) if ctx.node.op_type == "QLinearGlobalAveragePool" else ctx.numel_out() * per
     return Work(flops=visited + 5 * ctx.numel_out(), kind=RED)  # plus de/requantization per output
 
@@ -32,13 +32,13 @@ def _qlinear_pool(ctx: OpContext) -> Work:
 @cost("MaxRoiPool")
 def _max_roi_pool(ctx: OpContext) -> Work:
     # each output cell scans its bin; bins tile the ROI, so about C x ROI area per ROI: bound by input plane
-    x = ctx.shape(0)
-    return Work(flops=ctx.numel_out() + ctx.shape(1)[0] * x[1] * x[2] * x[3], kind=OpKind.OPAQUE)
+    x = ctx.shape(0, rank=4)
+    return Work(flops=ctx.numel_out() + ctx.shape(1, rank=2)[0] * x[1] * x[2] * x[3], kind=OpKind.OPAQUE)
 
 
 @cost("RoiAlign")
 def _roi_align(ctx: OpContext) -> Work:
-    s = int(ctx.attr("sampling_ratio", 0)) or 2  # 0 means adaptive; torchvision's usual is 2
+    s = ctx.int_attr("sampling_ratio", 0) or 2  # 0 means adaptive; torchvision's usual is 2
     # s*s bilinear samples per output cell, 3 lerps of 3 FLOPs each, plus the average
     return Work(flops=ctx.numel_out() * (s * s * 10), kind=OpKind.OPAQUE)
 

@@ -126,6 +126,16 @@ class MissingShape(Exception):
         self.tensor = tensor
 
 
+class MalformedNode(Exception):
+    """The node breaks its op's spec: a required input or attribute absent, an attribute of the wrong type,
+    an input of the wrong rank. The OpContext accessors raise it, so cost_graph can report the node as
+    invalid with this reason; any other exception out of a formula is a bug in the formula."""
+
+
+_REQUIRED = object()
+Ranks = int | tuple[int, ...] | None  # the ranks an op's spec allows for one input or output
+
+
 class OpContext:
     """Shapes, dtypes and attributes of one node, as its cost formula sees them."""
 
@@ -152,15 +162,23 @@ class OpContext:
             raise MissingShape(name)
         return t.shape  # type: ignore[return-value]
 
-    def shape(self, i: int) -> tuple[int, ...]:
+    def _input(self, i: int) -> str:
         if not self.has(i):
-            raise MissingShape(f"{self.node.name}:input{i}")
-        return self._static(self.node.inputs[i])
+            raise MalformedNode(f"input {i} is absent")
+        return self.node.inputs[i]
 
-    def out(self, i: int = 0) -> tuple[int, ...]:
+    def _output(self, i: int) -> str:
         if i >= len(self.node.outputs) or not self.node.outputs[i]:
-            raise MissingShape(f"{self.node.name}:output{i}")
-        return self._static(self.node.outputs[i])
+            raise MalformedNode(f"output {i} is absent")
+        return self.node.outputs[i]
+
+    def shape(self, i: int, rank: Ranks = None, min_rank: int = 0) -> tuple[int, ...]:
+        """Input i's static shape; absent, or of a rank other than `rank` (one or a tuple of them) or under
+        `min_rank`, the node is malformed."""
+        return _ranked(self._static(self._input(i)), f"input {i}", rank, min_rank)
+
+    def out(self, i: int = 0, rank: Ranks = None, min_rank: int = 0) -> tuple[int, ...]:
+        return _ranked(self._static(self._output(i)), f"output {i}", rank, min_rank)
 
     def numel(self, i: int) -> int:
         return _prod(self.shape(i))
@@ -171,8 +189,54 @@ class OpContext:
     def attr(self, name: str, default=None):
         return self.node.attr(name, default)
 
+    def int_attr(self, name: str, default=_REQUIRED, lo: int | None = None) -> int:
+        """An INT attribute; without a default it is required. Absent (and required), of another type, or
+        under `lo`: the node is malformed."""
+        v = self._attr(name, default)
+        if type(v) is not int:
+            raise MalformedNode(f"attribute {name!r} is {v!r:.40}, not an integer")
+        if lo is not None and v < lo:
+            raise MalformedNode(f"attribute {name!r} is {v}, under {lo}")
+        return v
+
+    def ints_attr(self, name: str, default=_REQUIRED) -> list[int]:
+        """An INTS attribute; an empty list is taken as absent (onnx writes none for an empty one)."""
+        v = self._attr(name, default, empty_is_absent=True)
+        if not isinstance(v, list | tuple) or any(type(x) is not int for x in v):
+            raise MalformedNode(f"attribute {name!r} is {v!r:.40}, not a list of integers")
+        return list(v)
+
+    def str_attr(self, name: str, default=_REQUIRED) -> str:
+        v = self._attr(name, default)
+        if isinstance(v, bytes):
+            try:
+                return v.decode()
+            except UnicodeDecodeError:
+                raise MalformedNode(f"attribute {name!r} is not UTF-8 text") from None
+        if not isinstance(v, str):
+            raise MalformedNode(f"attribute {name!r} is {v!r:.40}, not text")
+        return v
+
+    def _attr(self, name: str, default, empty_is_absent: bool = False):
+        v = self.node.attr(name)
+        if v is None or (empty_is_absent and isinstance(v, list) and not v):
+            v = default
+        if v is _REQUIRED:
+            raise MalformedNode(f"required attribute {name!r} is absent")
+        return v
+
     def const_value(self, i: int):
         return self.graph.constant_value(self.node.inputs[i]) if self.has(i) else None
+
+    def const_int(self, i: int) -> int | None:
+        """Input i's value where it is a known one-element constant (a count, a length), else None; one that
+        is not an integer breaks the op's spec."""
+        v = self.const_value(i)
+        if v is None or v.size != 1:
+            return None
+        if v.dtype.kind not in "iu":
+            raise MalformedNode(f"input {i} is a constant of {v.dtype}, not an integer")
+        return int(v.reshape(-1)[0])
 
     # -- bytes ----------------------------------------------------------------------------------------
     def tensor_bytes(self, name: str) -> int:
@@ -188,11 +252,14 @@ class OpContext:
         return self.tensor_bytes(self.node.inputs[i]) if self.has(i) else 0
 
     def out_bytes(self, i: int = 0) -> int:
-        return self.tensor_bytes(self.node.outputs[i])
+        return self.tensor_bytes(self._output(i))
 
     def elem_bytes_of_input(self, i: int, numel: int) -> int:
         """`numel` elements of input i's dtype at the chosen precision."""
-        return nbytes(numel, self.graph.tensor(self.node.inputs[i]).dtype, self.precision)
+        return nbytes(numel, self.graph.tensor(self._input(i)).dtype, self.precision)
+
+    def is_const(self, i: int) -> bool:
+        return self.has(i) and self.graph.tensor(self.node.inputs[i]).const
 
     def is_weight(self, i: int) -> bool:
         if not self.has(i):
@@ -218,6 +285,14 @@ class OpContext:
             if name:
                 w.append((name, writes[i] if writes and i in writes else self.tensor_bytes(name)))
         return Traffic(tuple(r), tuple(w))
+
+
+def _ranked(shape: tuple[int, ...], what: str, rank: Ranks, min_rank: int) -> tuple[int, ...]:
+    ranks = (rank,) if isinstance(rank, int) else rank
+    if len(shape) < min_rank or (ranks is not None and len(shape) not in ranks):
+        want = " or ".join(map(str, ranks)) if ranks else f"at least {min_rank}"
+        raise MalformedNode(f"{what} has rank {len(shape)}, not {want}")
+    return shape
 
 
 def _prod(shape) -> int:
@@ -254,7 +329,8 @@ def covered_ops() -> list[tuple[str, str]]:
 
 
 def evaluate(ctx: OpContext) -> tuple[Cost, Traffic, Work]:
-    """Run a node's formula and settle its traffic. Raises KeyError if uncovered, MissingShape if unshaped."""
+    """Run a node's formula and settle its traffic. Raises KeyError if uncovered, MissingShape if unshaped,
+    MalformedNode if the node breaks its op's spec."""
     fn = _REGISTRY[(ctx.node.domain, ctx.node.op_type)]
     work = fn(ctx)
     if work.macs > 0 and not work.gemms:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from tabulate import tabulate
 
 from ..hardware import HardwareSpec
-from .units import si, size
+from ..units import si, size
 
 
 def summary(s: HardwareSpec) -> dict:
@@ -68,8 +70,7 @@ def side_by_side(specs: list[HardwareSpec]) -> str:
 def tpu_peaks_agree(s: HardwareSpec) -> bool:
     """A systolic array's peaks are its cells x 2 x clock times the MACs a cell does per cycle at that
     precision: 1, a power of two above (int8 at twice bf16) or below (fp32 in several passes)."""
-    b = s.backend
-    per_clock = 2 * s.units * b["mxu_rows"] * b["mxu_cols"] * s.clock_hz
+    per_clock = 2 * s.units * s.backend.mxu_rows * s.backend.mxu_cols * s.clock_hz
     return all(any(abs(v - m * per_clock) <= 0.05 * m * per_clock for m in (0.125, 0.25, 0.5, 1, 2, 4))
                for v in s.peak_ops_per_s.values())
 
@@ -90,12 +91,14 @@ def check(s: HardwareSpec) -> tuple[str, int]:
     absent = [f for f, present in (("sparse_peak_ops_per_s", s.sparse_peak_ops_per_s),
                                    ("interconnect", s.interconnect), ("partitions", s.partitions),
                                    ("calibration", s.calibration)) if not present]
+    # the backend fields no backend reads: cited for the reader where the spec has them
+    absent += [f"backend.{s.kind}.{f.name}" for f in fields(s.backend) if getattr(s.backend, f.name) is None]
     if absent:
         lines += ["", "absent (optional): " + ", ".join(absent)]
     if s.kind == "tpu" and not tpu_peaks_agree(s):
         b = s.backend
-        per_clock = 2 * s.units * b["mxu_rows"] * b["mxu_cols"] * s.clock_hz
-        lines += ["", f"warning: {s.units} arrays x {b['mxu_rows']}x{b['mxu_cols']} MACs x 2 x clock = "
+        per_clock = 2 * s.units * b.mxu_rows * b.mxu_cols * s.clock_hz
+        lines += ["", f"warning: {s.units} arrays x {b.mxu_rows}x{b.mxu_cols} MACs x 2 x clock = "
                       f"{si(per_clock, 'OP/s')}, but the peaks are "
                       + ", ".join(f"{p} {si(v, 'OP/s')}" for p, v in s.peak_ops_per_s.items())
                       + " (each should be 1/8 to 4 MACs per cell per cycle, a power of two)"]
