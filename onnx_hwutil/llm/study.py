@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from onnx import TensorProto
 
-from ..dtypes import element_bits
+from ..dtypes import check_precision, element_bits
 from ..errors import HwUtilError
 from ..hardware import load_spec
 from ..hardware.rates import default_precision
@@ -90,7 +90,7 @@ def _precision(asked: str, spec, m: DecoderModel) -> str:
         return default_precision(spec)
     if asked == "model":
         return m.profile(1, 1, 1, "model", "model", "model").model_precision
-    return asked
+    return check_precision(asked)
 
 
 def _hidden(run: PhaseRun) -> int:
