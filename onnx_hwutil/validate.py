@@ -149,7 +149,8 @@ def _terminations_unwind():
             signal.signal(s, h)
 
 
-def _feeds(session, shapes: dict, rng: np.random.Generator) -> dict:
+def random_feeds(session, shapes: dict, rng: np.random.Generator) -> dict:
+    """Inputs for a session at the bound shapes: random floats, ones for ids, masks and indices."""
     feeds = {}
     for i in session.get_inputs():
         shape = shapes[i.name]
@@ -203,7 +204,7 @@ def validate(model: str, hw: str = "host", threads: int | None = None, runs: int
             sess = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
         except Exception as e:
             raise HwUtilError(f"onnxruntime cannot run {model}: {str(e).splitlines()[0][:200]}") from None
-        feeds = _feeds(sess, bound.inputs, rng)
+        feeds = random_feeds(sess, bound.inputs, rng)
         for _ in range(5):
             sess.run(None, feeds)
         times = []

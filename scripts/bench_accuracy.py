@@ -22,7 +22,6 @@ statistics); the bundled models are reported apart and count in neither half.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import statistics
 import sys
@@ -33,11 +32,11 @@ import numpy as np
 import yaml
 from tabulate import tabulate
 
-from corpus import HALVES, bundled_dims, entries
+from corpus import HALVES, model_groups
 from onnx_hwutil.analysis import Analyzer, Point
 from onnx_hwutil.calibrate import calibrate
 from onnx_hwutil.errors import HwUtilError
-from onnx_hwutil.validate import runnable_model
+from onnx_hwutil.validate import random_feeds, runnable_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,22 +56,6 @@ def predict(path: str, spec: str, dims: dict[str, int], threads: int) -> tuple[f
         batch = 1
         bound = analyzer.bound(path, batch)
     return analyzer.run(Point(path, spec, batch, "fp32", "runtime", threads)).latency_s, dict(bound.inputs)
-
-
-def _feeds(session, shapes: dict, rng: np.random.Generator) -> dict:
-    feeds = {}
-    for i in session.get_inputs():
-        shape = shapes[i.name]
-        if "float" in i.type:
-            dtype = {"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(i.type, np.float32)
-            feeds[i.name] = rng.standard_normal(shape).astype(dtype)
-        elif "bool" in i.type:
-            feeds[i.name] = np.ones(shape, bool)
-        else:  # ids, masks, indices: ones are valid for all of them
-            dtype = {"tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}.get(
-                i.type, np.int64)
-            feeds[i.name] = np.ones(shape, dtype)
-    return feeds
 
 
 def _runnable(path: str, tmp: str) -> bytes | str:
@@ -101,7 +84,7 @@ def measure(model: bytes | str, shapes: dict, threads: int, runs: int, level: st
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     so.log_severity_level = 3
     sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-    feeds = _feeds(sess, shapes, np.random.default_rng(0))
+    feeds = random_feeds(sess, shapes, np.random.default_rng(0))
     for _ in range(5):
         sess.run(None, feeds)
     times = []
@@ -144,19 +127,7 @@ def main() -> int:
             yaml.safe_dump(calibrate(max(threads)), f, sort_keys=False)
         print(f"calibrated: {spec}", file=sys.stderr)
 
-    # (title, [(name, exporter, path, dims)])
-    groups: list[tuple[str, list[tuple[str, str, str, dict]]]] = []
-    bundled = [] if args.no_bundled else sorted(glob.glob(os.path.join(ROOT, "models", "*.onnx")))
-    for folder in args.folders:
-        bundled += sorted(glob.glob(os.path.join(folder, "**", "*.onnx"), recursive=True))
-    if bundled:
-        groups.append(("bundled models (neither half)" if args.corpus else "models",
-                       [(os.path.relpath(p, ROOT) if p.startswith(ROOT) else p, "", p, bundled_dims(p))
-                        for p in bundled]))
-    if args.corpus:
-        for half in HALVES if args.half == "both" else (args.half,):
-            groups.append((f"corpus, {half} half",
-                           [(e.name, e.kind, e.path, e.dims) for e in entries(args.corpus, half)]))
+    groups = model_groups(ROOT, args.folders, args.corpus, args.half, not args.no_bundled)
     models = [m for _, ms in groups for m in ms]
 
     predicted: dict[tuple[str, int], float] = {}

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import glob
 import os
 import sys
 import tempfile
@@ -38,7 +37,7 @@ import onnxruntime as ort
 from tabulate import tabulate
 
 import onnx_hwutil
-from corpus import HALVES, bundled_dims, entries
+from corpus import HALVES, model_groups
 from onnx_hwutil.bindings import Bindings, apply_bindings, bind_inputs
 from onnx_hwutil.fusion import fuse
 from onnx_hwutil.validate import runnable_model
@@ -221,18 +220,7 @@ def main() -> int:
     ap.add_argument("--details", action="store_true", help="print every model's kernels on both sides")
     args = ap.parse_args()
 
-    groups: list[tuple[str, list[tuple[str, str, str, dict]]]] = []  # (title, [(name, kind, path, dims)])
-    bundled = [] if args.no_bundled else sorted(glob.glob(os.path.join(ROOT, "models", "*.onnx")))
-    for folder in args.folders:
-        bundled += sorted(glob.glob(os.path.join(folder, "**", "*.onnx"), recursive=True))
-    if bundled:
-        groups.append(("bundled models (neither half)" if args.corpus else "models",
-                       [(os.path.relpath(p, ROOT) if p.startswith(ROOT) else p, "", p, bundled_dims(p))
-                        for p in bundled]))
-    if args.corpus:
-        for half in HALVES if args.half == "both" else (args.half,):
-            groups.append((f"corpus, {half} half",
-                           [(e.name, e.kind, e.path, e.dims) for e in entries(args.corpus, half)]))
+    groups = model_groups(ROOT, args.folders, args.corpus, args.half, not args.no_bundled)
 
     level = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED"}[args.level]
     results: dict[str, list[dict]] = {}

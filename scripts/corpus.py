@@ -84,3 +84,24 @@ def entries(folder: str, half: str = "both") -> list[Entry]:
             out.append(Entry(m["name"], m["half"], m["exporter"], m["opset"],
                              os.path.abspath(os.path.join(folder, m["file"])), dict(m.get("dims", {}))))
     return out
+
+
+def model_groups(root: str, folders: list[str], corpus: str | None, half: str,
+                 bundled: bool = True) -> list[tuple[str, list[tuple[str, str, str, dict]]]]:
+    """What the corpus scripts measure, grouped for their tables: (title, [(name, exporter, path, dims)]).
+    The bundled models and any extra folders first (neither half), then each asked half of the corpus."""
+    import glob
+
+    groups: list[tuple[str, list[tuple[str, str, str, dict]]]] = []
+    paths = sorted(glob.glob(os.path.join(root, "models", "*.onnx"))) if bundled else []
+    for folder in folders:
+        paths += sorted(glob.glob(os.path.join(folder, "**", "*.onnx"), recursive=True))
+    if paths:
+        groups.append(("bundled models (neither half)" if corpus else "models",
+                       [(os.path.relpath(p, root) if p.startswith(root) else p, "", p, bundled_dims(p))
+                        for p in paths]))
+    if corpus:
+        for h in HALVES if half == "both" else (half,):
+            groups.append((f"corpus, {h} half",
+                           [(e.name, e.kind, e.path, e.dims) for e in entries(corpus, h)]))
+    return groups

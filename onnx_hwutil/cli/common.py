@@ -214,6 +214,10 @@ def ints(values: list[str] | None, flag: str) -> list[int]:
     return out
 
 
+# compare, report: one precision and the ranking rule for every chip of a study
+StudyPrecisionOpt = Annotated[str, typer.Option(help="auto, model or a precision, for every chip.")]
+CitedOnlyOpt = Annotated[bool, typer.Option(
+    help="Rank only chips whose numbers are not all assumed (no designs without silicon).")]
 HwOpt = Annotated[list[str] | None, typer.Option("--hw", help="Chips: bundled names or spec YAML paths, "
                                                                "comma-separated.")]
 FusionOpt = Annotated[str, typer.Option("--fusion", help="Fusion preset: none, runtime or aggressive.")]

@@ -13,6 +13,7 @@ from ..errors import HwUtilError
 from ..limits import MAX_SWEEP_POINTS
 from .common import (
     EXIT_GATE,
+    CitedOnlyOpt,
     DimOpt,
     Doc,
     DocOpt,
@@ -20,6 +21,7 @@ from .common import (
     HwOpt,
     OutputOpt,
     ShapeOpt,
+    StudyPrecisionOpt,
     app,
     bindings,
     csv_list,
@@ -45,12 +47,11 @@ def compare(
     hw: HwOpt = None,
     batch: Annotated[list[str] | None, typer.Option(
         "--batch", help="Batch sizes: the first for the per-chip tables, all for the advice.")] = None,
-    precision: Annotated[str, typer.Option(help="auto, model or a precision, for every chip.")] = "auto",
+    precision: StudyPrecisionOpt = "auto",
     fusion: FusionOpt = "runtime",
     shape: ShapeOpt = None,
     dim: DimOpt = None,
-    cited_only: Annotated[bool, typer.Option(
-        help="Rank only chips whose numbers are not all assumed (no designs without silicon).")] = False,
+    cited_only: CitedOnlyOpt = False,
     format: DocOpt = Doc.table,
     output: OutputOpt = None,
 ) -> None:
@@ -184,12 +185,11 @@ def report(
         "--batch", min=1, help="Batch of the per-chip tables (default 1, or the file's own).")] = None,
     sweep_batch: Annotated[list[str] | None, typer.Option(
         "--sweep-batch", help="Batches of the batch sweep, comma-separated.")] = None,
-    precision: Annotated[str, typer.Option(help="auto, model or a precision, for every chip.")] = "auto",
+    precision: StudyPrecisionOpt = "auto",
     fusion: FusionOpt = "runtime",
     shape: ShapeOpt = None,
     dim: DimOpt = None,
-    cited_only: Annotated[bool, typer.Option(
-        help="Rank only chips whose numbers are not all assumed (no designs without silicon).")] = False,
+    cited_only: CitedOnlyOpt = False,
 ) -> None:
     """The seed report's analysis for any model: Markdown, self-contained HTML, JSON and plots."""
     from ..analysis import REPORT_HARDWARE

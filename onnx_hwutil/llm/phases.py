@@ -94,18 +94,22 @@ class DecoderModel:
 
     def _profile(self, batch: int, past: int, new: int, precision: str, weights: str, kv: str) -> Profile:
         bound = self.bound(batch, past, new)
-        return Profile(bound, precision, self.stored_bits(bound, precision, weights, kv))
+        if (weights, kv) == ("model", "model"):
+            return Profile(bound, precision)
+        base = self.profile(batch, past, new, precision, "model", "model")  # cached: what-ifs share it
+        return Profile(bound, precision, self.stored_bits(base, weights, kv))
 
     def _fuse(self, batch: int, past: int, new: int, precision: str, weights: str, kv: str,
               fusion: str) -> FusedGraph:
         return fuse(self.profile(batch, past, new, precision, weights, kv), fusion)
 
-    def stored_bits(self, bound: BoundModel, precision: str, weights: str, kv: str) -> dict[str, float]:
-        """Tensor -> bits in memory for the what-ifs: the floating weights of matrix ops (what a weight-only
-        quantizer converts; embeddings and norms stay), and the cache tensors."""
+    def stored_bits(self, base: Profile, weights: str, kv: str) -> dict[str, float]:
+        """Tensor -> bits in memory for the what-ifs, read off the file's own profile `base`: the floating
+        weights of matrix ops (what a weight-only quantizer converts; embeddings and norms stay), and the
+        cache tensors."""
+        bound = base.bound
         out: dict[str, float] = {}
         if WEIGHT_FORMATS[weights] is not None:
-            base = Profile(bound, precision)
             for nc in base.costs.nodes:
                 if nc.cost.kind != OpKind.MATRIX or not nc.gemms:
                     continue
