@@ -147,30 +147,31 @@ class Graph:
         self.tensors = tensors
 
         graph_level = set(self.inputs) | init_names
-        dag = nx.DiGraph()
-        for n in nodes:
-            dag.add_node(n.name)
+        edges: dict[tuple[str, str], list[str]] = {}  # built first, added in bulk: 100k-node graphs
         for n in nodes:
             for t in _all_inputs(n):
-                if t in producer:
-                    src = producer[t].name
-                    if dag.has_edge(src, n.name):
-                        dag.edges[src, n.name]["tensors"].append(t)
-                    else:
-                        dag.add_edge(src, n.name, tensors=[t])
+                src = producer.get(t)
+                if src is not None:
+                    edges.setdefault((src.name, n.name), []).append(t)
                 elif t not in graph_level and (outer is None or outer.lookup(t) is None):
                     raise HwUtilError(f"node {n.name!r} ({n.op_type}) reads tensor {t!r}, which no node, "
                                       "initializer or graph input produces")
         for o in self.outputs:
             if o not in producer and o not in graph_level and (outer is None or outer.lookup(o) is None):
                 raise HwUtilError(f"graph output {o!r} is produced by nothing")
+        dag = nx.DiGraph()
+        dag.add_nodes_from(n.name for n in nodes)
+        dag.add_edges_from((u, v, {"tensors": ts}) for (u, v), ts in edges.items())
         self.dag = dag
         self.nodes = _execution_order(nodes, dag)
         self.by_name = {n.name: n for n in self.nodes}
 
     def lookup(self, name: str) -> Tensor | None:
         """A tensor visible in this scope: this graph's, or an enclosing graph's."""
-        g: Graph | None = self
+        t = self.tensors.get(name)
+        if t is not None or self.outer is None:
+            return t  # the common case, asked millions of times on big graphs: no loop
+        g: Graph | None = self.outer
         while g is not None:
             t = g.tensors.get(name)
             if t is not None:

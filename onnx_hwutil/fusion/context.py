@@ -35,16 +35,24 @@ class Context:
         self.cost = {nc.node.name: nc for nc in costs}
         self.outputs = set(graph.outputs)
         self.static: set[str] = set()  # filled by the shape pass: nodes folded at load time
+        # Passes ask these of every node many times over (a 100k-node graph: millions of calls): plain
+        # dict lookups, bound once.
+        self._kind = {name: nc.cost.kind for name, nc in self.cost.items()}
+        self._shape = {name for name, k in self._kind.items() if k == SHAPE}
+        self.kind = self._kind.__getitem__
+        self.op = {n.name: n.op_type for n in graph.nodes}.__getitem__
 
-    def kind(self, node: str) -> OpKind:
-        return self.cost[node].cost.kind
+    @cached_property
+    def names(self) -> frozenset[str]:
+        return frozenset(self._kind)
 
-    def op(self, node: str) -> str:
-        return self.graph.by_name[node].op_type
+    @cached_property
+    def edges(self) -> list[tuple[str, str]]:
+        return list(self.graph.dag.edges)
 
     def real(self, node: str) -> bool:
         """Does the node do work at run time (not a view, not shape math folded at load)?"""
-        return self.kind(node) != SHAPE and node not in self.static
+        return node not in self._shape and node not in self.static
 
     def group_kind(self, part: Partition, gid: int) -> OpKind:
         kinds = [self.kind(m) for m in part.members[gid] if m not in part.folded and self.real(m)]
@@ -57,22 +65,21 @@ class Context:
         """Groups that read data produced by `gid` (metadata readers like Shape do not count); None if a
         tensor of the group is a graph output, which must reach memory whatever follows."""
         out: set[int] = set()
-        members = set(part.members[gid])
+        members = part.members[gid]
+        inside = set(members) if len(members) > 1 else members
+        by_name, consumers, group_of = self.graph.by_name, self.graph.consumers, part.group_of
         for m in members:
             if m in self.static:
                 continue  # a constant once folded: whoever else reads it reads no data of ours
-            for t in self.graph.by_name[m].outputs:
+            for t in by_name[m].outputs:
                 if t in self.outputs:
                     return None
-                for c in self.graph.consumers.get(t, ()):
-                    if c.name in members or c.op_type in METADATA_READERS:
+                for c in consumers.get(t, ()):
+                    if c.name in inside or c.op_type in METADATA_READERS:
                         continue
-                    if not self.real(c.name):  # a view: follow it to whoever reads the data
-                        vg = part.group_of[c.name]
-                        if vg != gid:
-                            out.add(vg)
-                        continue
-                    out.add(part.group_of[c.name])
+                    # a view's group counts too: whoever reads the data joins the view's kernel
+                    out.add(group_of[c.name])
+        out.discard(gid)
         return out
 
     def sole_consumer(self, part: Partition, gid: int) -> int | None:
@@ -159,8 +166,9 @@ class Step:
     at_most: int = 1
 
     def matches(self, ctx: Context, node: str) -> bool:
-        ops_ok = self.ops is None or ctx.op(node) in self.ops
-        return ops_ok and (self.kinds is None or ctx.kind(node) in self.kinds)
+        if self.ops is not None and ctx.op(node) not in self.ops:
+            return False
+        return self.kinds is None or ctx.kind(node) in self.kinds
 
     def refuses(self, ctx: Context, anchor: str, node: str) -> str | None:
         return self.check(ctx, anchor, node) if self.check else None

@@ -31,10 +31,10 @@ def check_partition(ctx: Context, part: Partition, pass_name: str) -> None:
     def fail(invariant: str, detail: str):
         raise InvariantViolation(pass_name, invariant, detail)
 
-    names = [n.name for n in ctx.graph.nodes]
+    names = ctx.names
     listed = [m for ms in part.members.values() for m in ms]
-    if len(listed) != len(set(listed)) or set(listed) != set(names) or set(part.group_of) != set(names):
-        missing = sorted(set(names) - set(listed))
+    if len(listed) != len(names) or set(listed) != names or part.group_of.keys() != names:
+        missing = sorted(names - set(listed))
         twice = sorted({m for m in listed if listed.count(m) > 1})
         fail("partition", f"every node in exactly one subgraph: missing {missing[:3]}, twice {twice[:3]}")
     stray = next((m for g, ms in part.members.items() for m in ms if part.group_of[m] != g), None)
@@ -43,12 +43,11 @@ def check_partition(ctx: Context, part: Partition, pass_name: str) -> None:
 
     # The partition keeps its groups in a topological order; every edge running forward in it proves the
     # graph of groups acyclic. Only when one does not is the graph of groups built to name the cycle.
-    pos, dag = part.pos, ctx.graph.dag
-    g = part.group_of
-    if set(pos) != set(part.members) or any(pos[g[u]] > pos[g[v]] for u, v in dag.edges):
+    pos, g = part.pos, part.group_of
+    if pos.keys() != part.members.keys() or any(pos[g[u]] > pos[g[v]] for u, v in ctx.edges):
         groups = nx.DiGraph()
         groups.add_nodes_from(part.members)
-        groups.add_edges_from((part.group_of[u], part.group_of[v]) for u, v in dag.edges
+        groups.add_edges_from((part.group_of[u], part.group_of[v]) for u, v in ctx.edges
                               if part.group_of[u] != part.group_of[v])
         if not nx.is_directed_acyclic_graph(groups):
             cycle = [part.members[g][0] for g, _ in nx.find_cycle(groups)]

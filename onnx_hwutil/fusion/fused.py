@@ -72,29 +72,39 @@ class FusedGraph:
         self._gid_to_sub = {g: i for i, g in enumerate(order)}
 
     def _settle(self, sid: int, members: list[str], costs: dict[str, NodeCost], gid: int) -> Subgraph:
+        # One pass over the members (a 100k-node graph settles 50k subgraphs: no per-subgraph comprehensions).
         part = self.partition
         graph = self.profile.graph
+        folded, static = part.folded, part.static
         inside = set(members)
-        real = [m for m in members if costs[m].cost.kind != OpKind.SHAPE and m not in part.folded
-                and m not in part.static]
-        macs = sum(costs[m].cost.macs for m in members if m not in part.folded)
-        flops = sum(costs[m].cost.flops for m in members if m not in part.folded)
-        kind = max((costs[m].cost.kind for m in real), default=OpKind.SHAPE)
-        root = self._root
-        producer = self._producer
+        root, producer = self._root, self._producer
+        out_roots, readers = self._output_roots, self._data_readers
+        macs = flops = internal = 0
+        kind = OpKind.SHAPE
+        real: list[str] = []
+        nested: list[str] = []
         read: dict[str, int] = {}
         weights: dict[str, int] = {}
         writes: list[tuple[str, int]] = []
-        internal = 0
-        nested = [m for m in real if costs[m].nested]
-        for m in real:
+        for m in members:
+            if m in folded:
+                continue
             nc = costs[m]
+            cost = nc.cost
+            macs += cost.macs
+            flops += cost.flops
+            if cost.kind == OpKind.SHAPE or m in static:
+                continue
+            real.append(m)
+            if cost.kind > kind:
+                kind = cost.kind
             if nc.nested:
+                nested.append(m)
                 continue
             for t, b, is_weight in nc.traffic.reads:
                 r = root.get(t, t)
                 writer = producer.get(r)
-                if writer in part.static:
+                if writer in static:
                     is_weight = True  # folded at load (a dequantized or transposed weight): a constant
                 elif writer in inside:
                     continue  # produced in this subgraph: on chip
@@ -102,9 +112,9 @@ class FusedGraph:
                 bucket[r] = max(bucket.get(r, 0), b)
             for t, b in nc.traffic.writes:
                 r = root.get(t, t)
-                if self._escapes(r, inside):
-                    writes.append((r, b))
-                elif any(costs[c].cost.kind >= OpKind.MATRIX for c in self._data_readers.get(r, ())):
+                if r in out_roots or not readers.get(r, _NONE) <= inside:
+                    writes.append((r, b))  # it escapes the subgraph: written to memory
+                elif any(costs[c].cost.kind >= OpKind.MATRIX for c in readers.get(r, ())):
                     internal += b  # a matrix or opaque op reads it whole: it must be materialized
         c = [costs[m].cost for m in nested]
         label = part.labels.get(gid) or _default_label(graph, real or members)
@@ -116,7 +126,7 @@ class FusedGraph:
         wr = sum(b for _, b in writes) + sum(x.bytes_written for x in c)
         return Subgraph(sid, tuple(members), label, kind, macs, flops, rd, wr, wb,
                         working_set_bytes=rd + wr + wb + (0 if tiled else internal),
-                        folded=tuple(m for m in members if m in part.folded), tiled=tiled,
+                        folded=tuple(m for m in members if m in folded), tiled=tiled,
                         reads=tuple((r, b, False) for r, b in read.items())
                         + tuple((r, b, True) for r, b in weights.items())
                         # a control-flow node's bodies read what their costing counted, branch weights
@@ -154,9 +164,6 @@ class FusedGraph:
     @cached_property
     def _output_roots(self) -> set[str]:
         return {self._root.get(o, o) for o in self.profile.graph.outputs}
-
-    def _escapes(self, r: str, inside: set[str]) -> bool:
-        return r in self._output_roots or not self._data_readers.get(r, set()) <= inside
 
     # -- views -----------------------------------------------------------------------------------------
     def kernel(self, sid: int) -> Subgraph:
@@ -205,6 +212,9 @@ class FusedGraph:
             ],
             "totals": self.totals,
         }
+
+
+_NONE: frozenset[str] = frozenset()
 
 
 def _default_label(graph, members: list[str]) -> str:

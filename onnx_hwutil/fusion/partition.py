@@ -28,6 +28,7 @@ class Partition:
     static: set[str] = field(default_factory=set)  # shape math a runtime computes once, at load time
     order: list[int | None] = field(default_factory=list)  # groups in a topological order (None: merged away)
     pos: dict[int, int] = field(default_factory=dict)  # group -> its index in `order`
+    version: int = 0  # bumped by every merge: the manager re-checks the invariants only after a change
 
     @classmethod
     def singletons(cls, graph: Graph) -> Partition:
@@ -80,11 +81,15 @@ class Partition:
             if label:
                 self.labels[g] = label
             return g
-        if self.would_cycle(gids):
+        lo, hi = min(self.pos[g] for g in gids), max(self.pos[g] for g in gids)
+        # Groups next to each other in the topological order (the common case: an epilogue joining its
+        # producer) have no group between them to close a cycle through, and the merged group keeps the
+        # first one's place: no search, no reordering.
+        adjacent = all(g is None or g in gids for g in self.order[lo:hi + 1])
+        if not adjacent and self.would_cycle(gids):
             return None
         idx = self.index
-        keep = min(gids, key=lambda g: self.pos[g])
-        lo, hi = min(self.pos[g] for g in gids), max(self.pos[g] for g in gids)
+        keep = self.order[lo]
         merged = []
         for g in gids:
             merged.extend(self.members.pop(g))
@@ -100,7 +105,9 @@ class Partition:
             self.group_of[m] = keep
         if label:
             self.labels[keep] = label
-        self._reorder(lo, hi)
+        if not adjacent:
+            self._reorder(lo, hi)
+        self.version += 1
         return keep
 
     def _reorder(self, lo: int, hi: int) -> None:
