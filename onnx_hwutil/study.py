@@ -33,6 +33,7 @@ VALIDATION = {
 }
 
 
+PARTS = frozenset({"kernels", "findings", "presets", "llm"})  # what `build` may leave out
 QUESTIONS = (("lowest_latency", "latency_s", min), ("highest_throughput", "throughput_per_s", max),
              ("least_energy", "energy_per_inference_j", min))
 
@@ -96,7 +97,7 @@ def _hardware(a: Analyzer, hw: str, precision: str) -> dict:
 
 
 def _decoder_step(a: Analyzer, model: str, name: str, hardware: list[str], shapes: dict | None,
-                  dims: dict | None, out: dict, notes: set[str]) -> Analyzer:
+                  dims: dict | None, out: dict, notes: set[str], with_llm: bool = True) -> Analyzer:
     """A decoder with a KV cache whose phase dims the user left unbound: the report's tables become one
     decode step after LLM_CONTEXT cached tokens (what a served LLM runs most), and its LLM section gets both
     phases from `llm`. Anything else keeps the shared analyzer."""
@@ -112,15 +113,21 @@ def _decoder_step(a: Analyzer, model: str, name: str, hardware: list[str], shape
     if set(step) & set(dims or {}):
         return a
     notes.add(f"{name}: a decoder with a KV cache: its tables are one decode step (1 new token after "
-              f"{LLM_CONTEXT} cached); the LLM section has both phases")
-    out["llm"].append({"model": name} | study(model, Query(tuple(hardware), (1, 8), (LLM_CONTEXT, 8192)),
-                                              shapes, dims))
+              f"{LLM_CONTEXT} cached)" + ("; the LLM section has both phases" if with_llm else
+                                         "; onnx-hwutil llm has both phases"))
+    if with_llm:
+        out["llm"].append({"model": name} | study(model, Query(tuple(hardware), (1, 8), (LLM_CONTEXT, 8192)),
+                                                  shapes, dims))
     return Analyzer(shapes, {**(dims or {}), **step}, scoped=True)
 
 
 def build(models: list[str], hardware: list[str], batch: int | None = None,
           sweep_batches: list[int] | None = None, precision: str = "auto", fusion: str = "runtime",
-          shapes: dict | None = None, dims: dict | None = None, cited_only: bool = False) -> dict:
+          shapes: dict | None = None, dims: dict | None = None, cited_only: bool = False,
+          parts: frozenset[str] = PARTS, advice_batches: list[int] | None = None) -> dict:
+    """The study document. `parts` leaves out what a caller does not show (`compare` shows no per-kernel
+    rows, findings, fusion presets or LLM section); advice is given at the tables' batch and at
+    `advice_batches` (default: the largest sweep batch), where the model's batch is free."""
     if not 1 <= len(models) <= 2:
         raise HwUtilError("report: give one or two models")
     if fusion not in PRESETS:
@@ -142,7 +149,7 @@ def build(models: list[str], hardware: list[str], batch: int | None = None,
             raise HwUtilError(f"--hw {given[n]} and {hw} are both named {n!r}: rename one (its 'name' field)")
         given[n] = hw
     for name, m in zip(names, models, strict=True):
-        am = _decoder_step(a, m, name, hardware, shapes, dims, out, notes)
+        am = _decoder_step(a, m, name, hardware, shapes, dims, out, notes, "llm" in parts)
         [b] = am.batches(m, [batch] if batch else None)
         here = []
         for hw in hardware:
@@ -150,9 +157,10 @@ def build(models: list[str], hardware: list[str], batch: int | None = None,
             s = am.run(p)
             notes.update(s.notes)
             here.append(s)
-            out["results"].append({"model": name} | s.to_dict(per_subgraph=True)
-                                  | {"findings": [f.to_dict() for f in findings(am, p, s)]})
-            for preset in PRESETS:
+            found = findings(am, p, s) if "findings" in parts else []
+            out["results"].append({"model": name} | s.to_dict(per_subgraph="kernels" in parts)
+                                  | {"findings": [f.to_dict() for f in found]})
+            for preset in PRESETS if "presets" in parts else ():
                 t = am.run(Point(m, hw, b, precision, preset))
                 out["fusion"].append({"model": name} | t.to_dict(False))
         rows = run_points([Point(m, hw, sb, precision, fusion) for hw in hardware for sb in sweep_batches],
@@ -170,7 +178,8 @@ def build(models: list[str], hardware: list[str], batch: int | None = None,
                               "characteristics": am.characteristics(m, b, fusion),
                               "gaps": am.profile(m, b).gaps})
         own = here[0].batch
-        for bb in [own] + ([max(sweep_batches)] if not fixed and max(sweep_batches) != own else []):
+        more = [max(sweep_batches)] if advice_batches is None else advice_batches
+        for bb in [own] + [x for x in more if not fixed and x != own]:
             runs = ([s.to_dict(False) for s in here] if bb == own else
                     [r for r in out["sweep"] if r["model"] == name and r["ok"] and r["batch"] == bb])
             if runs:

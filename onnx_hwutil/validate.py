@@ -180,14 +180,8 @@ def validate(model: str, hw: str = "host", threads: int | None = None, runs: int
                           "spec `calibrate` wrote")
     threads = threads or spec.units
     # The user's batch, else the model's own shapes, else batch 1 for a model with a symbolic batch dim.
-    batch = bindings.batch
-    try:
-        bound = analyzer.bound(model, batch)
-    except HwUtilError:
-        if batch is not None:
-            raise
-        batch = 1
-        bound = analyzer.bound(model, batch)
+    [batch] = analyzer.batches(model, [bindings.batch] if bindings.batch else None)
+    bound = analyzer.bound(model, batch)
     predicted = analyzer.run(Point(model, hw, batch, "fp32", fusion, threads))
     fused = analyzer.fused(model, batch, "fp32", fusion)
 

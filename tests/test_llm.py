@@ -199,6 +199,19 @@ def test_report_of_a_decoder_is_a_decode_step_with_an_llm_section(tmp_path):
     assert any("one decode step" in n for n in d["notes"])
 
 
+def test_compare_of_two_decoders_is_the_reports_decode_step():
+    # compare is study.build without the report's extra parts: the same decode step, no LLM section
+    r = runner.invoke(app, ["compare", PLAIN, INT4, "--hw", "h100-sxm5", "--batch", "1", "-f", "json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    step_macs = 1_235_746_816 + LAYERS * 2 * 32 * 1025 * HEAD
+    assert {n: c["macs"] for n, c in d["characteristics"].items()} == {"llama_1b_kv": step_macs,
+                                                                       "llama_1b_int4": step_macs}
+    assert sum("one decode step" in n for n in d["notes"]) == 2 and "llm" not in d
+    assert [(x["model"], x["batch"]) for x in d["results"]] == [("llama_1b_kv", 1), ("llama_1b_int4", 1)]
+    assert [x["model"] for x in d["advice"]] == ["llama_1b_kv", "llama_1b_int4"]
+
+
 def test_a_cpu_reading_an_embedding_row_is_still_under_the_bound():
     """The genai file keeps a 1 GiB fp32 embedding table a step reads one row of: the bound counts what a
     step reads, so a CPU whose decode is all DRAM traffic sits just under it, never over."""

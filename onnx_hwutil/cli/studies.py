@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from typing import Annotated
 
@@ -56,44 +55,38 @@ def compare(
     output: OutputOpt = None,
 ) -> None:
     """Two models side by side on the same chips: the seed report's tables, with defensible numbers."""
-    from ..analysis import REPORT_HARDWARE, Analyzer, Point
+    from ..analysis import REPORT_HARDWARE
     from ..profile import SCHEMA
     from ..report import analysis_view
-    from ..study import QUESTIONS, best_chips, marked
+    from ..study import QUESTIONS, build, marked
 
     hws = csv_list(hw) or REPORT_HARDWARE
     asked = ints(batch, "--batch")
-    models = [model_a, model_b]
-    b = bindings(shape, dim, None, models)
-    a = Analyzer(b.shapes, b.dims, scoped=True)
-    names = [os.path.splitext(os.path.basename(m))[0] for m in models]
-    if names[0] == names[1]:
-        names = models
-    per_model = {m: a.batches(m, asked, also=[ADVICE_BATCH]) for m in models}
-    results = {(m, hwn, b): a.run(Point(m, hwn, b, precision, fusion)) for m in models for hwn in hws
-               for b in per_model[m]}
-    chars = [a.characteristics(m, per_model[m][0], fusion) for m in models]
-    by_hw = {hwn: [results[(m, hwn, per_model[m][0])] for m in models] for hwn in hws}
-    advice = []
-    for name, m in zip(names, models, strict=True):
-        for b in per_model[m]:
-            runs = [results[(m, hwn, b)].to_dict(False) for hwn in hws]
-            best = best_chips(runs, {a.spec(h).name: a.spec(h) for h in hws}, cited_only)
-            advice.append((name, runs[0]["batch"], *(marked(best, q) for q, _, _ in QUESTIONS)))
-    notes = sorted({n for s in results.values() for n in s.notes})
-    notes.append("precision per chip: " + ", ".join(f"{h} {by_hw[h][0].precision}" for h in hws))
-    notes += [f"{a.spec(h).name}: every number of this chip is an assumption (no silicon); see hw show {h}"
-              for h in hws if all(c.assumed for c in a.spec(h).sources.values())]
+    b = bindings(shape, dim, None, [model_a, model_b])
+    more = asked[1:] if asked else [ADVICE_BATCH]
+    study = build([model_a, model_b], hws, asked[0] if asked else None, more or asked, precision, fusion,
+                  b.shapes, b.dims, cited_only, parts=frozenset(), advice_batches=more)
+    names = [m["name"] for m in study["models"]]
+    hw_names = [h["name"] for h in study["hardware"]]
+    advice = [(a["model"], a["batch"], *(marked(a, q) for q, _, _ in QUESTIONS)) for a in study["advice"]]
+    notes = study["notes"] + ["precision per chip: " + ", ".join(
+        f"{h['name']} {h['precision']}" for h in study["hardware"])]
+    notes += [f"{h['name']}: every number of this chip is an assumption (no silicon); see hw show {h['name']}"
+              for h in study["hardware"] if h["numbers_assumed"] == h["numbers"]]
     if format == "json":
-        emit(to_json({"schema": SCHEMA, "models": dict(zip(names, models, strict=True)),
-                      "characteristics": dict(zip(names, chars, strict=True)),
-                      "results": [s.to_dict(False) | {"model": n} for (m, _, _), s in results.items()
-                                  for n in [names[models.index(m)]]],
+        own = [{k: v for k, v in r.items() if k != "findings"} for r in study["results"]]
+        others = [{k: v for k, v in r.items() if k not in ("asked_precision", "ok")} for r in study["sweep"]
+                  if r["ok"] and r["batch"] in more
+                  and r["batch"] != next(m["batch"] for m in study["models"] if m["name"] == r["model"])]
+        emit(to_json({"schema": SCHEMA, "models": {m["name"]: m["path"] for m in study["models"]},
+                      "characteristics": {m["name"]: m["characteristics"] for m in study["models"]},
+                      "results": sorted(own + others, key=lambda r: (
+                          names.index(r["model"]), hw_names.index(r["hardware"]), r["batch"])),
                       "advice": [dict(zip(["model", "batch", "latency", "throughput", "energy"], r,
                                           strict=True)) for r in advice],
                       "notes": notes}), output)
     else:
-        emit(analysis_view.comparison(names, chars, by_hw, advice, notes), output)
+        emit(analysis_view.comparison(study, names, advice, notes), output)
 
 
 @app.command()

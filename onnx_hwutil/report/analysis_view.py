@@ -10,8 +10,8 @@ from ..hardware.mapping import Schedule
 from .units import not_costed, pct, si, size
 
 
-def _units(s: Schedule) -> str:
-    u = s.units_allocated
+def _units(s: Schedule | dict) -> str:
+    u = s["units_allocated"] if isinstance(s, dict) else s.units_allocated
     return f"{u['mean']:.1f} avg, {u['max']} max / {u['total']} {u['name']}s"
 
 
@@ -126,9 +126,11 @@ def _change(a: float, b: float, ratio: bool = False) -> str:
     return f"{100 * (b - a):+.1f} pts"
 
 
-def comparison(names: list[str], chars: list[dict], by_hw: dict[str, list[Schedule]],
-               advice: list[tuple], notes: list[str]) -> str:
+def comparison(study: dict, names: list[str], advice: list[tuple], notes: list[str]) -> str:
+    """Two models of a study (study.build) side by side: characteristics, then per chip at the tables'
+    batch."""
     a, b = names
+    chars = [m["characteristics"] for m in study["models"]]
     ca, cb = chars
     out = [f"# {a} vs {b}", "", "## Model characteristics", ""]
     rows = [(n, si(c["macs"]), si(c["flops"]), si(c["params"]), size(c["peak_memory_bytes"]),
@@ -139,28 +141,31 @@ def comparison(names: list[str], chars: list[dict], by_hw: dict[str, list[Schedu
     out.append(tabulate(rows, headers=["model", "MACs", "FLOPs", "params", "peak memory",
                                        "FLOP/byte (fused)", "kernels (fused)", "ONNX nodes"],
                         tablefmt="github", disable_numparse=True))
-    for hw, (sa, sb) in by_hw.items():
-        out += ["", f"## {sa.spec.title} ({hw}, {sa.precision}, batch {sa.batch})", ""]
+    n_hw = len(study["hardware"])
+    per_model = [study["results"][i * n_hw:(i + 1) * n_hw] for i in range(2)]
+    by_hw = {hw["name"]: (hw, ra, rb) for hw, ra, rb in zip(study["hardware"], *per_model, strict=True)}
+    for name, (hw, sa, sb) in by_hw.items():
+        out += ["", f"## {hw['title']} ({name}, {sa['precision']}, batch {sa['batch']})", ""]
         rows = [
-            ("Compute util", pct(sa.compute_utilization), pct(sb.compute_utilization),
-             _change(sa.compute_utilization, sb.compute_utilization)),
-            ("Mem BW util", pct(sa.memory_bandwidth_utilization), pct(sb.memory_bandwidth_utilization),
-             _change(sa.memory_bandwidth_utilization, sb.memory_bandwidth_utilization)),
-            ("Attained", si(sa.attained_ops_per_s, "OP/s"), si(sb.attained_ops_per_s, "OP/s"),
-             _change(sa.attained_ops_per_s, sb.attained_ops_per_s, True)),
-            ("Peak at this precision", si(sa.rates.peak_ops_per_s, "OP/s"),
-             si(sb.rates.peak_ops_per_s, "OP/s"), ""),
-            ("Latency", f"{sa.latency_s * 1e3:.3f} ms", f"{sb.latency_s * 1e3:.3f} ms",
-             _change(sa.latency_s, sb.latency_s, True)),
-            ("Throughput", f"{sa.throughput_per_s:,.0f} /s", f"{sb.throughput_per_s:,.0f} /s",
-             _change(sa.throughput_per_s, sb.throughput_per_s, True)),
-            (f"{sa.spec.unit_name}s allocated", _units(sa), _units(sb), ""),
-            ("Energy / inference", f"{sa.energy['total_j'] * 1e3 / sa.batch:.2f} mJ",
-             f"{sb.energy['total_j'] * 1e3 / sb.batch:.2f} mJ",
-             _change(sa.energy["total_j"], sb.energy["total_j"], True)),
+            ("Compute util", pct(sa["compute_utilization"]), pct(sb["compute_utilization"]),
+             _change(sa["compute_utilization"], sb["compute_utilization"])),
+            ("Mem BW util", pct(sa["memory_bandwidth_utilization"]), pct(sb["memory_bandwidth_utilization"]),
+             _change(sa["memory_bandwidth_utilization"], sb["memory_bandwidth_utilization"])),
+            ("Attained", si(sa["attained_ops_per_s"], "OP/s"), si(sb["attained_ops_per_s"], "OP/s"),
+             _change(sa["attained_ops_per_s"], sb["attained_ops_per_s"], True)),
+            ("Peak at this precision", si(sa["peak_ops_per_s"], "OP/s"), si(sb["peak_ops_per_s"], "OP/s"),
+             ""),
+            ("Latency", f"{sa['latency_s'] * 1e3:.3f} ms", f"{sb['latency_s'] * 1e3:.3f} ms",
+             _change(sa["latency_s"], sb["latency_s"], True)),
+            ("Throughput", f"{sa['throughput_per_s']:,.0f} /s", f"{sb['throughput_per_s']:,.0f} /s",
+             _change(sa["throughput_per_s"], sb["throughput_per_s"], True)),
+            (f"{hw['unit_name']}s allocated", _units(sa), _units(sb), ""),
+            ("Energy / inference", f"{sa['energy_per_inference_j'] * 1e3:.2f} mJ",
+             f"{sb['energy_per_inference_j'] * 1e3:.2f} mJ",
+             _change(sa["energy_per_batch_j"], sb["energy_per_batch_j"], True)),
             ("Time compute/memory/overhead-bound",
-             "/".join(pct(sa.bound_share[k]) for k in ("compute", "memory", "overhead")),
-             "/".join(pct(sb.bound_share[k]) for k in ("compute", "memory", "overhead")), ""),
+             "/".join(pct(sa["bound_share"][k]) for k in ("compute", "memory", "overhead")),
+             "/".join(pct(sb["bound_share"][k]) for k in ("compute", "memory", "overhead")), ""),
         ]
         out.append(tabulate(rows, headers=["metric", a, b, "change"], tablefmt="github",
                             disable_numparse=True))
@@ -169,11 +174,11 @@ def comparison(names: list[str], chars: list[dict], by_hw: dict[str, list[Schedu
                                          "least energy / inference"], tablefmt="github",
                         disable_numparse=True))
     out += ["", "## Throughput vs latency", ""]
-    for i, n in enumerate(names):
-        ranked = sorted((s[i] for s in by_hw.values()), key=lambda s: -s.throughput_per_s)
+    for n, results in zip(names, per_model, strict=True):
+        ranked = sorted(results, key=lambda r: -r["throughput_per_s"])
         out.append(f"- {n}: " + "; ".join(
-            f"{s.spec.name} {s.throughput_per_s:,.0f}/s @ {s.latency_s * 1e3:.3f} ms "
-            f"({s.energy['total_j'] * 1e3 / s.batch:.2f} mJ)" for s in ranked))
+            f"{r['hardware']} {r['throughput_per_s']:,.0f}/s @ {r['latency_s'] * 1e3:.3f} ms "
+            f"({r['energy_per_inference_j'] * 1e3:.2f} mJ)" for r in ranked))
     if notes:
         out += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(out)
