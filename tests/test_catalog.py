@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -65,7 +66,7 @@ def test_check_a_users_spec(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(data))
     r = _run("hw", "check", path)
-    assert r.exit_code == 0 and "valid (tpu-v4, tpu); 26 numbers, 10 assumed" in r.stdout
+    assert r.exit_code == 0 and "valid (tpu-v4, tpu); 26 numbers, 8 assumed" in r.stdout
     assert "vector_ops_per_s.fp32" in r.stdout and "absent (optional): sparse_peak_ops_per_s" in r.stdout
     assert _run("hw", "check", path, "--strict").exit_code == 1
     # a clock that does not give the stated peak is named
@@ -105,3 +106,42 @@ def test_the_catalog_covers_what_people_deploy_on():
     # a chip modelled through another kind's backend says so in every result
     for name in ("mi300x", "gaudi3", "inferentia2", "apple-m4-ane"):
         assert load_spec(name).modeling, name
+
+
+def test_corrections_found_by_checking_each_number_against_its_source():
+    """Issue 19's list of corrections, one assertion each (the sources are in the files)."""
+    from onnx_hwutil.hardware.rates import rates
+
+    orin = load_spec("jetson-orin-agx")  # DS-10662-001: 85 sparse fp16 TFLOPS (tensor), 10.649 (CUDA cores)
+    assert not orin.sources["peak_ops_per_s.fp16"].assumed and orin.peak_ops_per_s["fp16"] == 42.5e12
+    assert orin.vector_ops_per_s["fp16"] == 10.649e12 and rates(orin, "fp16").vector_ops_per_s == 10.649e12
+    xeon = load_spec("xeon-8490h")  # AVX512-FP16: fp16 models run (on the vector units), not refused
+    r = rates(xeon, "fp16")
+    assert r.matrix_units == "vector"
+    assert r.vector_ops_per_s == pytest.approx(2 * xeon.vector_ops_per_s["fp32"])
+    k210 = load_spec("kendryte-k210")  # 6 MiB general SRAM holds weights; the 2 MiB AI SRAM counted once
+    assert k210.dram_capacity == 6 * 2**20 and k210.onchip_bytes == 2 * 2**20
+    assert "16-bit" in k210.sources["peak_ops_per_s.int8"].source
+    tpu = load_spec("tpu-v4")  # no int8 x int8 MXU mode: int8 no faster than bf16; VMEM cited (JAX tpu_info)
+    assert tpu.peak_ops_per_s["int8"] == tpu.peak_ops_per_s["bf16"]
+    assert not tpu.sources["backend.tpu.vmem_bytes_per_tensorcore"].assumed
+    assert "one pass" in tpu.sources["emulated.fp32.slowdown"].source.lower()
+    h100 = load_spec("h100-sxm5")  # the device reports 81559 MiB; the clock cites a page that says 1.83 GHz
+    assert h100.dram_capacity == 81559 * 2**20 and "forums.developer" not in h100.sources["clock_hz"].source
+    for name in bundled_specs():  # one label for the same generic figure: assumed everywhere
+        assert load_spec(name).sources["energy.j_per_dram_byte"].assumed, name
+
+
+def test_vector_work_is_priced_at_the_vector_units_energy():
+    """CUDA-core fp16 costs what the file derives for CUDA cores (A100: ~4.6 pJ), not tensor cores' 1.15."""
+    from onnx_hwutil.hardware.rates import rates
+
+    a100 = rates(load_spec("a100-sxm4"), "fp16")
+    assert a100.matrix_j_per_op == pytest.approx(1.154e-12)
+    assert a100.vector_j_per_op == pytest.approx(4.62e-12)
+    for name in bundled_specs():  # wherever a precision's vector units differ from its matrix units
+        s = load_spec(name)
+        for p in set(s.peak_ops_per_s) & set(s.vector_ops_per_s):
+            if s.vector_ops_per_s[p] != s.peak_ops_per_s[p]:
+                assert p in s.vector_j_per_op, (name, p)
+                assert rates(s, p).vector_j_per_op == s.vector_j_per_op[p], (name, p)

@@ -52,7 +52,12 @@ def rates(spec: HardwareSpec, precision: str) -> Rates:
     else:
         vector = spec.vector_ops_per_s["fp32"]
         notes.append(f"{spec.name}: non-matrix {precision} work priced at the fp32 vector rate")
-    vj = j.get(precision) if precision in spec.vector_ops_per_s and precision in j else j.get("fp32", mj)
+    if precision in spec.vector_ops_per_s and precision in spec.vector_j_per_op:
+        vj = spec.vector_j_per_op[precision]  # CUDA cores beside tensor cores: their own energy per op
+    elif precision in spec.vector_ops_per_s and precision in j:
+        vj = j[precision]
+    else:  # the fp32 vector units' energy
+        vj = spec.vector_j_per_op.get("fp32", j.get("fp32", mj))
     if mj is None:
         raise HwUtilError(f"{spec.path}: field 'energy.j_per_op.{precision}': missing")
     return Rates(precision, matrix, vector, mj, vj if vj is not None else mj, how, tuple(notes))

@@ -34,7 +34,9 @@ SCHEMA: dict[str, Any] = {
                "unit_local_bytes": NUM},
     "kernel_overhead_s": NUM,
     "power": {"tdp_w": NUM, "idle_w": NUM},
-    "energy": {"j_per_op": PRECS, "j_per_dram_byte": NUM},
+    # vector_j_per_op: non-matrix work at a precision whose matrix units spend less per op (CUDA cores
+    # beside tensor cores); without it, vector work at that precision is priced at j_per_op
+    "energy": {"j_per_op": PRECS, "vector_j_per_op?": PRECS, "j_per_dram_byte": NUM},
     "backend": "backend",
     "calibration?": "calibration",
     "partitions?": "partitions",
@@ -161,6 +163,7 @@ class HardwareSpec:
     j_per_op: dict[str, float]
     j_per_dram_byte: float
     backend: Backend
+    vector_j_per_op: dict[str, float] = field(default_factory=dict)  # where vector units differ from matrix
     calibration: dict | None = None  # measured rate tables (cpu), see `calibrate`
     # The partitions the vendor defines (NVIDIA MIG profiles): name -> (units, memory bytes), smallest first.
     partitions: dict[str, tuple[int, float]] = field(default_factory=dict)
@@ -363,6 +366,7 @@ def parse(data: Any, path: str) -> HardwareSpec:
         unit_local_bytes=d["memory"]["unit_local_bytes"], kernel_overhead_s=d["kernel_overhead_s"],
         tdp_w=d["power"]["tdp_w"], idle_w=d["power"]["idle_w"], j_per_op=d["energy"]["j_per_op"],
         j_per_dram_byte=d["energy"]["j_per_dram_byte"], backend=d["backend"],
+        vector_j_per_op=d["energy"].get("vector_j_per_op", {}),
         calibration=d.get("calibration"), partitions=d.get("partitions", {}),
         sparse_peak_ops_per_s=d.get("sparse_peak_ops_per_s", {}), interconnect=d.get("interconnect"),
         modeling=d.get("modeling"),
