@@ -40,10 +40,21 @@ PUBLISHED = [
     ("Xeon 6980P (1 of 2 sockets), ResNet-50, Offline", "resnet50", "xeon-6980p", 256, "int8", "throughput",
      45_617.3 / 2, f"{MLPERF}_v4.1 closed/Intel/results/1-node-2S-GNR-PyTorch resnet50 Offline, halved",
      "MRDIMM-8800 (ours DDR5-6400); preview"),
+    ("RTX 4090, ResNet-50, Offline", "resnet50", "rtx-4090", 256, "int8", "throughput", 45_772.1,
+     f"{MLPERF}_v3.1 closed/CTuning/results/"
+     "amd_zen4_workstation-nvidia_original-gpu-tensorrt-vdefault-default_config resnet50 offline"
+     " (mlperf_log_detail.txt result_samples_per_second)", "TensorRT 8.6 INT8; edge, 1 GPU"),
+    ("RTX 4090 (1 of 2), ResNet-50, Offline", "resnet50", "rtx-4090", 256, "int8", "throughput", 88_476.4 / 2,
+     f"{MLPERF}_v5.1 closed/GATEOverflow/results/rtx4090x2-nvidia-gpu-TensorRT-default_config"
+     " resnet50 offline, divided by 2", "TensorRT INT8; edge, 2-GPU system"),
     ("A100 SXM, ResNet-50, SingleStream p90", "resnet50", "a100-sxm4", 1, "int8", "latency_ms", 0.457,
      f"{MLPERF}_v3.0 closed/NVIDIA DGX-A100_A100-SXM-80GBx1_TRT resnet50 SingleStream", "TensorRT INT8"),
     ("Jetson AGX Orin, ResNet-50, SingleStream p90", "resnet50", "jetson-orin-agx", 1, "int8", "latency_ms",
      0.640, f"{MLPERF}_v3.1 closed/NVIDIA Orin edge resnet50 SingleStream", "GPU only assumed"),
+    ("RTX 4090, ResNet-50, SingleStream p90", "resnet50", "rtx-4090", 1, "int8", "latency_ms", 0.221487,
+     f"{MLPERF}_v3.1 closed/CTuning/results/"
+     "amd_zen4_workstation-nvidia_original-gpu-tensorrt-vdefault-default_config resnet50 singlestream",
+     "TensorRT 8.6 INT8"),
     ("Xeon 8480+ (1 of 2 sockets), ResNet-50, Offline", "resnet50", "xeon-8490h", 256, "int8", "throughput",
      20_565.5 / 2, f"{MLPERF}_v3.1 closed/Intel 1-node-2S-SPR-PyTorch-INT8 resnet50 Offline, halved",
      "8480+ has 56 cores, ours 60"),

@@ -130,6 +130,17 @@ def test_corrections_found_by_checking_each_number_against_its_source():
     assert h100.dram_capacity == 81559 * 2**20 and "forums.developer" not in h100.sources["clock_hz"].source
     for name in bundled_specs():  # one label for the same generic figure: assumed everywhere
         assert load_spec(name).sources["energy.j_per_dram_byte"].assumed, name
+    # capacities as the device reports them where a report was found (nvidia-smi MiB, HIP's total) ...
+    reported = {"rtx-4090": 24564 * 2**20, "a10g": 23028 * 2**20, "b200": 183359 * 2**20,
+                "h200-sxm": int(139.75 * 2**30), "mi300x": 196592 * 2**20}
+    def capacity_source(name):
+        return load_spec(name).sources["memory.dram_capacity_bytes"].source.lower()
+
+    for name, nbytes in reported.items():
+        assert load_spec(name).dram_capacity == nbytes and "what the device reports" in capacity_source(name)
+    # ... and the decimal marketing figure, said to be one, where none was
+    for name in ("h100-pcie", "gaudi3"):
+        assert "marketing figure" in capacity_source(name), name
 
 
 def test_vector_work_is_priced_at_the_vector_units_energy():
