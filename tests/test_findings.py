@@ -43,10 +43,12 @@ def test_batch_search_says_when_no_batch_fills_the_chip():
 
 
 def test_memory_bound_names_the_fusion_and_the_bytes_it_saves():
-    s, fs = _findings(model_path("resnet50"), "xeon-8490h")
+    # ViT-B/16: on a CPU the runtime preset (ORT_ENABLE_ALL) already folds ResNet-50's residual Adds and
+    # Relus into its convs (NCHWc), so there the aggressive what-if saves no bytes; attention still does.
+    s, fs = _findings(model_path("vit_b_16"), "xeon-8490h")
     f = fs["memory_bound"]
     assert f.evidence["memory_bound_share"] == s.bound_share["memory"] >= 0.3
-    agg = analyze(model_path("resnet50"), "xeon-8490h", 1, s.precision, "aggressive")[0]
+    agg = analyze(model_path("vit_b_16"), "xeon-8490h", 1, s.precision, "aggressive")[0]
     o = f.evidence["fusion_options"]["aggressive"]
     assert o["saved_bytes"] == s.dram_bytes - agg.dram_bytes > 0
     assert o["latency_s"] == pytest.approx(agg.latency_s, rel=1e-12)

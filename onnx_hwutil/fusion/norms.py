@@ -215,6 +215,29 @@ GELU = Family(Rule("GeluFusion", (
 ), mirrors="ORT GeluFusion: x * 0.5 * (1 + erf(x / sqrt(2))) as one Gelu"),
     "Gelu", body=("scale", "erf", "one", "half", "product"), tail=("half"))
 
+def _half_of_x_or_product(ctx: Context, anchor: str, node: str) -> str | None:
+    """ORT's GeluFusion takes the 0.5 only as (x * 0.5) * (1 + erf) or (x * (1 + erf)) * 0.5."""
+    if reason := constant_is(0.5, "the 0.5 of 0.5x")(ctx, anchor, node):
+        return reason
+    x = ctx.graph.by_name[anchor].outputs[0]
+    other = [t for t in ctx.graph.by_name[node].inputs if not ctx.constant(t)]
+    prod = ctx.graph.producer.get(other[0]) if other else None
+    if other == [x] or (prod is not None and prod.op_type == "Mul" and x in prod.inputs):
+        return None
+    what = other[0] if other else "?"
+    return (f"the 0.5 multiplies {what!r}, neither x nor x * (1 + erf): ORT's GeluFusion "
+            "matches only 0.5x * (1 + erf) and x * (1 + erf) * 0.5, so it runs this order (the torch dynamo "
+            "exporter's) as separate Div, Erf, Add and Mul kernels")
+
+
+GELU_ORT = Family(Rule("GeluFusion", (
+    Step("scale", ops=frozenset({"Div"}), check=constant_is(SQRT2, "sqrt(2)", operand=1)),
+    *GELU.rule.steps[1:3],
+    Step("half", ops=frozenset({"Mul"}), check=_half_of_x_or_product),
+    GELU.rule.steps[4],
+), mirrors=GELU.rule.mirrors + " (ORT's exact patterns: x / sqrt(2), the 0.5 on x or on the product)"),
+    "Gelu", body=GELU.body, tail=GELU.tail)
+
 FAST_GELU = Family(Rule("FastGeluFusion", (
     Step("cube", ops=frozenset({"Pow", "Mul"}), check=_cube, at_most=2),  # x*x*x: two Muls
     Step("coefficient", ops=frozenset({"Mul"}), check=constant_is(GELU_CUBIC, "the cubic coefficient")),
@@ -262,8 +285,9 @@ RMS_NORM = Family(Rule("SimplifiedLayerNormFusion", (
 FAMILIES = (GELU, FAST_GELU, LAYER_NORM, RMS_NORM)
 
 
-def family_rule(label: str, ops: set[str]) -> Family | None:
-    """The rule that decides a region labelled `label` whose ops are `ops` (None: the generic one)."""
+def family_rule(label: str, ops: set[str], exact: bool = False) -> Family | None:
+    """The rule that decides a region labelled `label` whose ops are `ops` (None: the generic one); `exact`:
+    only the patterns ONNX Runtime itself matches."""
     if label == "Gelu":
-        return GELU if "Erf" in ops else FAST_GELU
+        return (GELU_ORT if exact else GELU) if "Erf" in ops else FAST_GELU
     return {"LayerNorm": LAYER_NORM, "RMSNorm": RMS_NORM}.get(label)

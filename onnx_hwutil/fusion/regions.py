@@ -16,7 +16,7 @@ from .context import (
     Step,
     group_name,
 )
-from .norms import FAST_GELU, GELU, LAYER_NORM, RMS_NORM, Family, family_rule
+from .norms import FAST_GELU, GELU, GELU_ORT, LAYER_NORM, RMS_NORM, Family, family_rule
 from .partition import Partition
 
 # Ops only a norm, GELU or softmax written out op by op has between a fan-out and where its readers meet.
@@ -71,6 +71,7 @@ class NormPass(FusionPass):
     help = ("decomposed LayerNorm/RMSNorm/Softmax/GELU patterns into one kernel; a residual Add feeding "
             "only a LayerNorm joins it (SkipLayerNorm)")
     rules = (GELU.rule, FAST_GELU.rule, LAYER_NORM.rule, RMS_NORM.rule, DECOMPOSED_NORM, SKIP_LAYER_NORM)
+    exact = False  # True: only the GELU patterns ONNX Runtime matches (OrtNormPass)
 
     def apply(self, ctx: Context, part: Partition) -> None:
         rule = DECOMPOSED_NORM
@@ -105,7 +106,7 @@ class NormPass(FusionPass):
                 gids.add(part.group_of[n.name])
             old = {ctx.op(m) for g in gids for m in part.members[g]} | ops
             label = family(old)
-            fam = family_rule(label, old)
+            fam = family_rule(label, old, self.exact)
             if fam is not None and self._refused(ctx, fam, n.name, region, end):
                 continue
             which = fam.rule.name if fam else rule.name
@@ -189,6 +190,14 @@ class NormPass(FusionPass):
             elif self.merge(part, {pg, gid}, rule.name, n.name, "residual",
                             label="SkipLayerNorm" if is_ln else part.labels.get(gid)) is None:
                 self.reject(rule, prod.name, CYCLE, anchor=n.name)
+
+
+class OrtNormPass(NormPass):
+    name = "ort_norm"
+    help = ("the norm pass with ONNX Runtime's own GELU patterns: GeluFusion takes x / sqrt(2) and the 0.5 "
+            "on x or on the product only (not the torch dynamo exporter's 0.5 * (1 + erf) first)")
+    rules = (GELU_ORT.rule, *NormPass.rules[1:])
+    exact = True
 
 
 class AttentionPass(FusionPass):
