@@ -81,7 +81,8 @@ def test_idle_units_and_a_well_used_chip():
 
 def test_a_batch_bound_by_dim_is_not_called_fixed_by_the_file():
     a = Analyzer(dims={"batch": 8})
-    p = Point(model_path("resnet18"), "xeon-8490h", None, "auto", "runtime")
+    # fusion none: with the runtime preset's NCHWc folds ResNet-18 at batch 8 is no longer under-utilized
+    p = Point(model_path("resnet18"), "xeon-8490h", None, "auto", "none")
     s = a.run(p)
     f = {f.rule: f for f in findings(a, p, s)}["low_utilization"]
     assert s.batch == 8 and "batch_fixed" not in f.evidence and f.evidence["searched_up_to"] == 8
@@ -92,7 +93,7 @@ def test_a_batch_bound_by_dim_is_not_called_fixed_by_the_file():
 def test_overhead_share_is_the_launch_time_itself():
     s, fs = _findings(model_path("resnet18"), "h100-sxm5")
     ev = fs["overhead_bound"].evidence
-    assert ev["overhead_share"] == pytest.approx(39 * 5e-6 / s.latency_s)
+    assert ev["overhead_share"] == pytest.approx(23 * 5e-6 / s.latency_s)  # ORT_ENABLE_ALL's 23 kernels
     # every kernel is overhead-bound, but not all of the time is overhead
     assert ev["overhead_share"] < s.bound_share["overhead"] == 1.0
 

@@ -71,7 +71,7 @@ def test_a_fused_gelu_names_gelu_fusion(tmp_path):
     assert g.label == "Gelu" and set(g.nodes) == {"div", "erf", "plus1", "half", "product"}
     e = explain(p, "erf", "runtime")
     assert {m.rule for _, m in e.merges} == {"GeluFusion"}
-    assert "merged by rule GeluFusion (pass norm" in "\n".join(e.lines())
+    assert "merged by rule GeluFusion (pass ort_norm" in "\n".join(e.lines())
 
 
 @pytest.mark.parametrize(("kw", "bad", "words"), [
@@ -85,7 +85,7 @@ def test_a_gelu_with_the_wrong_constant_is_refused_with_its_reason(tmp_path, kw,
     gelu = next(c for c in e.candidates if c.rule == "GeluFusion")
     assert not gelu.took and len(gelu.reasons) == 1
     assert gelu.reasons[0].startswith(f"at {bad}: ") and words in gelu.reasons[0]
-    assert any(words in line and "rule GeluFusion (pass norm; step erf)" in line for line in e.lines())
+    assert any(words in line and "rule GeluFusion (pass ort_norm; step erf)" in line for line in e.lines())
     # the node at fault hears it without the "at": the reason is about itself
     mine = next(c for c in explain(p, bad, "runtime").candidates if c.rule == "GeluFusion")
     assert words in mine.reasons[0] and not mine.reasons[0].startswith("at ")
@@ -117,7 +117,7 @@ def test_a_layer_norm_whose_epsilon_is_not_constant_is_refused_whole(tmp_path):
 def test_the_rules_are_data_named_after_ort_transformers():
     from onnx_hwutil.fusion import PASSES
 
-    names = {r.name: r for r in PASSES["norm"].rules}
+    names = {r.name: r for r in PASSES["ort_norm"].rules}
     assert {"GeluFusion", "FastGeluFusion", "LayerNormFusion", "SimplifiedLayerNormFusion"} <= set(names)
     for r in (names["GeluFusion"], names["LayerNormFusion"]):
         assert r.mirrors.startswith("ORT ") and all(s.ops for s in r.steps)
