@@ -57,7 +57,11 @@ RULES = [
     ("FusedMatMul", "MatMul+Mul, Mul+MatMul", "MatMulScaleFusion / MatMulTransposeFusion: scalar scale "
      "and last-two-dims transposes fold into the matmul"),
     ("SkipLayerNormalization", "SkipLayerNorm", "SkipLayerNormFusion: residual Add feeding only a LayerNorm"),
-    ("Gelu", "Gelu", "GeluFusion: x*0.5*(1+erf(x/sqrt2)) as one op"),
+    ("Gelu", "Gelu", "GeluFusion: x*0.5*(1+erf(x/sqrt2)) as one op (ORT's two orders only: not the torch "
+     "dynamo exporter's x*(0.5*(1+erf)))"),
+    ("QuickGelu", "QuickGelu", "QuickGeluFusion: x*Sigmoid(x), x*Sigmoid(alpha*x) (SiLU, Swish)"),
+    ("QLinearConv, QLinearMatMul, ...", "QLinear<op>", "QDQ node units: DequantizeLinear -> op -> "
+     "QuantizeLinear as one quantized kernel; DQ/Q around data-movement ops dropped"),
     ("BiasGelu", "Gelu", "BiasGeluFusion (dynamic shapes): the bias Add joins the GELU, not the MatMul"),
     ("LayerNormalization", "LayerNorm / LayerNormalization", "LayerNormFusion of decomposed patterns"),
     ("Split", "Split", "GatherToSplitFusion: sibling Gathers at constant indices"),

@@ -43,10 +43,12 @@ def test_batch_search_says_when_no_batch_fills_the_chip():
 
 
 def test_memory_bound_names_the_fusion_and_the_bytes_it_saves():
-    s, fs = _findings(model_path("resnet50"), "xeon-8490h")
+    # ViT-B/16: on a CPU the runtime preset (ORT_ENABLE_ALL) already folds ResNet-50's residual Adds and
+    # Relus into its convs (NCHWc), so there the aggressive what-if saves no bytes; attention still does.
+    s, fs = _findings(model_path("vit_b_16"), "xeon-8490h")
     f = fs["memory_bound"]
     assert f.evidence["memory_bound_share"] == s.bound_share["memory"] >= 0.3
-    agg = analyze(model_path("resnet50"), "xeon-8490h", 1, s.precision, "aggressive")[0]
+    agg = analyze(model_path("vit_b_16"), "xeon-8490h", 1, s.precision, "aggressive")[0]
     o = f.evidence["fusion_options"]["aggressive"]
     assert o["saved_bytes"] == s.dram_bytes - agg.dram_bytes > 0
     assert o["latency_s"] == pytest.approx(agg.latency_s, rel=1e-12)
@@ -79,7 +81,8 @@ def test_idle_units_and_a_well_used_chip():
 
 def test_a_batch_bound_by_dim_is_not_called_fixed_by_the_file():
     a = Analyzer(dims={"batch": 8})
-    p = Point(model_path("resnet18"), "xeon-8490h", None, "auto", "runtime")
+    # fusion none: with the runtime preset's NCHWc folds ResNet-18 at batch 8 is no longer under-utilized
+    p = Point(model_path("resnet18"), "xeon-8490h", None, "auto", "none")
     s = a.run(p)
     f = {f.rule: f for f in findings(a, p, s)}["low_utilization"]
     assert s.batch == 8 and "batch_fixed" not in f.evidence and f.evidence["searched_up_to"] == 8
@@ -90,7 +93,7 @@ def test_a_batch_bound_by_dim_is_not_called_fixed_by_the_file():
 def test_overhead_share_is_the_launch_time_itself():
     s, fs = _findings(model_path("resnet18"), "h100-sxm5")
     ev = fs["overhead_bound"].evidence
-    assert ev["overhead_share"] == pytest.approx(39 * 5e-6 / s.latency_s)
+    assert ev["overhead_share"] == pytest.approx(23 * 5e-6 / s.latency_s)  # ORT_ENABLE_ALL's 23 kernels
     # every kernel is overhead-bound, but not all of the time is overhead
     assert ev["overhead_share"] < s.bound_share["overhead"] == 1.0
 

@@ -131,9 +131,11 @@ def test_unknown_preset_and_pass_are_input_errors(bundled):
 
 
 # -- against ONNX Runtime ----------------------------------------------------------------------------------
-# Kernel counts of ORT's optimized graph (ORT_ENABLE_EXTENDED, CPU, batch 1), as written by
-# scripts/compare_fusion_ort.py: shape-only ops and layout reorders (Transpose) are not kernels.
-ORT_KERNELS = {"resnet18": 39, "resnet50": 88}
+# Kernel counts of ORT's optimized graph (ORT_ENABLE_ALL, a default CPU session, batch 1), as written by
+# scripts/compare_fusion_ort.py: shape-only ops and layout reorders (Transpose, NCHWc ReorderInput/Output)
+# are not kernels. The NCHWc transformer folds each residual Add and its Relu into a Conv (39 -> 23, 88 -> 56
+# since the `runtime` preset mirrors it; ORT_ENABLE_EXTENDED gives 39 and 88).
+ORT_KERNELS = {"resnet18": 23, "resnet50": 56}
 
 
 def _kernels(f):
@@ -166,3 +168,33 @@ def test_runtime_preset_matches_live_onnxruntime(tmp_path):
     ort_nodes = onnx.load(str(tmp_path / "opt.onnx")).graph.node
     ours = fuse(onnx_hwutil.profile(path), "runtime")
     assert len(ours.kernels) == len(ort_nodes) == 4  # FusedConv(+Relu), Conv, Add, Relu
+
+
+@pytest.mark.parametrize(("channels", "expected"), [(8, 4), (16, 2)])
+def test_runtime_preset_matches_a_default_onnxruntime_session(tmp_path, channels, expected):
+    """ORT_ENABLE_ALL: with 16 channels (a multiple of the NCHWc block) and both operands of the residual Add
+    from NCHWc convolutions, the Add and its Relu join the second Conv; with 8 channels and the Add reading
+    the graph's input, nothing beyond Conv+Relu fuses."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    c = channels
+    w = [onnx.numpy_helper.from_array(rng.standard_normal((c, c, 3, 3)).astype(np.float32), f"w{i}")
+         for i in range(2)]
+    residual = "x" if c == 8 else "b"
+    m = model([helper.make_node("Conv", ["x", "w0"], ["a"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+               helper.make_node("Relu", ["a"], ["b"]),
+               helper.make_node("Conv", ["b", "w1"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+               helper.make_node("Add", ["c", residual], ["d"]),
+               helper.make_node("Relu", ["d"], ["y"])],
+              [vi("x", T.FLOAT, [1, c, 16, 16])], [vi("y", T.FLOAT, [1, c, 16, 16])], w)
+    path = save(m, tmp_path / "block.onnx")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    ort_nodes = [n for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node
+                 if n.op_type not in ("ReorderInput", "ReorderOutput", "Transpose")]
+    ours = fuse(onnx_hwutil.profile(path), "runtime")
+    assert len(ours.kernels) == len(ort_nodes) == expected

@@ -40,17 +40,28 @@ def test_a_fused_node_names_its_rule_and_its_subgraph(resnet18):
 
 
 def test_a_node_left_alone_gives_each_rules_reason(resnet18):
-    e = explain(resnet18, "/layer1/layer1.0/conv2/Conv", "runtime")
+    # at ORT_ENABLE_EXTENDED (the runtime preset less the NCHWc transformer) the residual Add stays apart
+    e = explain(resnet18, "/layer1/layer1.0/conv2/Conv", "runtime", disable=["nchwc"])
     assert e.members == ("/layer1/layer1.0/conv2/Conv",) and e.merges == ()
     why = {c.rule: c.reasons for c in e.candidates}
     assert why == {
         "ConvBNFusion": (),  # anchored at BatchNormalizations: none reads this conv
+        "QDQSelectorActionTransformer": ("no input comes from a DequantizeLinear: a float op",),
         "BiasScaleActivation": ("at /layer1/layer1.0/Add: bias: no constant operand: a sum of two run-time "
                                 "tensors (a residual), not a bias",)}
-    assert e.lines()[2] == ("  rule BiasScaleActivation (pass activation; step matrix): at "
+    assert e.lines()[3] == ("  rule BiasScaleActivation (pass activation; step matrix): at "
                             "/layer1/layer1.0/Add: bias: no constant operand: a sum of two run-time tensors "
                             "(a residual), not a bias")
     assert "never reached it" in e.lines()[1]
+
+
+def test_the_nchwc_transformer_takes_the_residual_add_and_its_relu(resnet18):
+    e = explain(resnet18, "/layer1/layer1.0/Add", "runtime")
+    assert e.members == ("/layer1/layer1.0/conv2/Conv", "/layer1/layer1.0/Add",
+                         "/layer1/layer1.0/relu_1/Relu")
+    assert [(p, m.rule, m.step) for p, m in e.merges] == [("nchwc", "NchwcTransformer", "sum"),
+                                                          ("nchwc", "NchwcTransformer", "relu")]
+    assert "CPU only" in PASSES["nchwc"].help and "ORT_ENABLE_ALL" in PASSES["nchwc"].rules[0].mirrors
 
 
 X = [vi("x", T.FLOAT, [1, 8, 16, 16])]
@@ -109,7 +120,8 @@ def test_an_unknown_node_is_a_one_line_input_error_with_close_names(resnet18):
 
 def test_every_pass_reports_its_merges(resnet18):
     f = fuse(resnet18, "runtime")
-    assert f.pass_merges == {"shape": 1, "conv_bn": 0, "norm": 0, "operand": 0, "activation": 9}
+    assert f.pass_merges == {"shape": 1, "conv_bn": 0, "qdq": 0, "ort_norm": 0, "quick_gelu": 0, "operand": 0,
+                             "activation": 9, "nchwc": 16}
 
 
 # -- broken passes trip the postconditions ----------------------------------------------------------------
@@ -152,10 +164,10 @@ def test_a_pass_that_merges_around_a_node_is_caught(resnet18, monkeypatch):
 
 
 def test_a_pass_that_folds_what_it_did_not_merge_is_caught(resnet18, monkeypatch):
-    _broken(monkeypatch, "norm", lambda ctx, part: part.folded.add("/layer1/layer1.0/Add"))
+    _broken(monkeypatch, "ort_norm", lambda ctx, part: part.folded.add("/layer1/layer1.0/Add"))
     with pytest.raises(InvariantViolation) as e:
         fuse(resnet18, "runtime")
-    assert (e.value.pass_name, e.value.invariant) == ("norm", "folded")
+    assert (e.value.pass_name, e.value.invariant) == ("ort_norm", "folded")
     assert e.value.detail == ("/layer1/layer1.0/Add is folded away but not into the subgraph of the node it "
                               "reads")
 
@@ -186,10 +198,11 @@ def test_fuse_explain_on_the_command_line():
     from onnx_hwutil.cli import app
 
     runner = CliRunner()
-    r = runner.invoke(app, ["fuse", "models/resnet18.onnx", "--explain", "/layer1/layer1.0/conv2/Conv"])
+    r = runner.invoke(app, ["fuse", "models/resnet18.onnx", "--explain", "/layer1/layer1.0/conv2/Conv",
+                            "--disable", "nchwc"])
     assert r.exit_code == 0, r.output
     assert r.output.splitlines()[0] == ("/layer1/layer1.0/conv2/Conv (Conv) is a kernel of its own: "
-                                        "subgraph 3 'Conv' under preset runtime")
+                                        "subgraph 3 'Conv' under preset runtime-nchwc")
     assert "at /layer1/layer1.0/Add: bias: no constant operand" in r.output
     r = runner.invoke(app, ["fuse", "models/resnet18.onnx", "--explain", "/relu/Relu", "-f", "json"])
     d = json.loads(r.output)

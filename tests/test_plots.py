@@ -25,7 +25,7 @@ def test_roofline_has_a_point_per_kernel_and_one_for_the_model():
     fig = plots.roofline(e)
     kernels, model = _scatters(fig)
     shown = [k for k in e["subgraphs"] if k["flops"] and k["dram_bytes"]]
-    assert len(kernels.get_offsets()) == len(shown) == 39  # every ResNet-18 kernel computes and reads DRAM
+    assert len(kernels.get_offsets()) == len(shown) == 23  # every ResNet-18 kernel computes and reads DRAM
     [(x, y)] = model.get_offsets()
     assert x == e["arithmetic_intensity"] and y == e["attained_ops_per_s"]
     sizes = kernels.get_sizes()
@@ -68,7 +68,8 @@ def test_bars_across_chips_and_presets():
                ("none", "runtime", "aggressive")]
     fig = plots.fusion_bars(presets)
     assert [len(ax.patches) for ax in fig.axes] == [6, 6, 6]
-    assert sorted(p.get_height() for p in fig.axes[0].patches) == [23, 23, 39, 39, 48, 48]
+    # runtime (ORT_ENABLE_ALL: residual Add and Relu folded into the convs) and aggressive both give 23
+    assert sorted(p.get_height() for p in fig.axes[0].patches) == [23, 23, 23, 23, 48, 48]
 
 
 def test_saved_files_are_valid_and_reproducible(tmp_path):

@@ -270,7 +270,8 @@ def test_a_narrower_type_with_the_same_peak_is_not_said_to_raise_it():
     from onnx_hwutil.findings import findings
 
     a = Analyzer()
-    p = Point(model_path("resnet18"), "tpu-v4", 1, "auto", "runtime")
+    # unfused: with the runtime preset's NCHWc folds, int8 is no longer faster than bf16 here at all
+    p = Point(model_path("resnet18"), "tpu-v4", 1, "auto", "none")
     [f] = [f for f in findings(a, p, a.run(p)) if f.rule == "below_ridge"]
     int8 = f.evidence["by_precision"]["int8"]
     assert int8["peak_ops_per_s"] == f.evidence["by_precision"]["bf16"]["peak_ops_per_s"] == 275e12

@@ -10,18 +10,22 @@ from .context import Context, FusionPass, PassResult
 from .contract import check_costs, check_fixpoint, check_partition
 from .fused import FusedGraph
 from .kinds import AggressivePass, ElementwisePass, EpiloguePass, ShapePass
+from .ort_rules import NchwcPass, QuickGeluPass
 from .partition import Partition
-from .regions import AttentionPass, NormPass
+from .qdq import QdqPass
+from .regions import AttentionPass, NormPass, OrtNormPass
 
 PASSES: dict[str, type[FusionPass]] = {p.name: p for p in (
-    ShapePass, ConvBnPass, OperandPass, ActivationPass, EpiloguePass, ElementwisePass, NormPass,
-    AttentionPass, AggressivePass)}
+    ShapePass, ConvBnPass, OperandPass, ActivationPass, EpiloguePass, ElementwisePass, NormPass, OrtNormPass,
+    QuickGeluPass, NchwcPass, QdqPass, AttentionPass, AggressivePass)}
 PRESETS: dict[str, list[str]] = {
     "none": [],
-    # What ONNX Runtime's CPU optimizer does at ORT_ENABLE_EXTENDED: folds shape math, BN into Conv,
-    # transposes and scales into matmul operands, bias/scale/activation after matrix ops, and decomposed
-    # norms and GELU into single kernels (checked by scripts/compare_fusion_ort.py).
-    "runtime": ["shape", "conv_bn", "norm", "operand", "activation"],
+    # What a default ONNX Runtime CPU session runs (ORT_ENABLE_ALL): folds shape math, BN into Conv,
+    # QDQ node units (DQ -> op -> Q) into quantized kernels, decomposed norms and GELU (ORT's own patterns
+    # only) and x*sigmoid(x) into single kernels, transposes
+    # and scales into matmul operands, bias/scale/activation after matrix ops, and (NCHWc, CPU only) a
+    # residual Add and its Relu into a Conv (checked by scripts/compare_fusion_ort.py).
+    "runtime": ["shape", "conv_bn", "qdq", "ort_norm", "quick_gelu", "operand", "activation", "nchwc"],
     # What a fusing compiler (TVM, XLA, TensorRT) can do, attention included.
     "aggressive": ["shape", "conv_bn", "norm", "operand", "attention", "epilogue", "elementwise",
                    "aggressive"],

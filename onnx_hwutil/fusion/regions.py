@@ -16,6 +16,7 @@ from .context import (
     Step,
     group_name,
 )
+from .norms import FAST_GELU, GELU, GELU_ORT, LAYER_NORM, RMS_NORM, Family, family_rule
 from .partition import Partition
 
 # Ops only a norm, GELU or softmax written out op by op has between a fan-out and where its readers meet.
@@ -69,7 +70,8 @@ class NormPass(FusionPass):
     name = "norm"
     help = ("decomposed LayerNorm/RMSNorm/Softmax/GELU patterns into one kernel; a residual Add feeding "
             "only a LayerNorm joins it (SkipLayerNorm)")
-    rules = (DECOMPOSED_NORM, SKIP_LAYER_NORM)
+    rules = (GELU.rule, FAST_GELU.rule, LAYER_NORM.rule, RMS_NORM.rule, DECOMPOSED_NORM, SKIP_LAYER_NORM)
+    exact = False  # True: only the GELU patterns ONNX Runtime matches (OrtNormPass)
 
     def apply(self, ctx: Context, part: Partition) -> None:
         rule = DECOMPOSED_NORM
@@ -103,24 +105,61 @@ class NormPass(FusionPass):
             if part.group_of[n.name] in norm_groups:  # the second half of a pattern (LayerNorm's variance)
                 gids.add(part.group_of[n.name])
             old = {ctx.op(m) for g in gids for m in part.members[g]} | ops
-            gid = self.merge(part, gids, rule.name, n.name, "body", label=family(old))
-            if gid is None:
-                self.reject(rule, n.name, CYCLE)
+            label = family(old)
+            fam = family_rule(label, old, self.exact)
+            if fam is not None and self._refused(ctx, fam, n.name, region, end):
                 continue
-            gid = self._tail(ctx, part, gid, n.name)
+            which = fam.rule.name if fam else rule.name
+            gid = self.merge(part, gids, which, n.name, "body", label=label)
+            if gid is None:
+                self.reject(fam.rule if fam else rule, n.name, CYCLE)
+                continue
+            gid = self._tail(ctx, part, gid, n.name, fam)
             norm_groups.add(gid)
         self._skip(ctx, part, norm_groups)
 
-    def _tail(self, ctx: Context, part: Partition, gid: int, start: str) -> int:
-        """Constant-operand elementwise ops right after (GELU's x0.5, LayerNorm's gamma and beta)."""
+    def _refused(self, ctx: Context, fam: Family, start: str, region: list[str], end: str) -> bool:
+        """Does the family's rule refuse the region (its body)? A LayerNorm's mean half (ending at the Sub
+        that centres the input) is judged with the variance half that follows it, so that a refused
+        variance half leaves no half-fused LayerNorm behind."""
+        nodes = [m for m in region if ctx.real(m)]
+        if fam is LAYER_NORM and ctx.op(end) == "Sub":
+            nxt = ctx.ipdom.get(end)
+            more = ctx.region(end, nxt) if nxt else None
+            nodes += [m for m in more or () if ctx.real(m) and m not in nodes]
+        refusal = fam.fit(ctx, nodes, start)
+        if refusal is None:
+            return False
+        bad, reason = refusal
+        for m in nodes:  # every node of the candidate answers for it in `explain`
+            self.reject(fam.rule, bad, reason, anchor=m)
+        return True
+
+    def _tail(self, ctx: Context, part: Partition, gid: int, start: str, fam: Family | None) -> int:
+        """The ops right after that the family takes (GELU's x0.5, a LayerNorm's gamma and beta); without a
+        family, constant-operand elementwise ops."""
         tail = DECOMPOSED_NORM.steps[2]
         label = part.labels.get(gid)
+        taken: dict[str, int] = {}
         while True:
             nxt = ctx.sole_consumer(part, gid)
             real = ctx.real_members(part, nxt) if nxt is not None else []
-            if len(real) != 1 or not tail.matches(ctx, real[0]) or tail.refuses(ctx, start, real[0]):
+            if len(real) != 1:
                 return gid
-            merged = self.merge(part, {gid, nxt}, DECOMPOSED_NORM.name, start, "tail", label=label)
+            c = real[0]
+            if fam is None:
+                if not tail.matches(ctx, c) or tail.refuses(ctx, start, c):
+                    return gid
+                which, step_name = DECOMPOSED_NORM.name, "tail"
+            else:
+                step, why = fam.tail_step(ctx, start, c, taken)
+                if step is None:
+                    if why:
+                        self.reject(fam.rule, c, why, anchor=start)
+                    return gid
+                taken[step.name] = taken.get(step.name, 0) + 1
+                which, step_name = fam.rule.name, step.name
+            merged = self.merge(part, {gid, nxt}, which, start, step_name, label=label)
             if merged is None:
                 return gid
             gid = merged
@@ -148,8 +187,17 @@ class NormPass(FusionPass):
             elif (sole := ctx.sole_consumer(part, pg)) != gid:
                 self.reject(rule, prod.name, ctx.no_sole_consumer(part, pg) if sole is None
                             else f"its result reaches {n.name} through another subgraph", anchor=n.name)
-            elif self.merge(part, {pg, gid}, rule.name, n.name, "residual", label="SkipLayerNorm") is None:
+            elif self.merge(part, {pg, gid}, rule.name, n.name, "residual",
+                            label="SkipLayerNorm" if is_ln else part.labels.get(gid)) is None:
                 self.reject(rule, prod.name, CYCLE, anchor=n.name)
+
+
+class OrtNormPass(NormPass):
+    name = "ort_norm"
+    help = ("the norm pass with ONNX Runtime's own GELU patterns: GeluFusion takes x / sqrt(2) and the 0.5 "
+            "on x or on the product only (not the torch dynamo exporter's 0.5 * (1 + erf) first)")
+    rules = (GELU_ORT.rule, *NormPass.rules[1:])
+    exact = True
 
 
 class AttentionPass(FusionPass):

@@ -1,0 +1,185 @@
+"""ONNX Runtime's ORT_ENABLE_ALL rules that are not chains after a matrix op: QuickGeluFusion and the NCHWc
+transformer's folding of a residual Add and its Relu into a convolution. Each is a `Rule` named after the
+ORT transformer it mirrors, with that transformer's conditions as its steps' checks (onnxruntime/core/
+optimizer/quick_gelu_fusion.cc, nchwc_transformer.cc)."""
+
+from __future__ import annotations
+
+from .chains import CYCLE
+from .context import Context, FusionPass, Rule, Step
+from .partition import Partition
+
+# The NCHWc layout's conditions, as onnxruntime 1.32 applies them on this project's AVX-512 machine (checked
+# with synthetic convolutions in tests/test_fusion_ort_rules.py): a conv with fewer than NCHWC_BLOCK input
+# channels reads the plain NCHW tensor; otherwise its channels (and a depthwise conv's, and a pool's) must be
+# multiples of NCHWC_ALIGN; output channels are padded up to the block.
+NCHWC_BLOCK = 16
+NCHWC_ALIGN = 4
+POOLS = frozenset({"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"})
+
+
+def _readers(ctx: Context, tensor: str) -> list[str]:
+    return [c.name for c in ctx.graph.consumers.get(tensor, ())]
+
+
+def _single_use(ctx: Context, node: str) -> str | None:
+    out = ctx.graph.by_name[node].outputs[0]
+    if out in ctx.outputs:
+        return f"its result {out!r} is a graph output"
+    readers = _readers(ctx, out)
+    return None if len(readers) == 1 else f"its result has {len(readers)} readers, not one"
+
+
+def _alpha(ctx: Context, anchor: str, node: str) -> str | None:
+    if not ctx.scalar_operand(node):
+        return "no constant scalar operand: not the alpha of x*sigmoid(alpha*x)"
+    return _single_use(ctx, node)
+
+
+QUICK_GELU = Rule("QuickGeluFusion", (
+    Step("alpha", ops=frozenset({"Mul"}), check=_alpha),
+    Step("sigmoid", ops=frozenset({"Sigmoid"}), check=lambda ctx, a, n: _single_use(ctx, n)),
+    Step("product", ops=frozenset({"Mul"})),
+), mirrors="ORT QuickGeluFusion: x*Sigmoid(x) and x*Sigmoid(alpha*x) as one QuickGelu (SiLU/Swish too)")
+
+
+class QuickGeluPass(FusionPass):
+    name = "quick_gelu"
+    help = ("x*Sigmoid(x) and x*Sigmoid(alpha*x) (SiLU, Swish, QuickGelu) as one kernel: ORT's "
+            "QuickGeluFusion")
+    rules = (QUICK_GELU,)
+
+    def apply(self, ctx: Context, part: Partition) -> None:
+        rule = QUICK_GELU
+        alpha, sigmoid, product = rule.steps
+        for n in ctx.graph.nodes:
+            if not sigmoid.matches(ctx, n.name) or not ctx.real(n.name):
+                continue
+            if reason := sigmoid.refuses(ctx, n.name, n.name):
+                self.reject(rule, n.name, reason)
+                continue
+            x = n.inputs[0]
+            nodes = [n.name]
+            prod = ctx.graph.producer.get(x)
+            if (prod is not None and alpha.matches(ctx, prod.name)
+                    and alpha.refuses(ctx, n.name, prod.name) is None):
+                consts = [t for t in prod.inputs if ctx.constant(t)]
+                x = next(t for t in prod.inputs if t not in consts[:1])
+                nodes.insert(0, prod.name)
+            mul = _readers(ctx, n.outputs[0])[0]
+            if not product.matches(ctx, mul):
+                self.reject(rule, n.name, f"its reader {mul} ({ctx.op(mul)}) is not a Mul")
+                continue
+            others = [t for t in ctx.graph.by_name[mul].inputs if t != n.outputs[0]]
+            if others != [x]:
+                self.reject(rule, mul, f"it multiplies the sigmoid by {others[0]!r}, not by its input {x!r}",
+                            anchor=n.name)
+                continue
+            nodes.append(mul)
+            gids = {part.group_of[m] for m in nodes}
+            if any(len(ctx.real_members(part, g)) > 1 for g in gids) and len(gids) > 1:
+                self.reject(rule, n.name, "one of its ops is already fused into another kernel")
+            elif self.merge(part, gids, rule.name, n.name, "product", label="QuickGelu") is None:
+                self.reject(rule, n.name, CYCLE)
+
+
+def nchwc_conv(ctx: Context, conv: str) -> str | None:
+    """Does the NCHWc transformer rewrite this Conv (None), or why not."""
+    n = ctx.graph.by_name[conv]
+    if n.op_type != "Conv":
+        return f"a {n.op_type}, not a Conv"
+    w = ctx.graph.tensor(n.inputs[1])
+    if not w.const or w.shape is None or len(w.shape) != 4 or w.dtype != 1:
+        return "its weights are not a constant 4-D float32 initializer"
+    if len(n.inputs) > 2 and n.inputs[2] and not ctx.constant(n.inputs[2]):
+        return "its bias is computed at run time"
+    group = n.attr("group") or 1
+    cout, cin = w.shape[0], w.shape[1]  # cin: input channels per group
+    a = NCHWC_ALIGN
+    if group > 1:
+        if cout % a:
+            return f"a grouped conv with {cout} output channels, not a multiple of {a}"
+        depthwise = cin == 1 and cout == group
+        if not depthwise and (cin % a or cout % group or (cout // group) % a):
+            return f"a grouped conv whose channels per group are not multiples of {a}"
+    elif cin >= NCHWC_BLOCK and cin % a:
+        return f"{cin} input channels: neither under {NCHWC_BLOCK} nor a multiple of {a}"
+    return None
+
+
+def _nchwc_tensor(ctx: Context, tensor: str, memo: dict[str, bool]) -> bool:
+    """Is the tensor in the blocked layout when the Add reads it (produced by an NCHWc conv or pool, or by
+    an Add, Concat or Relu whose inputs all are)?"""
+    if tensor in memo:
+        return memo[tensor]
+    memo[tensor] = False
+    prod = ctx.graph.producer.get(tensor)
+    ok = False
+    if prod is not None and prod.outputs[0] == tensor:
+        op = prod.op_type
+        if op == "Conv":
+            ok = nchwc_conv(ctx, prod.name) is None
+        elif op in POOLS:
+            shape = ctx.graph.tensor(prod.inputs[0]).shape
+            ok = bool(shape) and len(shape) == 4 and shape[1] is not None and shape[1] % NCHWC_ALIGN == 0
+        elif op in ("Add", "Sum", "Relu", "BatchNormalization") or (op == "Concat"
+                                                                   and prod.attr("axis") == 1):
+            ins = prod.inputs[:1] if op == "BatchNormalization" else prod.inputs
+            ok = all(_nchwc_tensor(ctx, t, memo) for t in ins if t)
+    memo[tensor] = ok
+    return ok
+
+
+def _conv_of(ctx: Context, part: Partition, gid: int) -> str | None:
+    """The Conv a group is, if it is a Conv alone (BatchNormalization folded in): no activation yet."""
+    real = ctx.real_members(part, gid)
+    return real[0] if len(real) == 1 and ctx.op(real[0]) == "Conv" else None
+
+
+NCHWC_ADD = Rule("NchwcTransformer", (
+    Step("conv", ops=frozenset({"Conv"}), check=lambda ctx, a, n: nchwc_conv(ctx, n)),
+    Step("sum", ops=frozenset({"Add", "Sum"})),
+    Step("relu", ops=frozenset({"Relu"})),
+), mirrors="ORT NchwcTransformer (ORT_ENABLE_ALL, CPU only): a residual Add whose operands are both in the "
+           "blocked layout accumulates into the single-use Conv that produced one of them, and a Relu after "
+           "it becomes that Conv's activation")
+
+
+class NchwcPass(FusionPass):
+    name = "nchwc"
+    help = ("CPU only, at ORT_ENABLE_ALL: ORT's NCHWc transformer folds a residual Add (both operands from "
+            "NCHWc convolutions or pools) into the single-use Conv that feeds it, then a Relu after it")
+    rules = (NCHWC_ADD,)
+
+    def apply(self, ctx: Context, part: Partition) -> None:
+        rule = NCHWC_ADD
+        memo: dict[str, bool] = {}
+        for n in ctx.graph.nodes:
+            if not rule.steps[1].matches(ctx, n.name) or len(n.inputs) != 2 or not ctx.real(n.name):
+                continue
+            shapes = [ctx.graph.tensor(t).shape for t in n.inputs]
+            if shapes[0] != shapes[1] or not shapes[0] or len(shapes[0]) != 4:
+                continue  # a broadcast (a bias, a scale): not the NCHWc Sum
+            if not all(_nchwc_tensor(ctx, t, memo) for t in n.inputs):
+                self.reject(rule, n.name, "an operand is not in the blocked layout (not from an NCHWc conv, "
+                            "pool, Add or Relu)")
+                continue
+            gid = part.group_of[n.name]
+            groups = [part.group_of[ctx.graph.producer[t].name] for t in n.inputs]
+            if gid in groups:
+                continue  # folded into its Conv already
+            target = next((g for g in groups if (conv := _conv_of(ctx, part, g)) is not None
+                           and _single_use(ctx, conv) is None), None)
+            if target is None:
+                self.reject(rule, n.name, "neither operand comes from a Conv of its own (no activation fused "
+                            "yet) that nothing else reads")
+                continue
+            merged = self.merge(part, {gid, target}, rule.name, n.name, "sum")
+            if merged is None:
+                self.reject(rule, n.name, CYCLE)
+                continue
+            readers = _readers(ctx, n.outputs[0])
+            if (len(readers) == 1 and n.outputs[0] not in ctx.outputs
+                    and rule.steps[2].matches(ctx, readers[0])
+                    and len(ctx.real_members(part, part.group_of[readers[0]])) == 1):
+                self.merge(part, {merged, part.group_of[readers[0]]}, rule.name, n.name, "relu")

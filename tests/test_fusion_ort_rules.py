@@ -1,0 +1,124 @@
+"""ORT_ENABLE_ALL rules of the `runtime` preset (issue 14), each named after the ORT transformer it mirrors:
+QuickGeluFusion, GeluFusion's exact patterns (the torch dynamo exporter's Erf GELU is not one), and the
+NCHWc transformer's residual Add + Relu folded into a Conv. Each case is checked against the installed
+onnxruntime's own optimized graph."""
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+from builders import init, model, save, vi
+from onnx import TensorProto as T
+from onnx import helper
+
+import onnx_hwutil
+from onnx_hwutil.fusion import explain, fuse
+
+SHAPE = [1, 4, 16]
+
+
+def _ort_kernels(path, tmp_path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node
+            if n.op_type not in ("ReorderInput", "ReorderOutput", "Transpose")]
+
+
+def _swish(tmp_path, alpha=None, other="x"):
+    """y = other * sigmoid(alpha * x), after x = a + 1."""
+    nodes = [helper.make_node("Add", ["a", "one"], ["x"], name="root")]
+    s_in = "x"
+    if alpha is not None:
+        nodes.append(helper.make_node("Mul", ["x", "alpha"], ["ax"], name="alpha"))
+        s_in = "ax"
+    nodes += [helper.make_node("Sigmoid", [s_in], ["s"], name="sigmoid"),
+              helper.make_node("Mul", [other, "s"], ["y"], name="product")]
+    inits = [init("one", (), value=1.0)] + ([init("alpha", (), value=alpha)] if alpha is not None else [])
+    m = model(nodes, [vi("a", T.FLOAT, SHAPE)], [vi("y", T.FLOAT, SHAPE)], inits)
+    return save(m, tmp_path / "swish.onnx")
+
+
+@pytest.mark.parametrize("alpha", [None, 1.702])
+def test_x_times_sigmoid_is_one_quick_gelu_as_in_onnxruntime(tmp_path, alpha):
+    path = _swish(tmp_path, alpha)
+    f = fuse(onnx_hwutil.profile(path), "runtime")
+    labels = [s.label for s in f.kernels]
+    assert labels == ["Add", "QuickGelu"]
+    assert sorted(_ort_kernels(path, tmp_path)) == ["Add", "QuickGelu"]
+    e = explain(onnx_hwutil.profile(path), "sigmoid", "runtime")
+    assert [m.rule for _, m in e.merges] == ["QuickGeluFusion"]
+
+
+def test_a_sigmoid_times_something_else_is_refused_with_its_reason(tmp_path):
+    path = _swish(tmp_path, other="a")
+    p = onnx_hwutil.profile(path)
+    assert len(fuse(p, "runtime").kernels) == 3
+    e = explain(p, "sigmoid", "runtime")
+    qg = next(c for c in e.candidates if c.rule == "QuickGeluFusion")
+    assert qg.reasons == ("at product: it multiplies the sigmoid by 'a', not by its input 'x'",)
+
+
+def _gelu(tmp_path, dynamo):
+    """Erf GELU on x = a + 1: the legacy exporter's (x * (1 + erf)) * 0.5, or the dynamo exporter's
+    x * (0.5 * (1 + erf))."""
+    nodes = [helper.make_node("Add", ["a", "one"], ["x"], name="root"),
+             helper.make_node("Div", ["x", "sqrt2"], ["d"], name="div"),
+             helper.make_node("Erf", ["d"], ["e"], name="erf"),
+             helper.make_node("Add", ["e", "one"], ["p"], name="plus1")]
+    if dynamo:
+        nodes += [helper.make_node("Mul", ["half", "p"], ["h"], name="half"),
+                  helper.make_node("Mul", ["x", "h"], ["y"], name="product")]
+    else:
+        nodes += [helper.make_node("Mul", ["x", "p"], ["h"], name="product"),
+                  helper.make_node("Mul", ["h", "half"], ["y"], name="half")]
+    inits = [init("one", (), value=1.0), init("sqrt2", (), value=math.sqrt(2)), init("half", (), value=0.5)]
+    m = model(nodes, [vi("a", T.FLOAT, SHAPE)], [vi("y", T.FLOAT, SHAPE)], inits)
+    return save(m, tmp_path / f"gelu_{dynamo}.onnx")
+
+
+@pytest.mark.parametrize(("dynamo", "ours"), [(False, ["Add", "Gelu"]), (True, ["Add"] * 2 + ["Div", "Erf"]
+                                                                          + ["Mul"] * 2)])
+def test_gelu_fusion_matches_only_the_patterns_onnxruntime_matches(tmp_path, dynamo, ours):
+    path = _gelu(tmp_path, dynamo)
+    p = onnx_hwutil.profile(path)
+    assert sorted(s.label for s in fuse(p, "runtime").kernels) == ours
+    assert len(_ort_kernels(path, tmp_path)) == len(ours)
+    # a fusing compiler (the aggressive what-if) still takes the dynamo form as one GELU
+    assert any(s.label == "Gelu" for s in fuse(p, "aggressive").kernels)
+    if dynamo:
+        gelu = next(c for c in explain(p, "erf", "runtime").candidates if c.rule == "GeluFusion")
+        assert "neither x nor x * (1 + erf)" in gelu.reasons[0] and "dynamo" in gelu.reasons[0]
+
+
+def _block(tmp_path, c, cin0=3, group=1):
+    """Conv(cin0 -> c) + Relu, Conv(c -> c, group) -> Add(its input) -> Relu."""
+    rng = np.random.default_rng(0)
+    w0 = onnx.numpy_helper.from_array(rng.standard_normal((c, cin0, 3, 3)).astype(np.float32), "w0")
+    w1 = onnx.numpy_helper.from_array(rng.standard_normal((c, c // group, 3, 3)).astype(np.float32), "w1")
+    m = model([helper.make_node("Conv", ["x", "w0"], ["a"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+               helper.make_node("Relu", ["a"], ["b"]),
+               helper.make_node("Conv", ["b", "w1"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                                group=group),
+               helper.make_node("Add", ["c", "b"], ["d"]),
+               helper.make_node("Relu", ["d"], ["y"])],
+              [vi("x", T.FLOAT, [1, cin0, 16, 16])], [vi("y", T.FLOAT, [1, c, 16, 16])], [w0, w1])
+    return save(m, tmp_path / f"block{c}_{cin0}_{group}.onnx")
+
+
+@pytest.mark.parametrize(("c", "cin0", "group", "kernels"), [
+    (12, 3, 1, 2),  # under 16 input channels: the second conv reads NCHW, the Add still folds in
+    (20, 3, 1, 2),  # 20 = 5 x 4 input channels: NCHWc
+    (18, 3, 1, 4),  # 18 input channels: plain convs, the Add and the Relu stay apart
+    (18, 18, 18, 4),  # depthwise, 18 channels
+    (20, 20, 20, 2),  # depthwise, 20 channels
+])
+def test_nchwc_conditions_match_onnxruntime(tmp_path, c, cin0, group, kernels):
+    path = _block(tmp_path, c, cin0, group)
+    ours = fuse(onnx_hwutil.profile(path), "runtime")
+    assert len(ours.kernels) == len(_ort_kernels(path, tmp_path)) == kernels
