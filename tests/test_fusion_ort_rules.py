@@ -4,6 +4,8 @@ NCHWc transformer's residual Add + Relu folded into a Conv. Each case is checked
 onnxruntime's own optimized graph."""
 
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -111,6 +113,9 @@ def _block(tmp_path, c, cin0=3, group=1):
     return save(m, tmp_path / f"block{c}_{cin0}_{group}.onnx")
 
 
+AVX512 = os.path.exists("/proc/cpuinfo") and "avx512f" in Path("/proc/cpuinfo").read_text()
+
+
 @pytest.mark.parametrize(("c", "cin0", "group", "kernels"), [
     (12, 3, 1, 2),  # under 16 input channels: the second conv reads NCHW, the Add still folds in
     (20, 3, 1, 2),  # 20 = 5 x 4 input channels: NCHWc
@@ -121,4 +126,6 @@ def _block(tmp_path, c, cin0=3, group=1):
 def test_nchwc_conditions_match_onnxruntime(tmp_path, c, cin0, group, kernels):
     path = _block(tmp_path, c, cin0, group)
     ours = fuse(onnx_hwutil.profile(path), "runtime")
-    assert len(ours.kernels) == len(_ort_kernels(path, tmp_path)) == kernels
+    assert len(ours.kernels) == kernels
+    if AVX512:  # MLAS picks its NCHWc block by the host's vector width: the rule mirrors the AVX-512 one
+        assert len(_ort_kernels(path, tmp_path)) == kernels
