@@ -37,6 +37,7 @@ class Validation:
     subgraphs: list[dict]  # {"id", "label", "predicted_s", "measured_s"}
     coverage: float  # share of onnxruntime's kernel time mapped onto our subgraphs
     runs: int
+    level: str = "all"  # onnxruntime's graph optimization level of the measured session
 
     @property
     def predicted_latency_s(self) -> float:
@@ -48,6 +49,7 @@ class Validation:
 
     def to_dict(self) -> dict:
         return {"model": self.model, "hardware": self.hardware, "threads": self.threads, "runs": self.runs,
+                "ort_level": self.level,
                 "predicted_latency_s": self.predicted_latency_s,
                 "measured_latency_s": self.measured_latency_s,
                 "relative_error": self.relative_error, "kernel_time_coverage": self.coverage,
@@ -166,12 +168,19 @@ def random_feeds(session, shapes: dict, rng: np.random.Generator) -> dict:
     return feeds
 
 
+# What a session is asked for: `all` is a default InferenceSession (what users run, and what the `runtime`
+# preset mirrors); `extended` stops before the NCHWc layout transformer.
+LEVELS = ("all", "extended")
+
+
 def validate(model: str, hw: str = "host", threads: int | None = None, runs: int = 50,
-             fusion: str = "runtime", bindings: Bindings | None = None) -> Validation:
+             fusion: str = "runtime", bindings: Bindings | None = None, level: str = "all") -> Validation:
     try:
         import onnxruntime as ort
     except ImportError:
         raise HwUtilError("validate needs onnxruntime") from None
+    if level not in LEVELS:
+        raise HwUtilError(f"unknown onnxruntime level {level!r}; levels: {', '.join(LEVELS)}")
     bindings = bindings or Bindings()
     analyzer = Analyzer(bindings.shapes, bindings.dims)
     spec = analyzer.spec(hw)
@@ -192,7 +201,8 @@ def validate(model: str, hw: str = "host", threads: int | None = None, runs: int
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if level == "all" else
+                                       ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
         so.log_severity_level = 3
         try:
             sess = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
@@ -240,4 +250,4 @@ def validate(model: str, hw: str = "host", threads: int | None = None, runs: int
              "predicted_s": pred[i].latency_s if i in pred else 0.0, "measured_s": measured_sub.get(i, 0.0)}
             for i in sorted(set(pred) | set(measured_sub))]
     return Validation(model, spec.name, threads, predicted, statistics.median(times), rows,
-                      mapped / total if total else 0.0, runs)
+                      mapped / total if total else 0.0, runs, level)

@@ -1,5 +1,7 @@
 """calibrate writes a spec that loads and changes predictions; validate runs a model and maps its kernels."""
 
+import json
+
 import pytest
 import yaml
 from builders import conv_relu, save
@@ -65,5 +67,11 @@ def test_validate_cli_on_a_small_model(tmp_path, host_yaml):
                                  "--threads", "1"])
     assert r.exit_code == 0, r.output
     assert "predicted" in r.stdout and "measured" in r.stdout
+    assert "onnxruntime at a default session (ORT_ENABLE_ALL)" in r.stdout  # what `runtime` mirrors
+    r = CliRunner().invoke(app, ["validate", path, "--hw", host_yaml, "--batch", "2", "--runs", "3",
+                                 "--threads", "1", "--level", "extended", "-f", "json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["ort_level"] == "extended", r.output
+    r = CliRunner().invoke(app, ["validate", path, "--hw", host_yaml, "--level", "basic"])
+    assert r.exit_code == 2 and "unknown onnxruntime level 'basic'" in r.stderr
     r = CliRunner().invoke(app, ["validate", path, "--hw", "h100-sxm5", "--batch", "2"])
     assert r.exit_code == 2 and "runs on this machine's CPU" in r.stderr

@@ -56,6 +56,8 @@ def validate(
     threads: ThreadsOpt = None,
     runs: Annotated[int, typer.Option(min=3, help="Timed runs after warm-up.")] = 50,
     fusion: FusionOpt = "runtime",
+    level: Annotated[str, typer.Option(
+        "--level", help="onnxruntime's optimization level: all (a default session) or extended.")] = "all",
     shape: ShapeOpt = None,
     dim: DimOpt = None,
     batch: BatchOpt = None,
@@ -66,7 +68,7 @@ def validate(
     from ..report import validation_view
     from ..validate import validate as run
 
-    r = run(model, hw, threads, runs, fusion, bindings(shape, dim, batch))
+    r = run(model, hw, threads, runs, fusion, bindings(shape, dim, batch), level)
     if format == "json":
         emit(to_json(r.to_dict()), output)
     else:

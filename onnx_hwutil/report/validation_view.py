@@ -8,7 +8,9 @@ from ..validate import Validation
 
 
 def render(v: Validation, top: int = 12) -> str:
-    head = (f"{v.model} on {v.hardware}, {v.threads} thread(s), fp32, median of {v.runs} runs: "
+    level = "a default session (ORT_ENABLE_ALL)" if v.level == "all" else "ORT_ENABLE_EXTENDED"
+    head = (f"{v.model} on {v.hardware}, {v.threads} thread(s), fp32, onnxruntime at {level}, median of "
+            f"{v.runs} runs: "
             f"predicted {v.predicted_latency_s * 1e3:.2f} ms, measured {v.measured_latency_s * 1e3:.2f} ms, "
             f"error {100 * v.relative_error:+.1f}%  (kernel time mapped: {100 * v.coverage:.0f}%)")
     rows = sorted(v.subgraphs, key=lambda r: -r["measured_s"])[:top]
