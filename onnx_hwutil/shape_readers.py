@@ -9,8 +9,6 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .bindings import declared_dims
-
 # name -> (shape with None for unknown dims, or None for unknown rank; elem dtype)
 Known = dict[str, tuple[tuple[int | None, ...] | None, int]]
 
@@ -32,12 +30,14 @@ def keep_better(known: Known, vi: onnx.ValueInfoProto) -> bool:
     t = vi.type
     if t.WhichOneof("value") != "tensor_type":
         return False
-    dims = declared_dims(vi)
-    shape = None if dims is None else tuple(d if type(d) is int else None for d in dims)
+    tt = t.tensor_type
+    # bindings.declared_dims with every named dim as None: only a non-negative dim_value is known
+    shape = tuple(d.dim_value if d.WhichOneof("value") == "dim_value" and d.dim_value >= 0 else None
+                  for d in tt.shape.dim) if tt.HasField("shape") else None
     prev = known.get(vi.name)
     if prev is not None and not better(shape, prev[0]):
         return False
-    known[vi.name] = (shape, t.tensor_type.elem_type or (prev[1] if prev else 0))
+    known[vi.name] = (shape, tt.elem_type or (prev[1] if prev else 0))
     return True
 
 
