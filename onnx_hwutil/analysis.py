@@ -49,6 +49,7 @@ class Analyzer:
         self._binds = BindCache()  # one load per file, one shape inference per distinct binding
         self._bound = cache(self._bind)
         self._profile = cache(self._profile_at)
+        self._costed: dict[tuple[int, str], Profile] = {}
         self._fused = cache(self._fuse)
         self._spec = cache(load_spec)
         self._affine = cache(self._affine_in_batch)
@@ -75,7 +76,11 @@ class Analyzer:
         return self._bound(model, batch)
 
     def _profile_at(self, model: str, batch: int, precision: str) -> Profile:
-        return Profile(self._bound(model, batch), precision)
+        bound = self._bound(model, batch)
+        key = (id(bound.graph), precision)  # a graph two bindings share is costed once per precision
+        p = Profile(bound, precision, like=self._costed.get(key))
+        self._costed[key] = p  # holds its graph: the id stays its own
+        return p
 
     def _fuse(self, model: str, batch: int, precision: str, fusion: str) -> FusedGraph:
         profile = self._profile(model, batch, precision)

@@ -123,12 +123,17 @@ class Profile:
     """Per-node costs and whole-model totals. Every view (tables, JSON, CSV) is made from this object."""
 
     def __init__(self, bound: BoundModel, precision: str = "model",
-                 stored: Mapping[str, float] | None = None):
+                 stored: Mapping[str, float] | None = None, like: Profile | None = None):
+        """`like`: a profile of the same graph at the same precision and storage, whose costs these are."""
         self.bound = bound
         self.precision = check_precision(precision)
         self.stored = dict(stored or {})  # tensor name -> bits in memory: a storage what-if (llm --weights)
+        if like is not None and like.graph is bound.graph and like.precision == self.precision \
+                and like.stored == self.stored:
+            self.costs: GraphCosts = like.costs
+            return
         with paused_gc():
-            self.costs: GraphCosts = cost_graph(bound.graph, self.precision, self.stored)
+            self.costs = cost_graph(bound.graph, self.precision, self.stored)
 
     @property
     def graph(self) -> Graph:
