@@ -58,6 +58,10 @@ class Analyzer:
         self._partitions: dict[tuple[int, str], list[FusedGraph]] = {}
 
     def _bind(self, model: str, batch: int | None) -> BoundModel:
+        with paused_gc():
+            return self._bind_at(model, batch)
+
+    def _bind_at(self, model: str, batch: int | None) -> BoundModel:
         if batch is not None and batch > 2 and batch != PROBE_BATCH and self._affine(model):
             scaled = extrapolate(self._bound(model, 1), self._bound(model, 2), batch)
             if scaled is not None:
@@ -83,6 +87,10 @@ class Analyzer:
         return p
 
     def _fuse(self, model: str, batch: int, precision: str, fusion: str) -> FusedGraph:
+        with paused_gc():
+            return self._fuse_at(model, batch, precision, fusion)
+
+    def _fuse_at(self, model: str, batch: int, precision: str, fusion: str) -> FusedGraph:
         profile = self._profile(model, batch, precision)
         if batch is not None and batch > 2 and batch != PROBE_BATCH and self._affine(model) \
                 and self._same_kernels(model, precision, fusion):

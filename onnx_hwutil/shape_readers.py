@@ -85,13 +85,13 @@ def unresolved(model: onnx.ModelProto, known: Known | None = None) -> list[str]:
     """Tensors produced in the main graph whose shape is not fully static."""
     known = tensor_shapes(model.graph) if known is None else known
     bad = []
+    get = known.get
     for node in model.graph.node:
         for o in node.output:
-            if not o:
-                continue
-            s = known.get(o, (None, 0))[0]
-            if s is None or any(d is None for d in s):
-                bad.append(o)
+            if o:
+                k = get(o)
+                if k is None or k[0] is None or None in k[0]:  # dims are ints or None
+                    bad.append(o)
     return bad
 
 
