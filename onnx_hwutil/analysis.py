@@ -16,10 +16,11 @@ from .dtypes import check_precision
 from .errors import HwUtilError, NoBatchDim
 from .fusion import FusedGraph, fuse
 from .fusion.contract import check_costs
+from .gcpause import paused_gc
 from .hardware import HardwareSpec, load_spec
 from .hardware.mapping import Schedule, schedule
 from .hardware.rates import default_precision
-from .profile import BoundModel, Profile, Totals, bind
+from .profile import BindCache, BoundModel, Profile, Totals, bind
 from .rescale import PROBE_BATCH, checked, extrapolate
 from .units import size
 
@@ -45,19 +46,27 @@ class Analyzer:
         self.shapes = dict(shapes or {})
         self.dims = dict(dims or {})
         self.scoped = scoped  # bindings shared by several models: each takes its own (bindings.Bindings)
+        self._binds = BindCache()  # one load per file, one shape inference per distinct binding
         self._bound = cache(self._bind)
         self._profile = cache(self._profile_at)
+        self._costed: dict[tuple[int, str], Profile] = {}
         self._fused = cache(self._fuse)
         self._spec = cache(load_spec)
         self._affine = cache(self._affine_in_batch)
         self._same_kernels = cache(self._same_kernels_at_batches)
+        # (graph, preset) -> the graphs the passes ran on (each holds its graph: the id stays its own)
+        self._partitions: dict[tuple[int, str], list[FusedGraph]] = {}
 
     def _bind(self, model: str, batch: int | None) -> BoundModel:
+        with paused_gc():
+            return self._bind_at(model, batch)
+
+    def _bind_at(self, model: str, batch: int | None) -> BoundModel:
         if batch is not None and batch > 2 and batch != PROBE_BATCH and self._affine(model):
             scaled = extrapolate(self._bound(model, 1), self._bound(model, 2), batch)
             if scaled is not None:
                 return scaled
-        return bind(model, Bindings(self.shapes, self.dims, batch, self.scoped))
+        return bind(model, Bindings(self.shapes, self.dims, batch, self.scoped), self._binds)
 
     def _affine_in_batch(self, model: str) -> bool:
         """May other batches of `model` be extrapolated from batches 1 and 2 (rescale.py)? Only if that
@@ -71,19 +80,35 @@ class Analyzer:
         return self._bound(model, batch)
 
     def _profile_at(self, model: str, batch: int, precision: str) -> Profile:
-        return Profile(self._bound(model, batch), precision)
+        bound = self._bound(model, batch)
+        key = (id(bound.graph), precision)  # a graph two bindings share is costed once per precision
+        p = Profile(bound, precision, like=self._costed.get(key))
+        self._costed[key] = p  # holds its graph: the id stays its own
+        return p
 
     def _fuse(self, model: str, batch: int, precision: str, fusion: str) -> FusedGraph:
+        with paused_gc():
+            return self._fuse_at(model, batch, precision, fusion)
+
+    def _fuse_at(self, model: str, batch: int, precision: str, fusion: str) -> FusedGraph:
         profile = self._profile(model, batch, precision)
         if batch is not None and batch > 2 and batch != PROBE_BATCH and self._affine(model) \
                 and self._same_kernels(model, precision, fusion):
             # The passes chose the same kernels at batches 1, 2 and PROBE_BATCH: at a batch extrapolated
             # from those, they are those kernels, costed at this batch.
             one = self._fused(model, 1, precision, fusion)
-            fused = FusedGraph(profile, one.partition, one.preset, one.passes, one.pass_merges)
-            check_costs(fused)
-            return fused
-        return fuse(profile, fusion)
+            return _refused(profile, one)
+        # The passes read the graph and each node's kind, never bytes: the same graph (one shape inference
+        # serves the default batch and batch 1) with the same kinds at another precision is partitioned
+        # the same, so only the costing is new.
+        kinds = [nc.cost.kind for nc in profile.costs.nodes]
+        for other in self._partitions.get((id(profile.graph), fusion), ()):
+            if other.profile.graph is profile.graph and \
+                    [nc.cost.kind for nc in other.profile.costs.nodes] == kinds:
+                return _refused(profile, other)
+        fused = fuse(profile, fusion)
+        self._partitions.setdefault((id(profile.graph), fusion), []).append(fused)
+        return fused
 
     def _same_kernels_at_batches(self, model: str, precision: str, fusion: str) -> bool:
         return len({_partition_key(self._fused(model, b, precision, fusion).partition)
@@ -131,6 +156,10 @@ class Analyzer:
         return check_precision(precision)
 
     def run(self, p: Point) -> Schedule:
+        with paused_gc():
+            return self._run(p)
+
+    def _run(self, p: Point) -> Schedule:
         spec = self.spec(p.hardware)
         prec = self.resolve_precision(spec, p.precision, p.model, p.batch)
         batch = p.batch
@@ -138,6 +167,13 @@ class Analyzer:
             shape = next(iter(self.bound(p.model, None).inputs.values()), ())
             batch = shape[0] if shape and shape[0] > 0 else 1
         return schedule(self.fused(p.model, p.batch, prec, p.fusion), spec, prec, batch, p.threads)
+
+
+def _refused(profile: Profile, like: FusedGraph) -> FusedGraph:
+    """`profile` fused into the kernels the passes chose for `like`, costed afresh."""
+    fused = FusedGraph(profile, like.partition, like.preset, like.passes, like.pass_merges)
+    check_costs(fused)
+    return fused
 
 
 def _partition_key(part) -> tuple:

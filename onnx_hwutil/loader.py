@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mmap
 import os
+from itertools import repeat
 
 import onnx
 import onnx.inliner
@@ -139,14 +140,24 @@ def check_size(graph: onnx.GraphProto, path: str) -> None:
         if nodes > MAX_NODES:
             raise HwUtilError(f"{path}: more than {MAX_NODES:,} nodes, beyond any real model "
                               "(set ONNX_HWUTIL_MAX_NODES to raise the limit)")
-        stack.extend((sub, depth + 1) for sub in _subgraphs(g))
         names = [v.name for v in (*g.input, *g.output, *g.value_info, *g.initializer)]
+        scans = []
         for n in g.node:
-            names += [n.op_type, n.domain, n.name, *n.input, *n.output]
-        if not all(isinstance(s, str) for s in names):  # protobuf hands back bytes for invalid UTF-8
+            op = n.op_type
+            names.append(op)
+            names.append(n.domain)
+            names.append(n.name)
+            names.extend(n.input)
+            names.extend(n.output)
+            if op == "Scan":
+                scans.append(n)
+            if n.attribute:
+                stack.extend((sub, depth + 1) for sub in _graphs_of(n))
+        # protobuf hands back bytes for invalid UTF-8
+        if not all(map(isinstance, names, repeat(str))):
             raise HwUtilError(f"{path}: names in the graph are not valid UTF-8; the file is corrupt")
-        long = next((s for s in names if len(s) > MAX_NAME_CHARS), None)
-        if long is not None:
+        if names and max(map(len, names)) > MAX_NAME_CHARS:
+            long = next(s for s in names if len(s) > MAX_NAME_CHARS)
             raise HwUtilError(f"{path}: a name of {len(long):,} characters ({long[:40]!r}...), beyond any "
                               f"real model (ONNX_HWUTIL_MAX_NAME_CHARS raises its limit, {MAX_NAME_CHARS:,})")
         for t in [*g.initializer, *(s.values for s in g.sparse_initializer)]:
@@ -156,7 +167,7 @@ def check_size(graph: onnx.GraphProto, path: str) -> None:
             if any(d < 0 for d in s.dims):
                 raise HwUtilError(f"{path}: sparse initializer {s.values.name!r} has a negative dim "
                                   f"{list(s.dims)}")
-        for n in g.node:
+        for n in scans:
             _check_counts(n, path)
 
 

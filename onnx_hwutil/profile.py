@@ -8,9 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
+import onnx
+
 from .bindings import Bindings, apply_bindings, bind_inputs, parse_shape_flag
 from .dtypes import PARAM_TYPES, check_precision, dtype_name, tensor_nbytes
 from .errors import HwUtilError
+from .gcpause import paused_gc
 from .graph import Graph
 from .loader import load_model
 from .memory import peak_activation_bytes
@@ -37,17 +40,56 @@ class BoundModel:
     rebatch: tuple[int, int] | None = None  # (the file's fixed batch, the batch it was rewritten to)
 
 
-def bind(path: str | os.PathLike, bindings: Bindings | None = None) -> BoundModel:
-    bindings = bindings or Bindings()
-    model = load_model(path)
-    b = bind_inputs(model, bindings.for_model(os.fspath(path), model))
-    notes = list(b.notes)
-    if b.rebatch:  # where the batch sits is read off the file's own shapes, before they change
-        notes += rebatch(model, b.rebatched, *b.rebatch, known=file_shapes(model))
-    apply_bindings(model, b.shapes, b.values)
-    opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
-    inferred, infer_notes, known = infer(model)
-    graph = Graph(inferred.graph, opsets, known=known)
+class BindCache:
+    """What `bind` may reuse across several bindings of the same files (an Analyzer's batches and
+    what-ifs): each file as loaded, its own shapes, and the inferred graph of each distinct binding. Two
+    bindings that give every input the same shape and every symbol the same value (no --batch, where the
+    batch defaults to 1, and --batch 1) infer the same graph: shape inference runs once for both."""
+
+    def __init__(self):
+        self.models: dict[str, onnx.ModelProto] = {}  # never changed: a binding works on a copy
+        self.file_shapes: dict[str, dict] = {}
+        self.inferred: dict[tuple, tuple[Graph, dict[str, int], tuple[str, ...], tuple[str, ...]]] = {}
+
+
+def bind(path: str | os.PathLike, bindings: Bindings | None = None,
+         cache: BindCache | None = None) -> BoundModel:
+    with paused_gc():
+        return _bind(path, bindings or Bindings(), cache)
+
+
+def _bind(path: str | os.PathLike, bindings: Bindings, cache: BindCache | None) -> BoundModel:
+    path = os.fspath(path)
+    if cache is None:
+        model = load_model(path)
+    else:
+        if path not in cache.models:
+            cache.models[path] = load_model(path)
+        model = cache.models[path]
+    b = bind_inputs(model, bindings.for_model(path, model))
+    key = (path, tuple(sorted(b.shapes.items())), tuple(sorted(b.values.items())), b.rebatch,
+           tuple(sorted(b.rebatched)))
+    hit = cache.inferred.get(key) if cache is not None else None
+    if hit is None:
+        if cache is not None:  # the cached proto stays as loaded
+            model = _copy(model)
+        rebatch_notes: list[str] = []
+        if b.rebatch:  # where the batch sits is read off the file's own shapes, before they change
+            if cache is None:
+                known = file_shapes(model)
+            elif path in cache.file_shapes:
+                known = cache.file_shapes[path]
+            else:
+                known = cache.file_shapes[path] = file_shapes(model)
+            rebatch_notes = rebatch(model, b.rebatched, *b.rebatch, known=known)
+        apply_bindings(model, b.shapes, b.values)
+        opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
+        inferred, infer_notes, known = infer(model)
+        hit = (Graph(inferred.graph, opsets, known=known), opsets, tuple(rebatch_notes), tuple(infer_notes))
+        if cache is not None:
+            cache.inferred[key] = hit
+    graph, opsets, rebatch_notes, infer_notes = hit
+    notes = [*b.notes, *rebatch_notes]
     if b.rebatch:  # a batch lost on the way (a constant we could not trace) must not pass silently
         kept = [o for o in graph.outputs
                 if (((t := graph.lookup(o)) is not None and t.shape) or (None,))[:1] == (b.rebatch[0],)]
@@ -55,8 +97,14 @@ def bind(path: str | os.PathLike, bindings: Bindings | None = None) -> BoundMode
             notes.append(f"after re-batching, outputs {', '.join(kept)} still lead with {b.rebatch[0]}: "
                          "a node may fix the batch in a way re-batching cannot trace; their counts may be "
                          f"for batch {b.rebatch[0]}")
-    return BoundModel(os.fspath(path), graph, b.shapes, b.values, opsets, (*notes, *infer_notes),
+    return BoundModel(path, graph, b.shapes, b.values, opsets, (*notes, *infer_notes),
                       b.batch_defaulted, b.rebatch)
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
 
 
 @dataclass(frozen=True)
@@ -75,11 +123,17 @@ class Profile:
     """Per-node costs and whole-model totals. Every view (tables, JSON, CSV) is made from this object."""
 
     def __init__(self, bound: BoundModel, precision: str = "model",
-                 stored: Mapping[str, float] | None = None):
+                 stored: Mapping[str, float] | None = None, like: Profile | None = None):
+        """`like`: a profile of the same graph at the same precision and storage, whose costs these are."""
         self.bound = bound
         self.precision = check_precision(precision)
         self.stored = dict(stored or {})  # tensor name -> bits in memory: a storage what-if (llm --weights)
-        self.costs: GraphCosts = cost_graph(bound.graph, self.precision, self.stored)
+        if like is not None and like.graph is bound.graph and like.precision == self.precision \
+                and like.stored == self.stored:
+            self.costs: GraphCosts = like.costs
+            return
+        with paused_gc():
+            self.costs = cost_graph(bound.graph, self.precision, self.stored)
 
     @property
     def graph(self) -> Graph:

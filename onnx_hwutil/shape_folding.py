@@ -19,14 +19,17 @@ FOLDABLE = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast"
 FOLD_LIMIT = 1024  # elements: shape subgraphs are tiny; anything larger is real data
 # Ops whose output size their input values decide: estimated before anything is evaluated.
 GENERATORS = ("ConstantOfShape", "Expand", "Tile", "Range")
+# Reference-evaluator results kept across folding rounds and bindings (_evaluate), at most this many: each
+# holds at most a few small arrays (inputs and outputs of at most FOLD_LIMIT elements).
+_EVALUATED_MAX = 20_000
+_EVALUATED: dict[tuple, list[np.ndarray] | None] = {}
 
 
-def fold_shape_subgraphs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+def fold_shape_subgraphs(model: onnx.ModelProto, shapes: dict | None = None) -> tuple[onnx.ModelProto, int]:
     """Evaluate nodes whose inputs are known small constants (or the shapes of static tensors) and turn
-    their outputs into initializers, so that a second ONNX inference sees Reshape targets as constants."""
-    from onnx.reference import ReferenceEvaluator
-
-    shapes = tensor_shapes(model.graph)
+    their outputs into initializers, so that a second ONNX inference sees Reshape targets as constants.
+    `shapes`: the model's tensor_shapes, where the caller has them."""
+    shapes = tensor_shapes(model.graph) if shapes is None else shapes
     consts: dict[str, np.ndarray] = {}
     for init in model.graph.initializer:
         n = int(np.prod(init.dims)) if init.dims else 1
@@ -35,6 +38,7 @@ def fold_shape_subgraphs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
                 consts[init.name] = numpy_helper.to_array(init)
     folded = 0
     opset = [o for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    opset_key = tuple(o.SerializeToString() for o in opset)
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx") or node.op_type not in FOLDABLE:
             continue
@@ -54,17 +58,10 @@ def fold_shape_subgraphs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         feeds = {i: consts[i] for i in node.input if i}
         if output_too_big(node, feeds):
             continue  # a generator asked for more than shape math ever needs: never allocate it
-        try:
-            inputs = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-                      for k, v in feeds.items()]
-            outputs = [helper.make_tensor_value_info(o, 0, None) for o in node.output if o]
-            sub = helper.make_model(helper.make_graph([node], "fold", inputs, outputs), opset_imports=opset)
-            outs = ReferenceEvaluator(sub).run(None, feeds)
-        except Exception:  # the reference evaluator rejects what it cannot run; that node stays unfolded
-            continue
-        if all(np.asarray(o).size <= FOLD_LIMIT for o in outs):
+        outs = _evaluate(node, feeds, opset, opset_key)
+        if outs is not None:
             for name, value in zip([o for o in node.output if o], outs, strict=False):
-                consts[name] = np.asarray(value)
+                consts[name] = value
             folded += 1
     if not folded:
         return model, 0
@@ -83,6 +80,36 @@ def fold_shape_subgraphs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         if name in produced and name not in existing:
             out.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
     return out, folded
+
+
+def _evaluate(node: onnx.NodeProto, feeds: dict[str, np.ndarray], opset: list,
+              opset_key: tuple) -> list[np.ndarray] | None:
+    """The node's outputs on `feeds` by onnx's reference evaluator, or None where it cannot run the node or
+    an output is over FOLD_LIMIT elements. A pure function of the node, the opset and the input values, so
+    each result is kept (_EVALUATED): every inference round, and every batch a model is bound at, asks
+    again for the hundreds of nodes (Constants, axes, batch-independent shape math) whose inputs did not
+    change."""
+    key = (node.SerializeToString(), opset_key,
+           tuple((k, v.dtype.str, v.shape, v.tobytes()) for k, v in feeds.items()))
+    if key in _EVALUATED:
+        return _EVALUATED[key]
+    from onnx.reference import ReferenceEvaluator
+
+    result = None
+    try:
+        inputs = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                  for k, v in feeds.items()]
+        outputs = [helper.make_tensor_value_info(o, 0, None) for o in node.output if o]
+        sub = helper.make_model(helper.make_graph([node], "fold", inputs, outputs), opset_imports=opset)
+        outs = ReferenceEvaluator(sub).run(None, feeds)
+        if all(np.asarray(o).size <= FOLD_LIMIT for o in outs):
+            result = [np.asarray(o) for o in outs]
+    except Exception:  # the reference evaluator rejects what it cannot run; that node stays unfolded
+        pass
+    if len(_EVALUATED) >= _EVALUATED_MAX:
+        _EVALUATED.clear()
+    _EVALUATED[key] = result
+    return result
 
 
 def output_too_big(node: onnx.NodeProto, feeds: dict[str, np.ndarray], limit: int = FOLD_LIMIT) -> bool:

@@ -9,8 +9,6 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .bindings import declared_dims
-
 # name -> (shape with None for unknown dims, or None for unknown rank; elem dtype)
 Known = dict[str, tuple[tuple[int | None, ...] | None, int]]
 
@@ -18,7 +16,7 @@ Known = dict[str, tuple[tuple[int | None, ...] | None, int]]
 def tensor_shapes(graph: onnx.GraphProto) -> Known:
     """Every tensor's shape and dtype as the graph's value infos and initializers give them."""
     out: Known = {}
-    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+    for vi in (*graph.input, *graph.value_info, *graph.output):
         keep_better(out, vi)
     for init in graph.initializer:
         out[init.name] = (tuple(init.dims), init.data_type)
@@ -29,16 +27,43 @@ def tensor_shapes(graph: onnx.GraphProto) -> Known:
 
 def keep_better(known: Known, vi: onnx.ValueInfoProto) -> bool:
     """Record a value info's shape in `known` if it knows more dims than what is there; say if it did."""
-    t = vi.type
-    if t.WhichOneof("value") != "tensor_type":
+    info = _type_info(vi.type)
+    if info is None:
         return False
-    dims = declared_dims(vi)
-    shape = None if dims is None else tuple(d if type(d) is int else None for d in dims)
+    shape, elem_type = info
     prev = known.get(vi.name)
     if prev is not None and not better(shape, prev[0]):
         return False
-    known[vi.name] = (shape, t.tensor_type.elem_type or (prev[1] if prev else 0))
+    known[vi.name] = (shape, elem_type or (prev[1] if prev else 0))
     return True
+
+
+# A serialized TypeProto -> (shape, elem dtype), or None for a type that is not a tensor: most tensors of a
+# graph share a handful of types, and reading a type's dims through protobuf costs ten times serializing it.
+_TYPES: dict[bytes, tuple | None] = {}
+_TYPES_MAX = 100_000
+
+
+def _type_info(t: onnx.TypeProto) -> tuple | None:
+    key = t.SerializeToString()
+    if key in _TYPES:
+        return _TYPES[key]
+    info = None
+    if t.WhichOneof("value") == "tensor_type":
+        tt = t.tensor_type
+        # bindings.declared_dims with every named dim as None: only a non-negative dim_value is known
+        info = (tuple([_dim(d) for d in tt.shape.dim]) if tt.HasField("shape") else None, tt.elem_type)
+    if len(_TYPES) >= _TYPES_MAX:
+        _TYPES.clear()
+    _TYPES[key] = info
+    return info
+
+
+def _dim(d: onnx.TensorShapeProto.Dimension) -> int | None:
+    v = d.dim_value  # 0 where unset or named: only then is the oneof asked
+    if v > 0:
+        return v
+    return 0 if v == 0 and d.WhichOneof("value") == "dim_value" else None
 
 
 def better(a, b) -> bool:
@@ -60,13 +85,13 @@ def unresolved(model: onnx.ModelProto, known: Known | None = None) -> list[str]:
     """Tensors produced in the main graph whose shape is not fully static."""
     known = tensor_shapes(model.graph) if known is None else known
     bad = []
+    get = known.get
     for node in model.graph.node:
         for o in node.output:
-            if not o:
-                continue
-            s = known.get(o, (None, 0))[0]
-            if s is None or any(d is None for d in s):
-                bad.append(o)
+            if o:
+                k = get(o)
+                if k is None or k[0] is None or None in k[0]:  # dims are ints or None
+                    bad.append(o)
     return bad
 
 

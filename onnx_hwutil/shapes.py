@@ -66,6 +66,7 @@ def _infer_layers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], d
     except Exception as e:  # onnx raises a zoo of types here; any failure just hands over to the next layer
         notes.append(f"onnx shape inference failed ({_first_line(e)})")
         inferred = model
+    # `known` is always tensor_shapes(inferred.graph): each model's value infos are read once.
     known = tensor_shapes(inferred.graph)
     missing = unresolved(inferred, known)
     if not missing:
@@ -73,11 +74,13 @@ def _infer_layers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], d
 
     ort = symbolic_shapes(inferred)
     if ort is not None:
-        merged = _merge(inferred, ort)
-        if len(unresolved(merged)) < len(missing):
+        merged = _merge(inferred, ort, known)
+        merged_known = tensor_shapes(merged.graph)
+        merged_missing = unresolved(merged, merged_known)
+        if len(merged_missing) < len(missing):
             notes.append(f"onnxruntime symbolic shape inference resolved "
-                         f"{len(missing) - len(unresolved(merged))} tensors onnx left open")
-            inferred, missing = merged, unresolved(merged)
+                         f"{len(missing) - len(merged_missing)} tensors onnx left open")
+            inferred, known, missing = merged, merged_known, merged_missing
     # Our rules for runtime and quantized ops, then constant folding of shape computations: each round
     # hands ONNX inference more known shapes, which can unlock the next round (a fused op, then standard
     # ops, then the next fused op), so each layer runs until it learns nothing more.
@@ -88,20 +91,24 @@ def _infer_layers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], d
         for _ in range(rounds):
             if not missing:
                 break
-            hinted, n = layer(inferred)
+            if layer is fold_shape_subgraphs:
+                hinted, n = fold_shape_subgraphs(inferred, known)
+            else:
+                hinted, n = layer(inferred)
             if not n:
                 break
             again = _onnx_infer(hinted, prop)
             if layer is fold_shape_subgraphs:
                 again = _restore_nodes(again, model, prop)  # folding is for shapes: keep every original node
-            still = unresolved(again)
+            again_known = tensor_shapes(again.graph)
+            still = unresolved(again, again_known)
             if len(still) >= len(missing):
                 break
             learned += len(missing) - len(still)
-            inferred, missing = again, still
+            inferred, known, missing = again, again_known, still
         if learned:
             notes.append(f"{note} resolved {learned} more tensors")
-    return inferred, notes, tensor_shapes(inferred.graph)
+    return inferred, notes, known
 
 
 def file_shapes(model: onnx.ModelProto) -> dict:
@@ -149,9 +156,10 @@ def _first_line(e: BaseException) -> str:
     return text[0][:200] if text else type(e).__name__
 
 
-def _merge(base: onnx.ModelProto, extra: onnx.ModelProto) -> onnx.ModelProto:
-    """`base` with value infos added from `extra` wherever `extra` knows more."""
-    have = tensor_shapes(base.graph)
+def _merge(base: onnx.ModelProto, extra: onnx.ModelProto, have: dict | None = None) -> onnx.ModelProto:
+    """`base` (whose tensor_shapes are `have`) with value infos added from `extra` wherever `extra` knows
+    more."""
+    have = tensor_shapes(base.graph) if have is None else have
     more = tensor_shapes(extra.graph)
     out = onnx.ModelProto()
     out.CopyFrom(base)

@@ -33,12 +33,12 @@ def skim(buf: bytes | memoryview, small: int) -> bytes | None:
         return None
 
 
-def _graph(buf: memoryview, small: int) -> bytearray:
+def _graph(buf: memoryview, small: int) -> memoryview | bytearray:
     return _message(buf, {_INIT: lambda b: _tensor(b, small),
                           _NODE: lambda b: b if len(b) < _SMALL_NODE_BYTES else _node(b, small)})
 
 
-def _node(buf: memoryview, small: int) -> bytearray:
+def _node(buf: memoryview, small: int) -> memoryview | bytearray:
     return _message(buf, {_ATTR: lambda b: _message(b, {_ATTR_T: lambda t: _tensor(t, small)})})
 
 
@@ -62,18 +62,28 @@ def _tensor(buf: memoryview, small: int) -> memoryview | bytearray:
     return out
 
 
-def _message(buf: memoryview, rebuild: dict) -> bytearray:
-    """Copy `buf` field by field; a length-delimited field with a handler is replaced by its result."""
+def _message(buf: memoryview, rebuild: dict) -> memoryview | bytearray:
+    """Copy `buf` field by field; a length-delimited field with a handler is replaced by its result. Runs
+    of fields that come back unchanged (a handler returns the very view it was given) are copied in one
+    piece: a graph of small nodes is copied whole."""
     out = bytearray()
+    kept = 0  # buf[kept:key] is still to be copied as it is
     for field, wire, key, start, end in _fields(buf):
         fn = rebuild.get(field) if wire == 2 else None
         if fn is None:
-            out += buf[key:end]
             continue
-        body = fn(buf[start:end])
+        view = buf[start:end]
+        body = fn(view)
+        if body is view:
+            continue
+        out += buf[kept:key]
         out += _encode_varint((field << 3) | 2)
         out += _encode_varint(len(body))
         out += body
+        kept = end
+    if not kept:  # nothing replaced: the view itself, so that the caller copies it with its neighbours
+        return buf
+    out += buf[kept:]
     return out
 
 

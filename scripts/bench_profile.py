@@ -5,7 +5,8 @@ imports count), via ``/usr/bin/time -f "%e %M"`` around each child:
 
 * start-up: ``onnx-hwutil --version`` against ``python -c "import onnx"``;
 * ``onnx-hwutil profile`` on ``models/resnet50.onnx`` and ``models/bert_base.onnx`` (and any ``--extra
-  NAME=PATH`` full model, e.g. EfficientNet-B0 and GPT-2 from the corpus), and ``onnx_tool.model_profile``
+  NAME=PATH`` full model, e.g. EfficientNet-B0 and GPT-2 from the corpus, its other dims bound as
+  corpus/manifest.json says), and ``onnx_tool.model_profile``
   on the same files in a fresh child (its CSV checked for the ``Total`` row). onnx-tool needs the weights:
   where ``NAME.onnx.data`` is absent a temporary copy gets random ones of the right dtype and shape;
 * ``onnx-hwutil analyze`` of ViT-B/16 on a GPU and a CPU with and without findings;
@@ -135,8 +136,21 @@ def measure(case: Case, repeat: int, tmp: Path) -> None:
 # ---------------------------------------------------------------- onnx-tool inputs and weights
 
 
-def input_spec(model: onnx.ModelProto) -> dict[str, tuple[list[int], str]]:
-    """Graph inputs (not initializers) with the `batch` dim bound; {name: (shape, numpy dtype name)}."""
+def manifest_dims(path: Path) -> dict[str, int]:
+    """The symbolic dims other than the batch that corpus/manifest.json binds for a corpus file (GPT-2's
+    `sequence`), so that both tools run it at the same shapes; {} for any other file."""
+    manifest = path.resolve().parent / "manifest.json"
+    if not manifest.exists():
+        return {}
+    entries = json.loads(manifest.read_text()).get("models", [])
+    return next((dict(e.get("dims") or {}) for e in entries if e.get("file") == path.name), {})
+
+
+def input_spec(model: onnx.ModelProto,
+               dims: dict[str, int] | None = None) -> dict[str, tuple[list[int], str]]:
+    """Graph inputs (not initializers) with the `batch` dim (and `dims`) bound; {name: (shape, numpy dtype
+    name)}."""
+    dims = dims or {}
     inits = {t.name for t in model.graph.initializer}
     spec = {}
     for vi in model.graph.input:
@@ -149,6 +163,8 @@ def input_spec(model: onnx.ModelProto) -> dict[str, tuple[list[int], str]]:
                 shape.append(d.dim_value)
             elif d.dim_param == "batch":
                 shape.append(BATCH)
+            elif d.dim_param in dims:
+                shape.append(dims[d.dim_param])
             else:
                 raise ValueError(f"input {vi.name}: unbound symbolic dim {d.dim_param!r}")
         spec[vi.name] = (shape, np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).name)
@@ -192,7 +208,7 @@ def onnx_tool_case(name: str, model_path: Path, tmp: Path, synthetic: bool, rng:
     csv = tmp / f"{model_path.stem}_onnx_tool.csv"
     case = Case(name, [], check_csv=csv)
     try:
-        spec = input_spec(onnx.load(str(model_path), load_external_data=False))
+        spec = input_spec(onnx.load(str(model_path), load_external_data=False), manifest_dims(model_path))
         data = model_path.with_name(model_path.name + ".data")
         target = model_path
         if synthetic or not data.exists():
@@ -299,8 +315,10 @@ def main() -> int:
                                   analyze(llama8b, "--hw", "h100-sxm5", "--no-findings", *decode)),
         }
         extra = dict(e.split("=", 1) for e in args.extra)
+        extra_dims = {stem: [f for k, v in manifest_dims(Path(path)).items() for f in ("--dim", f"{k}={v}")]
+                      for stem, path in extra.items()}
         for stem, path in extra.items():
-            cases[f"hw_{stem}"] = Case(f"onnx-hwutil profile {stem}", hw(Path(path)))
+            cases[f"hw_{stem}"] = Case(f"onnx-hwutil profile {stem}", hw(Path(path), *extra_dims[stem]))
         for stem, path in [("resnet50", MODELS / "resnet50.onnx"), ("bert_base", MODELS / "bert_base.onnx"),
                            *((k, Path(v)) for k, v in extra.items())]:
             name = f"onnx-tool {stem}"
@@ -311,7 +329,7 @@ def main() -> int:
                 cases[key] = onnx_tool_case(name, path, tmp, args.synthetic_weights, rng, notes)
                 ours = "hw_bert" if stem == "bert_base" else f"hw_{stem}"
                 if cases[key].model is not None and ours in cases:  # the same full file for both tools
-                    cases[ours].argv = hw(cases[key].model)
+                    cases[ours].argv = hw(cases[key].model, *extra_dims.get(stem, []))
 
         print(f"running {len(cases)} cases x {repeat} ...", flush=True)
         for case in cases.values():

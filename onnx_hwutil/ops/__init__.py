@@ -73,7 +73,9 @@ def cost_graph(graph: Graph, precision: str, stored: Mapping[str, float] | None 
         return cost_graph(Graph(proto, graph.opsets, outer), precision, stored)
 
     nodes: list[NodeCost] = []
-    total = Cost(kind=OpKind.SHAPE)
+    # the totals, summed as plain numbers (one Cost at the end, not one per node)
+    macs = flops = bytes_read = bytes_written = weight_bytes = 0
+    kind = OpKind.SHAPE
     uncovered: Counter = Counter()
     unresolved: list[tuple[str, str, str]] = []
     notes: list[str] = []
@@ -90,7 +92,12 @@ def cost_graph(graph: Graph, precision: str, stored: Mapping[str, float] | None 
             c = cost_of(0, 0, OpKind.OPAQUE, traffic)
             nodes.append(NodeCost(node, c, "uncovered", ("no cost formula: FLOPs not counted",),
                                   traffic=traffic))
-            total = total + c
+            macs += c.macs
+            flops += c.flops
+            bytes_read += c.bytes_read
+            bytes_written += c.bytes_written
+            weight_bytes += c.weight_bytes
+            kind = max(kind, c.kind)
             continue
         try:
             c, traffic, work = evaluate(ctx)
@@ -114,10 +121,17 @@ def cost_graph(graph: Graph, precision: str, stored: Mapping[str, float] | None 
             nested_lb += child.uncosted_macs_lower_bound * max(times, 1)
         nodes.append(NodeCost(node, c, "ok", work.notes, traffic=traffic, nested=work.nested is not None,
                               gemms=work.gemms))
-        notes.extend(f"{node.name} ({node.op_type}): {n}" for n in work.notes)
-        total = total + c
+        if work.notes:
+            notes.extend(f"{node.name} ({node.op_type}): {n}" for n in work.notes)
+        macs += c.macs
+        flops += c.flops
+        bytes_read += c.bytes_read
+        bytes_written += c.bytes_written
+        weight_bytes += c.weight_bytes
+        kind = max(kind, c.kind)
     uncosted = [nc for nc in nodes if nc.status != "ok"]
     lb = sum(_weight_macs(nc.node, graph) for nc in uncosted)
+    total = Cost(macs, flops, bytes_read, bytes_written, weight_bytes, kind)
     return GraphCosts(nodes, total, uncovered, unresolved, notes, len(nodes) + nested_total,
                       len(uncosted) + nested_uncosted, lb + nested_lb)
 

@@ -147,6 +147,12 @@ class OpContext:
         self.stored = stored  # tensor name -> bits in memory (a storage what-if; dtypes.tensor_nbytes)
         self._subgraph_coster = subgraph_coster
         self._bytes = {} if byte_cache is None else byte_cache  # tensor name -> bytes, shared per graph
+        self._own = graph.tensors  # this scope's tensors: most lookups end here (_tensor)
+
+    def _tensor(self, name: str):
+        """graph.tensor(name), without walking the scopes for this graph's own tensors."""
+        t = self._own.get(name)
+        return t if t is not None else self.graph.tensor(name)
 
     # -- inputs and outputs ---------------------------------------------------------------------------
     def has(self, i: int) -> bool:
@@ -157,7 +163,7 @@ class OpContext:
         return len(self.node.inputs)
 
     def _static(self, name: str) -> tuple[int, ...]:
-        t = self.graph.tensor(name)
+        t = self._tensor(name)
         if not t.static:
             raise MissingShape(name)
         return t.shape  # type: ignore[return-value]
@@ -175,10 +181,16 @@ class OpContext:
     def shape(self, i: int, rank: Ranks = None, min_rank: int = 0) -> tuple[int, ...]:
         """Input i's static shape; absent, or of a rank other than `rank` (one or a tuple of them) or under
         `min_rank`, the node is malformed."""
-        return _ranked(self._static(self._input(i)), f"input {i}", rank, min_rank)
+        shape = self._static(self._input(i))
+        if rank is None and not min_rank:
+            return shape
+        return _ranked(shape, f"input {i}", rank, min_rank)
 
     def out(self, i: int = 0, rank: Ranks = None, min_rank: int = 0) -> tuple[int, ...]:
-        return _ranked(self._static(self._output(i)), f"output {i}", rank, min_rank)
+        shape = self._static(self._output(i))
+        if rank is None and not min_rank:
+            return shape
+        return _ranked(shape, f"output {i}", rank, min_rank)
 
     def numel(self, i: int) -> int:
         return _prod(self.shape(i))
@@ -242,7 +254,7 @@ class OpContext:
     def tensor_bytes(self, name: str) -> int:
         b = self._bytes.get(name)
         if b is None:
-            t = self.graph.tensor(name)
+            t = self._tensor(name)
             if not t.static:
                 raise MissingShape(name)
             b = self._bytes[name] = tensor_nbytes(t, self.precision, self.stored)
@@ -256,15 +268,15 @@ class OpContext:
 
     def elem_bytes_of_input(self, i: int, numel: int) -> int:
         """`numel` elements of input i's dtype at the chosen precision."""
-        return nbytes(numel, self.graph.tensor(self._input(i)).dtype, self.precision)
+        return nbytes(numel, self._tensor(self._input(i)).dtype, self.precision)
 
     def is_const(self, i: int) -> bool:
-        return self.has(i) and self.graph.tensor(self.node.inputs[i]).const
+        return self.has(i) and self._tensor(self.node.inputs[i]).const
 
     def is_weight(self, i: int) -> bool:
         if not self.has(i):
             return False
-        t = self.graph.tensor(self.node.inputs[i])
+        t = self._tensor(self.node.inputs[i])
         return t.const and t.dtype in PARAM_TYPES
 
     def cost_subgraph(self, attr_name: str):
@@ -279,7 +291,8 @@ class OpContext:
         for i, name in enumerate(self.node.inputs):
             if name:
                 b = reads[i] if reads and i in reads else self.tensor_bytes(name)
-                r.append((name, b, self.is_weight(i)))
+                t = self._tensor(name)  # is_weight(i)
+                r.append((name, b, t.const and t.dtype in PARAM_TYPES))
         w = []
         for i, name in enumerate(self.node.outputs):
             if name:
@@ -355,7 +368,12 @@ def evaluate(ctx: OpContext) -> tuple[Cost, Traffic, Work]:
 
 
 def cost_of(macs: int, flops: int, kind: OpKind, traffic: Traffic) -> Cost:
-    read = sum(b for _, b, w in traffic.reads if not w)
-    weights = sum(b for _, b, w in traffic.reads if w)
-    written = sum(b for _, b in traffic.writes)
+    read = weights = written = 0
+    for _, b, w in traffic.reads:
+        if w:
+            weights += b
+        else:
+            read += b
+    for _, b in traffic.writes:
+        written += b
     return Cost(macs, flops, read, written, weights, kind)
