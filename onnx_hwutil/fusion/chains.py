@@ -208,15 +208,21 @@ class OperandPass(FusionPass):
     def _splits(self, ctx: Context, part: Partition) -> None:
         rule = GATHER_SPLIT
         step = rule.steps[0]
-        for t, readers in ctx.graph.consumers.items():
+        candidates: dict[str, list] = {}  # data tensor -> the Gathers reading it (found once, not per tensor)
+        for n in ctx.graph.nodes:
+            if n.inputs and step.matches(ctx, n.name) and ctx.real(n.name):
+                candidates.setdefault(n.inputs[0], []).append(n)
+        for t in ctx.graph.consumers:  # in the order the tensors are first read, as merges depend on it
+            readers = candidates.get(t)
+            if readers is None:
+                continue
             gathers, refused = [], []
             for r in readers:
-                if step.matches(ctx, r.name) and r.inputs[0] == t and ctx.real(r.name):
-                    reason = step.refuses(ctx, t, r.name)
-                    if reason:
-                        refused.append((r.name, reason))
-                    else:
-                        gathers.append(r.name)
+                reason = step.refuses(ctx, t, r.name)
+                if reason:
+                    refused.append((r.name, reason))
+                else:
+                    gathers.append(r.name)
             if len(gathers) > 1:
                 self.merge(part, {part.group_of[g] for g in gathers}, rule.name, gathers[0], step.name,
                            label="Split")

@@ -116,26 +116,27 @@ class FusedGraph:
                     writes.append((r, b))  # it escapes the subgraph: written to memory
                 elif any(costs[c].cost.kind >= OpKind.MATRIX for c in readers.get(r, ())):
                     internal += b  # a matrix or opaque op reads it whole: it must be materialized
-        c = [costs[m].cost for m in nested]
         label = part.labels.get(gid) or _default_label(graph, real or members)
         if not real:
             kind = OpKind.SHAPE
         tiled = gid in part.tiled
-        rd = sum(read.values()) + sum(x.bytes_read for x in c)
-        wb = sum(weights.values()) + sum(x.weight_bytes for x in c)
-        wr = sum(b for _, b in writes) + sum(x.bytes_written for x in c)
+        reads = [(r, b, False) for r, b in read.items()] + [(r, b, True) for r, b in weights.items()]
+        rd, wb, wr = sum(read.values()), sum(weights.values()), sum(b for _, b in writes)
+        if nested:
+            # a control-flow node's bodies read what their costing counted, branch weights included: one
+            # pseudo-buffer each, so the mapping moves the bytes the totals hold
+            c = [costs[m].cost for m in nested]
+            rd += sum(x.bytes_read for x in c)
+            wb += sum(x.weight_bytes for x in c)
+            wr += sum(x.bytes_written for x in c)
+            reads += [(f"{m} (body reads)", x.bytes_read, False) for m, x in zip(nested, c, strict=True)
+                      if x.bytes_read]
+            reads += [(f"{m} (body weights)", x.weight_bytes, True) for m, x in zip(nested, c, strict=True)
+                      if x.weight_bytes]
         return Subgraph(sid, tuple(members), label, kind, macs, flops, rd, wr, wb,
                         working_set_bytes=rd + wr + wb + (0 if tiled else internal),
-                        folded=tuple(m for m in members if m in folded), tiled=tiled,
-                        reads=tuple((r, b, False) for r, b in read.items())
-                        + tuple((r, b, True) for r, b in weights.items())
-                        # a control-flow node's bodies read what their costing counted, branch weights
-                        # included: one pseudo-buffer each, so the mapping moves the bytes the totals hold
-                        + tuple((f"{m} (body reads)", x.bytes_read, False)
-                                for m, x in zip(nested, c, strict=True) if x.bytes_read)
-                        + tuple((f"{m} (body weights)", x.weight_bytes, True)
-                                for m, x in zip(nested, c, strict=True) if x.weight_bytes),
-                        writes=tuple(writes))
+                        folded=tuple(m for m in members if m in folded) if folded else (), tiled=tiled,
+                        reads=tuple(reads), writes=tuple(writes))
 
     @cached_property
     def _producer(self) -> dict[str, str]:

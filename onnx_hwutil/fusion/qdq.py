@@ -65,11 +65,11 @@ class QdqPass(FusionPass):
     def apply(self, ctx: Context, part: Partition) -> None:
         rule = QDQ
         target = rule.steps[1]
+        dequantized = {o for n in ctx.graph.nodes if n.op_type == DQ for o in n.outputs if o}
         for n in ctx.graph.nodes:
-            if not target.matches(ctx, n.name) or not ctx.real(n.name) or n.op_type in (DQ, Q):
+            if n.op_type in (DQ, Q) or not target.matches(ctx, n.name) or not ctx.real(n.name):
                 continue
-            producers = [ctx.graph.producer.get(t) for t in n.inputs if t]
-            if not any(p is not None and p.op_type == DQ for p in producers):
+            if dequantized.isdisjoint(n.inputs):
                 self.reject(rule, n.name, "no input comes from a DequantizeLinear: a float op")
                 continue
             if reason := target.refuses(ctx, n.name, n.name):
