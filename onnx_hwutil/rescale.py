@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .graph import Graph
+from .graph import Graph, Tensor
+from .limits import MAX_ELEMENTS
 from .profile import BoundModel, Profile
 
 # The batch that checks the extrapolation from batches 1 and 2 against a real inference: past both, so a
@@ -49,8 +50,35 @@ def extrapolate(one: BoundModel, two: BoundModel, batch: int) -> BoundModel | No
         if v is False or v is None:
             return None
         symbols[k] = v[0]
-    graph = Graph(one.graph.proto, one.opsets, known=known)
-    return replace(one, graph=graph, inputs=inputs, symbols=symbols)
+    return replace(one, graph=_with_shapes(one.graph, known), inputs=inputs, symbols=symbols)
+
+
+# What a top-level Graph holds (graph.py): all of it but `tensors` follows from the proto alone (cached
+# properties included), so a graph at another batch shares it. A Graph that holds anything else is built
+# afresh: what it is is not known here.
+_STRUCTURE = {"proto", "opsets", "outer", "depth", "inputs", "outputs", "producer", "param_roots", "dag",
+              "nodes", "by_name", "index", "consumers", "small_constants"}
+
+
+def _with_shapes(graph: Graph, known: dict) -> Graph:
+    """Graph(graph.proto, graph.opsets, known=known), where `known` names every tensor of `graph` (as
+    extrapolate's does) with the same dtypes: the structure (nodes, producers, DAG, execution order) is
+    shared, only the tensors are new. A Constant's tensor keeps the shape its own value gives, as Graph's
+    constructor does; a batch is the same for it."""
+    attrs = vars(graph)
+    if graph.outer is not None or not set(attrs) - {"tensors"} <= _STRUCTURE \
+            or set(known) != set(graph.tensors):
+        return Graph(graph.proto, graph.opsets, known=known)
+    tensors = {}
+    for name, t in graph.tensors.items():
+        shape, dtype = known[name]
+        new = tensors[name] = Tensor(name, shape, dtype, t.const)
+        if new.numel > MAX_ELEMENTS:  # the constructor's own refusal, in its words
+            return Graph(graph.proto, graph.opsets, known=known)
+    out = object.__new__(Graph)
+    out.__dict__.update(attrs)
+    out.tensors = tensors
+    return out
 
 
 def checked(one: BoundModel, two: BoundModel, probe: BoundModel) -> bool:
