@@ -35,6 +35,7 @@ class Context:
         self.cost = {nc.node.name: nc for nc in costs}
         self.outputs = set(graph.outputs)
         self.static: set[str] = set()  # filled by the shape pass: nodes folded at load time
+        self.memo: dict[str, object] = {}  # what a pass derives from the graph alone, kept across rounds
         # Passes ask these of every node many times over (a 100k-node graph: millions of calls): plain
         # dict lookups, bound once.
         self._kind = {name: nc.cost.kind for name, nc in self.cost.items()}

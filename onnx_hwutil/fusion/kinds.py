@@ -38,13 +38,17 @@ class ShapePass(FusionPass):
         return True
 
     def apply(self, ctx: Context, part: Partition) -> None:
-        static: set[str] = set()
-        for n in ctx.graph.nodes:  # a runtime folds these once, at load
-            if self._static(ctx, n, static):
-                static.add(n.name)
+        static = ctx.memo.get("load_time")
+        if static is None:  # a property of the graph alone: found once, whatever the rounds
+            static = set()
+            for n in ctx.graph.nodes:  # a runtime folds these once, at load
+                if self._static(ctx, n, static):
+                    static.add(n.name)
+            ctx.memo["load_time"] = static
+            ctx.memo["movable"] = static | {n.name for n in ctx.graph.nodes if ctx.kind(n.name) == SHAPE}
         ctx.static |= static
         part.static |= static
-        movable = static | {n.name for n in ctx.graph.nodes if ctx.kind(n.name) == SHAPE}  # + views
+        movable = ctx.memo["movable"]  # load-time nodes and views
         for n in reversed(ctx.graph.nodes):
             if n.name not in movable:
                 continue

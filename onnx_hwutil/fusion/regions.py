@@ -77,10 +77,11 @@ class NormPass(FusionPass):
         rule = DECOMPOSED_NORM
         body, signature = rule.steps[0], rule.steps[1]
         norm_groups: set[int] = set()
+        consumers = ctx.graph.consumers
         for n in ctx.graph.nodes:
-            if not ctx.real(n.name):
-                continue
-            readers = {c.name for t in n.outputs for c in ctx.graph.consumers.get(t, ()) if ctx.real(c.name)}
+            if not ctx.real(n.name) or sum(len(consumers.get(t, ())) for t in n.outputs) < 2:
+                continue  # at most one reader: no region starts here
+            readers = {c.name for t in n.outputs for c in consumers.get(t, ()) if ctx.real(c.name)}
             if len(readers) < 2:
                 continue  # not a fan-out: no region starts here
             end = ctx.ipdom.get(n.name)
