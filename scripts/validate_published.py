@@ -18,6 +18,7 @@ from onnx_hwutil.analysis import Analyzer, Point
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MLPERF = "MLCommons inference_results"
+NEURON = "aws-neuron/aws-neuron-sdk about-neuron/benchmarks/trn1"
 
 # (label, model, hardware, batch, precision, metric, published value, source, caveat)
 PUBLISHED = [
@@ -64,6 +65,14 @@ PUBLISHED = [
      "NVIDIA/TensorRT demo/BERT/README.md (TRT 8.5.1), A100 40GB table", "TensorRT FP16"),
     ("A100 40GB, BERT-base s128, b128, INT8", "bert_base", "a100-sxm4-40gb", 128, "int8", "latency_ms", 8.22,
      "NVIDIA/TensorRT demo/BERT/README.md (TRT 8.5.1), A100 40GB table", "TensorRT INT8"),
+    ("Trainium1 (2 NeuronCores x b16), BERT-base s128, throughput", "bert_base", "trainium1", 32, "bf16",
+     "throughput", 3_421.56625089,
+     f"{NEURON}/throughput_data_encoder.csv bert-base-uncased trn1.2xlarge (Neuron 2.27.0, PyTorch 2.9),"
+     " batch 16, Data Parallel", "FP32 model, matmuls autocast to BF16; 2 cores x b16 = our b32"),
+    ("Trainium1 (2 NeuronCores x b1), BERT-base s128, throughput", "bert_base", "trainium1", 2, "bf16",
+     "throughput", 2_085.45272427,
+     f"{NEURON}/latency_data_encoder.csv bert-base-uncased trn1.2xlarge (Neuron 2.26.0, PyTorch 2.8),"
+     " batch 1, Data Parallel", "FP32 model, matmuls autocast to BF16; 2 cores x b1 = our b2"),
     ("TPU v4 chip, ResNet-50 training -> x3 forward", "resnet50", "tpu-v4", 256, "bf16", "throughput",
      3_450 * 3, "MLCommons training_results_v1.0 Google tpu-v4-128 resnet, img/s per chip from the log x3",
      "training, derived: rough"),
@@ -81,7 +90,7 @@ def main() -> int:
         # Every source ran a fusing compiler (TensorRT, XLA, IPEX/oneDNN): the `aggressive` preset.
         s = a.run(Point(os.path.join(ROOT, "models", f"{model}.onnx"), hw, batch, prec, args.fusion))
         ours = s.throughput_per_s if metric == "throughput" else s.latency_s * 1e3
-        unit = "img/s" if metric == "throughput" else "ms"
+        unit = ("seq/s" if model.startswith("bert") else "img/s") if metric == "throughput" else "ms"
         rows.append((label, batch, prec, f"{value:,.3g} {unit}", f"{ours:,.3g} {unit}", f"{ours / value:.2f}",
                      source, caveat))
     print(tabulate(rows, headers=["measurement", "batch", "precision", "published", "predicted",
