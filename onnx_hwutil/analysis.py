@@ -97,7 +97,7 @@ class Analyzer:
             # The passes chose the same kernels at batches 1, 2 and PROBE_BATCH: at a batch extrapolated
             # from those, they are those kernels, costed at this batch.
             one = self._fused(model, 1, precision, fusion)
-            return _refused(profile, one)
+            return _fused_like(profile, one)
         # The passes read the graph and each node's kind, never bytes: the same graph (one shape inference
         # serves the default batch and batch 1) with the same kinds at another precision is partitioned
         # the same, so only the costing is new.
@@ -105,7 +105,7 @@ class Analyzer:
         for other in self._partitions.get((id(profile.graph), fusion), ()):
             if other.profile.graph is profile.graph and \
                     [nc.cost.kind for nc in other.profile.costs.nodes] == kinds:
-                return _refused(profile, other)
+                return _fused_like(profile, other)
         fused = fuse(profile, fusion)
         self._partitions.setdefault((id(profile.graph), fusion), []).append(fused)
         return fused
@@ -169,7 +169,7 @@ class Analyzer:
         return schedule(self.fused(p.model, p.batch, prec, p.fusion), spec, prec, batch, p.threads)
 
 
-def _refused(profile: Profile, like: FusedGraph) -> FusedGraph:
+def _fused_like(profile: Profile, like: FusedGraph) -> FusedGraph:
     """`profile` fused into the kernels the passes chose for `like`, costed afresh."""
     fused = FusedGraph(profile, like.partition, like.preset, like.passes, like.pass_merges)
     check_costs(fused)

@@ -111,8 +111,8 @@ class ConvBnPass(FusionPass):
 
     def apply(self, ctx: Context, part: Partition) -> None:
         rule = CONV_BN
-        for n in ctx.graph.nodes:
-            if not rule.steps[1].matches(ctx, n.name) or n.name in part.folded:
+        for n in ctx.matching(rule.steps[1]):
+            if n.name in part.folded:
                 continue
             if len(n.inputs) < 5:
                 self.reject(rule, n.name, "no four statistics inputs to fold")
@@ -140,9 +140,9 @@ class ActivationPass(FusionPass):
 
     def apply(self, ctx: Context, part: Partition) -> None:
         rule = BIAS_SCALE_ACTIVATION
-        for n in ctx.graph.nodes:
+        for n in ctx.matching(rule.steps[0]):
             gid = part.group_of[n.name]
-            if not rule.steps[0].matches(ctx, n.name) or ctx.real_members(part, gid)[-1] != n.name:
+            if ctx.real_members(part, gid)[-1] != n.name:
                 continue  # has an epilogue already: this pass takes one per matrix op, once
             stage, last = 1, n.name  # the steps after the matrix op, each at most once and in order
             while stage < len(rule.steps):
@@ -180,10 +180,9 @@ class OperandPass(FusionPass):
     rules = (TRANSPOSE_OPERAND, SCALE_OPERAND, GATHER_SPLIT)
 
     def apply(self, ctx: Context, part: Partition) -> None:
-        for n in ctx.graph.nodes:
-            if TRANSPOSE_OPERAND.steps[1].matches(ctx, n.name):
-                for t in n.inputs[:2]:
-                    self._absorb(ctx, part, n.name, ctx.graph.producer.get(t))
+        for n in ctx.matching(TRANSPOSE_OPERAND.steps[1]):
+            for t in n.inputs[:2]:
+                self._absorb(ctx, part, n.name, ctx.graph.producer.get(t))
         self._splits(ctx, part)
 
     def _absorb(self, ctx: Context, part: Partition, mm: str, prod) -> None:
@@ -209,8 +208,8 @@ class OperandPass(FusionPass):
         rule = GATHER_SPLIT
         step = rule.steps[0]
         candidates: dict[str, list] = {}  # data tensor -> the Gathers reading it (found once, not per tensor)
-        for n in ctx.graph.nodes:
-            if n.inputs and step.matches(ctx, n.name) and ctx.real(n.name):
+        for n in ctx.matching(step):
+            if n.inputs and ctx.real(n.name):
                 candidates.setdefault(n.inputs[0], []).append(n)
         for t in ctx.graph.consumers:  # in the order the tensors are first read, as merges depend on it
             readers = candidates.get(t)

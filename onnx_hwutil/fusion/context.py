@@ -36,12 +36,21 @@ class Context:
         self.outputs = set(graph.outputs)
         self.static: set[str] = set()  # filled by the shape pass: nodes folded at load time
         self.memo: dict[str, object] = {}  # what a pass derives from the graph alone, kept across rounds
+        self._matching: dict[Step, list] = {}
         # Passes ask these of every node many times over (a 100k-node graph: millions of calls): plain
         # dict lookups, bound once.
         self._kind = {name: nc.cost.kind for name, nc in self.cost.items()}
         self._shape = {name for name, k in self._kind.items() if k == SHAPE}
         self.kind = self._kind.__getitem__
         self.op = {n.name: n.op_type for n in graph.nodes}.__getitem__
+
+    def matching(self, step: Step) -> list:
+        """The nodes a step may stand at, in graph order: ops and kinds never change, so a pass walks these
+        instead of every node (a 100k-node graph, each pass, each round)."""
+        hit = self._matching.get(step)
+        if hit is None:
+            hit = self._matching[step] = [n for n in self.graph.nodes if step.matches(self, n.name)]
+        return hit
 
     @cached_property
     def names(self) -> frozenset[str]:

@@ -52,8 +52,8 @@ class QuickGeluPass(FusionPass):
     def apply(self, ctx: Context, part: Partition) -> None:
         rule = QUICK_GELU
         alpha, sigmoid, product = rule.steps
-        for n in ctx.graph.nodes:
-            if not sigmoid.matches(ctx, n.name) or not ctx.real(n.name):
+        for n in ctx.matching(sigmoid):
+            if not ctx.real(n.name):
                 continue
             if reason := sigmoid.refuses(ctx, n.name, n.name):
                 self.reject(rule, n.name, reason)
@@ -154,8 +154,8 @@ class NchwcPass(FusionPass):
     def apply(self, ctx: Context, part: Partition) -> None:
         rule = NCHWC_ADD
         memo: dict[str, bool] = {}
-        for n in ctx.graph.nodes:
-            if not rule.steps[1].matches(ctx, n.name) or len(n.inputs) != 2 or not ctx.real(n.name):
+        for n in ctx.matching(rule.steps[1]):
+            if len(n.inputs) != 2 or not ctx.real(n.name):
                 continue
             shapes = [ctx.graph.tensor(t).shape for t in n.inputs]
             if shapes[0] != shapes[1] or not shapes[0] or len(shapes[0]) != 4:

@@ -66,8 +66,8 @@ class QdqPass(FusionPass):
         rule = QDQ
         target = rule.steps[1]
         dequantized = {o for n in ctx.graph.nodes if n.op_type == DQ for o in n.outputs if o}
-        for n in ctx.graph.nodes:
-            if n.op_type in (DQ, Q) or not target.matches(ctx, n.name) or not ctx.real(n.name):
+        for n in ctx.matching(target):
+            if n.op_type in (DQ, Q) or not ctx.real(n.name):
                 continue
             if dequantized.isdisjoint(n.inputs):
                 self.reject(rule, n.name, "no input comes from a DequantizeLinear: a float op")

@@ -168,6 +168,8 @@ class NormPass(FusionPass):
     def _skip(self, ctx: Context, part: Partition, norm_groups: set[int]) -> None:
         rule = SKIP_LAYER_NORM
         residual, layernorm = rule.steps
+        if not norm_groups and not ctx.matching(layernorm):
+            return  # no norm here to take a residual
         for n in ctx.graph.nodes:
             is_ln = layernorm.matches(ctx, n.name)
             gid = part.group_of[n.name]
@@ -210,9 +212,7 @@ class AttentionPass(FusionPass):
     def apply(self, ctx: Context, part: Partition) -> None:
         rule = ATTENTION
         qk_step, before, softmax, after, av_step = rule.steps
-        for n in ctx.graph.nodes:
-            if not softmax.matches(ctx, n.name):
-                continue
+        for n in ctx.matching(softmax):
             qk, back, why = self._walk(ctx, n.name, before, qk_step, forward=False)
             av, ahead, why_not = self._walk(ctx, n.name, after, av_step, forward=True)
             if qk is None or av is None:
