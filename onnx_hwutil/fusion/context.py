@@ -49,8 +49,20 @@ class Context:
         instead of every node (a 100k-node graph, each pass, each round)."""
         hit = self._matching.get(step)
         if hit is None:
-            hit = self._matching[step] = [n for n in self.graph.nodes if step.matches(self, n.name)]
+            pool = self.graph.nodes
+            if step.ops is not None:  # only the nodes of its ops, back in graph order
+                idx = self.graph.index
+                pool = sorted((n for op in step.ops for n in self._by_op.get(op, ())),
+                              key=lambda n: idx[n.name])
+            hit = self._matching[step] = [n for n in pool if step.matches(self, n.name)]
         return hit
+
+    @cached_property
+    def _by_op(self) -> dict[str, list]:
+        out: dict[str, list] = {}
+        for n in self.graph.nodes:
+            out.setdefault(n.op_type, []).append(n)
+        return out
 
     @cached_property
     def names(self) -> frozenset[str]:
