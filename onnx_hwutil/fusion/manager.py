@@ -1,5 +1,6 @@
-"""The pass manager: presets are lists of passes, run to a fixpoint on a copy of the partition, with the
-partition's invariants checked after every pass and the passes' own contracts once nothing changes."""
+"""The pass manager: presets are lists of passes, run to a fixpoint on a partition of the graph, with the
+partition's invariants checked after every pass that changed it (and once more at the end) and the passes'
+own contracts once nothing changes."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ PRESETS: dict[str, list[str]] = {
     "none": [],
     # What a default ONNX Runtime CPU session runs (ORT_ENABLE_ALL): folds shape math, BN into Conv,
     # QDQ node units (DQ -> op -> Q) into quantized kernels, decomposed norms and GELU (ORT's own patterns
-    # only) and x*sigmoid(x) into single kernels, transposes
-    # and scales into matmul operands, bias/scale/activation after matrix ops, and (NCHWc, CPU only) a
-    # residual Add and its Relu into a Conv (checked by scripts/compare_fusion_ort.py).
+    # only) and x*sigmoid(x) into single kernels, transposes and scales into matmul operands,
+    # bias/scale/activation after matrix ops, and (NCHWc, CPU only) a residual Add and its Relu into a Conv
+    # (checked by scripts/compare_fusion_ort.py). One preset for every chip: a per-kind `auto` is not built.
     "runtime": ["shape", "conv_bn", "qdq", "ort_norm", "quick_gelu", "operand", "activation", "nchwc"],
     # What a fusing compiler (TVM, XLA, TensorRT) can do, attention included.
     "aggressive": ["shape", "conv_bn", "norm", "operand", "attention", "epilogue", "elementwise",
