@@ -92,37 +92,32 @@ def cost_graph(graph: Graph, precision: str, stored: Mapping[str, float] | None 
             c = cost_of(0, 0, OpKind.OPAQUE, traffic)
             nodes.append(NodeCost(node, c, "uncovered", ("no cost formula: FLOPs not counted",),
                                   traffic=traffic))
-            macs += c.macs
-            flops += c.flops
-            bytes_read += c.bytes_read
-            bytes_written += c.bytes_written
-            weight_bytes += c.weight_bytes
-            kind = max(kind, c.kind)
-            continue
-        try:
-            c, traffic, work = evaluate(ctx)
-        except MissingShape as e:
-            unresolved.append((node.name, node.op_type, e.tensor))
-            nodes.append(NodeCost(node, Cost(kind=OpKind.OPAQUE), "unresolved",
-                                  (f"shape of {e.tensor!r} unknown: not costed",), e.tensor))
-            continue
-        except MalformedNode as e:
-            # A node its own op's spec does not allow: reported with the reason and left out of the totals,
-            # like an unshaped one. Any other exception is a bug in a formula and must surface.
-            reason = f"malformed {node.op_type} node ({e})"
-            unresolved.append((node.name, node.op_type, reason))
-            nodes.append(NodeCost(node, Cost(kind=OpKind.OPAQUE), "invalid", (reason + ": not costed",)))
-            continue
-        for _label, child, times in work.children:
-            uncovered.update(child.uncovered)
-            unresolved.extend(child.unresolved)
-            nested_total += child.nodes_total
-            nested_uncosted += child.uncosted_nodes
-            nested_lb += child.uncosted_macs_lower_bound * max(times, 1)
-        nodes.append(NodeCost(node, c, "ok", work.notes, traffic=traffic, nested=work.nested is not None,
-                              gemms=work.gemms))
-        if work.notes:
-            notes.extend(f"{node.name} ({node.op_type}): {n}" for n in work.notes)
+        else:
+            try:
+                c, traffic, work = evaluate(ctx)
+            except MissingShape as e:
+                unresolved.append((node.name, node.op_type, e.tensor))
+                nodes.append(NodeCost(node, Cost(kind=OpKind.OPAQUE), "unresolved",
+                                      (f"shape of {e.tensor!r} unknown: not costed",), e.tensor))
+                continue
+            except MalformedNode as e:
+                # A node its own op's spec does not allow: reported with the reason and left out of the
+                # totals, like an unshaped one. Any other exception is a bug in a formula and must surface.
+                reason = f"malformed {node.op_type} node ({e})"
+                unresolved.append((node.name, node.op_type, reason))
+                nodes.append(NodeCost(node, Cost(kind=OpKind.OPAQUE), "invalid", (reason + ": not costed",)))
+                continue
+            for _label, child, times in work.children:
+                uncovered.update(child.uncovered)
+                unresolved.extend(child.unresolved)
+                nested_total += child.nodes_total
+                nested_uncosted += child.uncosted_nodes
+                nested_lb += child.uncosted_macs_lower_bound * max(times, 1)
+            nodes.append(NodeCost(node, c, "ok", work.notes, traffic=traffic,
+                                  nested=work.nested is not None, gemms=work.gemms))
+            if work.notes:
+                notes.extend(f"{node.name} ({node.op_type}): {n}" for n in work.notes)
+        # totals as plain numbers (a 100k-node graph: no Cost object per node to add up)
         macs += c.macs
         flops += c.flops
         bytes_read += c.bytes_read
