@@ -146,6 +146,8 @@ NCHWC_ADD = Rule("NchwcTransformer", (
 
 
 class NchwcPass(FusionPass):
+    # ORT registers the transformer only where MLAS has an NCHWc block (MlasNchwcGetBlockSize() > 1:
+    # x86 with AVX2 or AVX-512); a CPU without one runs the Add and the Relu apart: `--disable nchwc`.
     name = "nchwc"
     help = ("CPU only, at ORT_ENABLE_ALL: ORT's NCHWc transformer folds a residual Add (both operands from "
             "NCHWc convolutions or pools) into the single-use Conv that feeds it, then a Relu after it")
