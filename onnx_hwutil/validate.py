@@ -171,6 +171,31 @@ def random_feeds(session, shapes: dict, rng: np.random.Generator) -> dict:
 # What a session is asked for: `all` is a default InferenceSession (what users run, and what the `runtime`
 # preset mirrors); `extended` stops before the NCHWc layout transformer.
 LEVELS = ("all", "extended")
+WARMUP_RUNS = 5
+
+
+def session_options(ort, threads: int, level: str = "all"):
+    """A CPU session as our predictions model it: `threads` intra-op threads, one inter-op, sequential."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if level == "all" else
+                                   ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
+    so.log_severity_level = 3
+    return so
+
+
+def median_run_s(session, feeds: dict, runs: int) -> float:
+    """Median wall time of `runs` runs after WARMUP_RUNS untimed ones."""
+    for _ in range(WARMUP_RUNS):
+        session.run(None, feeds)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        session.run(None, feeds)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def validate(model: str, hw: str = "host", threads: int | None = None, runs: int = 50,
@@ -197,25 +222,13 @@ def validate(model: str, hw: str = "host", threads: int | None = None, runs: int
     rng = np.random.default_rng(0)
     blob = runnable_model(model, rng).SerializeToString()
     with _terminations_unwind(), tempfile.TemporaryDirectory() as tmp:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if level == "all" else
-                                       ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
-        so.log_severity_level = 3
+        so = session_options(ort, threads, level)
         try:
             sess = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
         except Exception as e:
             raise HwUtilError(f"onnxruntime cannot run {model}: {str(e).splitlines()[0][:200]}") from None
         feeds = random_feeds(sess, bound.inputs, rng)
-        for _ in range(5):
-            sess.run(None, feeds)
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            sess.run(None, feeds)
-            times.append(time.perf_counter() - t0)
+        measured = median_run_s(sess, feeds, runs)
         so.enable_profiling = True
         so.profile_file_prefix = os.path.join(tmp, "ort")
         prof = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
@@ -249,5 +262,5 @@ def validate(model: str, hw: str = "host", threads: int | None = None, runs: int
     rows = [{"id": i, "label": pred[i].label if i in pred else "",
              "predicted_s": pred[i].latency_s if i in pred else 0.0, "measured_s": measured_sub.get(i, 0.0)}
             for i in sorted(set(pred) | set(measured_sub))]
-    return Validation(model, spec.name, threads, predicted, statistics.median(times), rows,
+    return Validation(model, spec.name, threads, predicted, measured, rows,
                       mapped / total if total else 0.0, runs, level)

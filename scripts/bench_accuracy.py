@@ -26,7 +26,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 import yaml
@@ -36,7 +35,7 @@ from corpus import HALVES, model_groups
 from onnx_hwutil.analysis import Analyzer, Point
 from onnx_hwutil.calibrate import calibrate
 from onnx_hwutil.errors import HwUtilError
-from onnx_hwutil.validate import random_feeds, runnable_model
+from onnx_hwutil.validate import median_run_s, random_feeds, runnable_model, session_options
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,23 +75,9 @@ def _runnable(path: str, tmp: str) -> bytes | str:
 def measure(model: bytes | str, shapes: dict, threads: int, runs: int, level: str) -> float:
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if level == "extended":
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    so.log_severity_level = 3
+    so = session_options(ort, threads, level)
     sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-    feeds = random_feeds(sess, shapes, np.random.default_rng(0))
-    for _ in range(5):
-        sess.run(None, feeds)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, feeds)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_run_s(sess, random_feeds(sess, shapes, np.random.default_rng(0)), runs)
 
 
 def stats_line(errors: list[float], n: int) -> str:
