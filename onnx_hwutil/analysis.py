@@ -14,7 +14,7 @@ from functools import cache
 from .bindings import Bindings
 from .dtypes import check_precision
 from .errors import HwUtilError, NoBatchDim
-from .fusion import FusedGraph, fuse
+from .fusion import FusedGraph, for_chip, fuse
 from .fusion.contract import check_costs
 from .gcpause import paused_gc
 from .hardware import HardwareSpec, load_spec
@@ -121,7 +121,8 @@ class Analyzer:
         return self._profile(model, batch, precision)
 
     def fused(self, model: str, batch: int, precision: str, fusion: str) -> FusedGraph:
-        return self._fused(model, batch, precision, fusion)
+        """Fused with a preset; `auto` without a chip is ONNX Runtime's CPU rules (`for_chip`)."""
+        return self._fused(model, batch, precision, for_chip(fusion, None))
 
     def batches(self, model: str, asked: Sequence[int] | None = None,
                 also: Sequence[int] = ()) -> list[int | None]:
@@ -166,7 +167,8 @@ class Analyzer:
         if batch is None:  # the model's own batch: the leading dim of its first input
             shape = next(iter(self.bound(p.model, None).inputs.values()), ())
             batch = shape[0] if shape and shape[0] > 0 else 1
-        return schedule(self.fused(p.model, p.batch, prec, p.fusion), spec, prec, batch, p.threads)
+        fusion = for_chip(p.fusion, spec.kind)
+        return schedule(self._fused(p.model, p.batch, prec, fusion), spec, prec, batch, p.threads)
 
 
 def _fused_like(profile: Profile, like: FusedGraph) -> FusedGraph:
@@ -290,7 +292,7 @@ class WhatIf:
 
 
 def plan(a: Analyzer, model: str | os.PathLike, hardware: list[str] | str = "h100-sxm5",
-         batch: list[int] | int | None = None, precision: list[str] | str = "auto", fusion: str = "runtime",
+         batch: list[int] | int | None = None, precision: list[str] | str = "auto", fusion: str = "auto",
          threads: int | None = None) -> list[Point]:
     """The points `analyze` maps: hardware x batch x precision. Without a batch, a model with a symbolic
     batch dim runs at batch 1 (binding says so in the notes) and one with static shapes at its own."""
@@ -305,7 +307,7 @@ def plan(a: Analyzer, model: str | os.PathLike, hardware: list[str] | str = "h10
 
 def analyze(model: str | os.PathLike, hardware: list[str] | str = "h100-sxm5",
             batch: list[int] | int | None = None,
-            precision: list[str] | str = "auto", fusion: str = "runtime", shapes: dict | None = None,
+            precision: list[str] | str = "auto", fusion: str = "auto", shapes: dict | None = None,
             dims: dict | None = None, threads: int | None = None) -> list[Schedule]:
     """The Python face of `onnx-hwutil analyze`: one Schedule per hardware x batch x precision."""
     a = Analyzer(shapes, dims)

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .analysis import Analyzer, Point
+from .fusion import for_chip
 from .graph import Graph, Node
 from .profile import SCHEMA
 
@@ -75,18 +76,23 @@ def _pair(old: float, new: float) -> dict:
 
 
 def diff(old_path: str, new_path: str, hardware: list[str], batch: int | None = None,
-         precision: str = "auto", fusion: str = "runtime", shapes: dict | None = None,
+         precision: str = "auto", fusion: str = "auto", shapes: dict | None = None,
          dims: dict | None = None) -> dict:
     """The diff as JSON-ready data (what `onnx-hwutil diff` prints as a table, Markdown or JSON)."""
     a = Analyzer(shapes, dims, scoped=True)
     prof = {w: a.profile(p, batch) for w, p in (("old", old_path), ("new", new_path))}
     al = align(prof["old"].graph, prof["new"].graph)
     t_old, t_new = prof["old"].totals, prof["new"].totals
-    fused = {w: a.fused(p, batch, "model", fusion) for w, p in (("old", old_path), ("new", new_path))}
+    # `auto` may fuse each chip by its own runtime's rules: kernels are paired once per preset in use.
+    presets = (list(dict.fromkeys(for_chip(fusion, a.spec(hw).kind) for hw in hardware))
+               or [for_chip(fusion, None)])
+    fused = {f: {w: a.fused(p, batch, "model", f) for w, p in (("old", old_path), ("new", new_path))}
+             for f in presets}
+    first = fused[presets[0]]
     totals = {k: _pair(getattr(t_old, k), getattr(t_new, k))
               for k in ("macs", "flops", "params", "weight_bytes", "peak_memory_bytes")}
     totals["nodes"] = _pair(len(prof["old"].costs.nodes), len(prof["new"].costs.nodes))
-    totals["kernels"] = _pair(len(fused["old"].kernels), len(fused["new"].kernels))
+    totals["kernels"] = _pair(len(first["old"].kernels), len(first["new"].kernels))
 
     chips, sched = [], {}
     for hw in hardware:
@@ -101,14 +107,16 @@ def diff(old_path: str, new_path: str, hardware: list[str], batch: int | None = 
                                                       s_new.energy["total_j"] / s_new.batch)})
 
     return {"schema": SCHEMA, "old": old_path, "new": new_path,
-            "settings": {"hardware": hardware, "batch": batch, "precision": precision, "fusion": fusion},
+            "settings": {"hardware": hardware, "batch": batch, "precision": precision, "fusion": fusion,
+                         "presets": presets},
             "totals": totals, "chips": chips, "op_types": _op_types(prof),
             "nodes": {"matched_by_name": al.by_name, "matched_by_structure": al.by_structure,
                       "changed": [{"old": o, "new": n, "op_type": prof["new"].graph.by_name[n].op_type,
                                    "macs": _pair(_macs(prof["old"], o), _macs(prof["new"], n))}
                                   for o, n in al.changed],
                       "added": al.added, "removed": al.removed},
-            "kernels": _kernels(al, fused, sched),
+            "kernels": [r | {"fusion": f} for f in presets for r in _kernels(
+                al, fused[f], {hw: v for hw, v in sched.items() if v[1].fusion == f})],
             "changed": bool(al.changed or al.added or al.removed or any(
                 v["old"] != v["new"] for v in totals.values()) or any(
                 c[k]["old"] != c[k]["new"] for c in chips for k in ("latency_s", "dram_bytes")))}

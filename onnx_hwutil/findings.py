@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .analysis import MAX_BATCH, Analyzer, Point, WhatIf
 from .dtypes import PRECISIONS
-from .fusion import PRESETS
+from .fusion import PRESETS, what_ifs
 from .hardware.mapping import Schedule
 from .units import ms, pct, si, size
 
@@ -148,7 +148,7 @@ def _memory_bound(w: WhatIf) -> Explained:
     share = s.bound_share["memory"]
     text = f"{pct(share)} of the time is memory-bound ({size(s.dram_bytes)} of DRAM traffic)"
     ev = {"memory_bound_share": share, "dram_bytes": s.dram_bytes, "fusion": s.fusion}
-    order = list(PRESETS)
+    order = what_ifs(s.fusion)
     stronger = order[order.index(s.fusion) + 1:] if s.fusion in order else []
     options = {}
     for preset in stronger:
@@ -275,7 +275,7 @@ def _spills(w: WhatIf) -> Explained:
             f"spill {size(spill)} of intermediates through DRAM")
     ev = {"spill_bytes": spill, "kernels_spilling": n, "onchip_bytes": s.spec.onchip_bytes}
     # What would keep them on chip, and only if it is faster per inference: less fusion, a smaller batch.
-    order = list(PRESETS)
+    order = what_ifs(s.fusion)
     options = {}
     weaker = order[:order.index(s.fusion)] if s.fusion in order else []
     for preset in weaker:

@@ -14,7 +14,7 @@ from . import __version__
 from .analysis import Analyzer, Point
 from .errors import HwUtilError
 from .findings import findings
-from .fusion import PRESETS
+from .fusion import CHOICES, resolve_passes, what_ifs
 from .sweep import run_points
 
 SCHEMA = "onnx-hwutil/report/1"
@@ -122,7 +122,7 @@ def _decoder_step(a: Analyzer, model: str, name: str, hardware: list[str], shape
 
 
 def build(models: list[str], hardware: list[str], batch: int | None = None,
-          sweep_batches: list[int] | None = None, precision: str = "auto", fusion: str = "runtime",
+          sweep_batches: list[int] | None = None, precision: str = "auto", fusion: str = "auto",
           shapes: dict | None = None, dims: dict | None = None, cited_only: bool = False,
           parts: frozenset[str] = PARTS, advice_batches: list[int] | None = None) -> dict:
     """The study document. `parts` leaves out what a caller does not show (`compare` shows no per-kernel
@@ -130,15 +130,14 @@ def build(models: list[str], hardware: list[str], batch: int | None = None,
     `advice_batches` (default: the largest sweep batch), where the model's batch is free."""
     if not 1 <= len(models) <= 2:
         raise HwUtilError("report: give one or two models")
-    if fusion not in PRESETS:
-        raise HwUtilError(f"unknown fusion preset {fusion!r}; presets: {', '.join(PRESETS)}")
+    resolve_passes(fusion)  # an unknown preset is an input error before any work
     a = Analyzer(shapes, dims, scoped=True)
     names = model_names(models)
     sweep_batches = sorted(set(sweep_batches or SWEEP_BATCHES))
     hardware = list(dict.fromkeys(hardware))
     out: dict = {"schema": SCHEMA, "generator": f"onnx-hwutil {__version__}",
                  "settings": {"hardware": hardware, "batch": batch, "sweep_batches": sweep_batches,
-                              "precision": precision, "fusion": fusion, "presets": list(PRESETS)},
+                              "precision": precision, "fusion": fusion, "presets": CHOICES},
                  "models": [], "hardware": [], "results": [], "sweep": [], "fusion": [], "advice": [],
                  "llm": [], "notes": []}
     notes: set[str] = set()
@@ -160,7 +159,7 @@ def build(models: list[str], hardware: list[str], batch: int | None = None,
             found = findings(am, p, s) if "findings" in parts else []
             out["results"].append({"model": name} | s.to_dict(per_subgraph="kernels" in parts)
                                   | {"findings": [f.to_dict() for f in found]})
-            for preset in PRESETS if "presets" in parts else ():
+            for preset in what_ifs(s.fusion) if "presets" in parts else ():
                 t = am.run(Point(m, hw, b, precision, preset))
                 out["fusion"].append({"model": name} | t.to_dict(False))
         rows = run_points([Point(m, hw, sb, precision, fusion) for hw in hardware for sb in sweep_batches],

@@ -199,7 +199,7 @@ def median_run_s(session, feeds: dict, runs: int) -> float:
 
 
 def validate(model: str, hw: str = "host", threads: int | None = None, runs: int = 50,
-             fusion: str = "runtime", bindings: Bindings | None = None, level: str = "all") -> Validation:
+             fusion: str = "auto", bindings: Bindings | None = None, level: str = "all") -> Validation:
     try:
         import onnxruntime as ort
     except ImportError:

@@ -82,7 +82,7 @@ PUBLISHED = [
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--markdown", action="store_true", help="print a GitHub table")
-    ap.add_argument("--fusion", default="aggressive", help="fusion preset for our predictions")
+    ap.add_argument("--fusion", default="auto", help="fusion preset for our predictions (auto: each chip's)")
     args = ap.parse_args()
     a = Analyzer()
     rows = []

@@ -121,7 +121,7 @@ def test_a_baseline_for_another_run_is_bad_input(tmp_path):
     _analyze(a, "--no-findings", "-f", "json", "-o", str(base))
     r = CliRunner().invoke(app, ["analyze", a, "--hw", "h100-sxm5", "--batch", "1", "--no-findings",
                                  "--baseline", str(base), "--fail-if", "latency_ms>+5%"])
-    assert r.exit_code == 2 and "this run is h100-sxm5 bf16 batch 1 runtime" in r.stderr
+    assert r.exit_code == 2 and "this run is h100-sxm5 bf16 batch 1 tensorrt" in r.stderr
     r = CliRunner().invoke(app, ["analyze", a, "--fail-if", "latency_ms>+5%"])
     assert r.exit_code == 2 and "needs --baseline" in r.stderr
     old = json.loads(base.read_text())

@@ -75,8 +75,10 @@ def test_numbers_come_from_the_json_and_match_analyze(report):
     assert r["latency_s"] == pytest.approx(alone.latency_s, rel=1e-12)
     assert f"{r['latency_s'] * 1e3:.3f} ms" in md
     assert len(study["sweep"]) == 2 * 2 * 2 and all(row["ok"] for row in study["sweep"])
-    assert {(f["model"], f["fusion"]) for f in study["fusion"]} == {
-        (m, p) for m in ("resnet18", "mobilenet_v2") for p in ("none", "runtime", "aggressive")}
+    # each chip's fusion what-ifs: none, its own runtime's rules (auto), aggressive
+    assert {(f["model"], f["hardware"], f["fusion"]) for f in study["fusion"]} == {
+        (m, hw, p) for m in ("resnet18", "mobilenet_v2")
+        for hw, own in (("h100-sxm5", "tensorrt"), ("tpu-v4", "xla")) for p in ("none", own, "aggressive")}
     rows = [f for r in study["results"] for f in r["findings"]]
     assert rows and all(set(f) == {"rule", "hardware", "finding", "evidence", "mitigation"} for f in rows)
     for f in rows:

@@ -220,5 +220,7 @@ CitedOnlyOpt = Annotated[bool, typer.Option(
     help="Rank only chips whose numbers are not all assumed (no designs without silicon).")]
 HwOpt = Annotated[list[str] | None, typer.Option("--hw", help="Chips: bundled names or spec YAML paths, "
                                                                "comma-separated.")]
-FusionOpt = Annotated[str, typer.Option("--fusion", help="Fusion preset: none, runtime or aggressive.")]
+FusionOpt = Annotated[str, typer.Option("--fusion", help=(
+    "Fusion preset: auto (each chip's runtime: ONNX Runtime's rules on CPUs, TensorRT-like on GPUs, "
+    "XLA-like on TPUs and NPUs), runtime, tensorrt, xla, none or aggressive."))]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="CPU: cores (threads) to use.")]

@@ -55,7 +55,7 @@ def validate(
     hw: Annotated[str, typer.Option("--hw", help="This machine's spec (from calibrate), or host.")] = "host",
     threads: ThreadsOpt = None,
     runs: Annotated[int, typer.Option(min=3, help="Timed runs after warm-up.")] = 50,
-    fusion: FusionOpt = "runtime",
+    fusion: FusionOpt = "auto",
     level: Annotated[str, typer.Option(
         "--level", help="onnxruntime's optimization level: all (a default session) or extended.")] = "all",
     shape: ShapeOpt = None,

@@ -70,7 +70,9 @@ def profile(
 @guarded
 def fuse(
     model: Annotated[str, typer.Argument(help="Path to an .onnx file.")],
-    preset: Annotated[str, typer.Option(help="none, runtime (ONNX Runtime CPU) or aggressive.")] = "runtime",
+    preset: Annotated[str, typer.Option(help=(
+        "runtime (ONNX Runtime CPU), tensorrt, xla, none or aggressive; auto is runtime here (no chip).")
+    )] = "runtime",
     passes: Annotated[list[str] | None, typer.Option(
         "--passes", help="Run exactly these passes instead of a preset (comma-separated).")] = None,
     disable: Annotated[list[str] | None, typer.Option(help="Drop passes from the preset.")] = None,
@@ -125,7 +127,7 @@ def analyze(
     precision: Annotated[list[str] | None, typer.Option(
         "--precision", help="auto (each chip's 16-bit float, else int8), model, fp32, tf32, fp16, bf16, "
                             "int8, fp8; comma-separated.")] = None,
-    fusion: FusionOpt = "runtime",
+    fusion: FusionOpt = "auto",
     shape: ShapeOpt = None,
     dim: DimOpt = None,
     per_subgraph: Annotated[bool, typer.Option(
@@ -213,7 +215,7 @@ def diff_cmd(
     hw: HwOpt = None,
     batch: BatchOpt = None,
     precision: Annotated[str, typer.Option(help="auto, model or a precision, for every chip.")] = "auto",
-    fusion: FusionOpt = "runtime",
+    fusion: FusionOpt = "auto",
     shape: ShapeOpt = None,
     dim: DimOpt = None,
     format: Annotated[str, typer.Option("--format", "-f", help="table, markdown or json.")] = "table",

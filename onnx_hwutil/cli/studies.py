@@ -47,7 +47,7 @@ def compare(
     batch: Annotated[list[str] | None, typer.Option(
         "--batch", help="Batch sizes: the first for the per-chip tables, all for the advice.")] = None,
     precision: StudyPrecisionOpt = "auto",
-    fusion: FusionOpt = "runtime",
+    fusion: FusionOpt = "auto",
     shape: ShapeOpt = None,
     dim: DimOpt = None,
     cited_only: CitedOnlyOpt = False,
@@ -123,7 +123,7 @@ def sweep(
         raise HwUtilError(f"--format {format!r}: choose table, csv or jsonl")
     asked = ints(batch, "--batch")
     pts = points(models, csv_list(hw) or REPORT_HARDWARE, asked or [None], csv_list(precision) or ["auto"],
-                 csv_list(fusion) or ["runtime"])
+                 csv_list(fusion) or ["auto"])
     if len(pts) > max_points:
         raise HwUtilError(f"{len(pts):,} points (models x chips x batches x precisions x presets), more than "
                           f"--max-points {max_points:,}")
@@ -179,7 +179,7 @@ def report(
     sweep_batch: Annotated[list[str] | None, typer.Option(
         "--sweep-batch", help="Batches of the batch sweep, comma-separated.")] = None,
     precision: StudyPrecisionOpt = "auto",
-    fusion: FusionOpt = "runtime",
+    fusion: FusionOpt = "auto",
     shape: ShapeOpt = None,
     dim: DimOpt = None,
     cited_only: CitedOnlyOpt = False,

@@ -11,9 +11,22 @@ from .context import Context, FusionPass, Merge, PassResult, Rejection, Rule, St
 from .contract import InvariantViolation
 from .explain import Explanation, explain
 from .fused import FusedGraph, Subgraph
-from .manager import MAX_ROUNDS, PASSES, PRESETS, fuse, resolve_passes, run_passes
+from .manager import (
+    AUTO,
+    CHOICES,
+    MAX_ROUNDS,
+    PASSES,
+    PRESETS,
+    STRENGTH,
+    for_chip,
+    fuse,
+    resolve_passes,
+    run_passes,
+    what_ifs,
+)
 from .partition import Partition
 
-__all__ = ["MAX_ROUNDS", "PASSES", "PRESETS", "Context", "Explanation", "FusedGraph", "FusionPass",
-           "InvariantViolation", "Merge", "Partition", "PassResult", "Rejection", "Rule", "Step", "Subgraph",
-           "explain", "fuse", "resolve_passes", "run_passes"]
+__all__ = ["AUTO", "CHOICES", "MAX_ROUNDS", "PASSES", "PRESETS", "STRENGTH", "Context", "Explanation",
+           "FusedGraph", "FusionPass", "InvariantViolation", "Merge", "Partition", "PassResult", "Rejection",
+           "Rule", "Step", "Subgraph", "explain", "for_chip", "fuse", "resolve_passes", "run_passes",
+           "what_ifs"]

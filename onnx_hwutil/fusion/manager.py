@@ -25,12 +25,46 @@ PRESETS: dict[str, list[str]] = {
     # QDQ node units (DQ -> op -> Q) into quantized kernels, decomposed norms and GELU (ORT's own patterns
     # only) and x*sigmoid(x) into single kernels, transposes and scales into matmul operands,
     # bias/scale/activation after matrix ops, and (NCHWc, CPU only) a residual Add and its Relu into a Conv
-    # (checked by scripts/compare_fusion_ort.py). One preset for every chip: a per-kind `auto` is not built.
+    # (checked by scripts/compare_fusion_ort.py).
     "runtime": ["shape", "conv_bn", "qdq", "ort_norm", "quick_gelu", "operand", "activation", "nchwc"],
-    # What a fusing compiler (TVM, XLA, TensorRT) can do, attention included.
+    # TensorRT's build-time fusions (Layer Fusion Catalog, docs.nvidia.com/deeplearning/tensorrt/latest/
+    # performance/fusion-catalog.html; Fused Attention, same site, inference-library/
+    # transformers-fused-attention.html):
+    # Conv/GEMM with bias, activation and a residual sum in the epilogue, adjacent pointwise layers as one,
+    # normalization layers, Q/DQ folded into int8 kernels, MHA/GQA as one attention kernel. Never checked
+    # against a TensorRT engine (no GPU here): a what-it-documents, not a measured, preset.
+    "tensorrt": ["shape", "conv_bn", "qdq", "norm", "operand", "attention", "epilogue", "elementwise"],
+    # XLA's HLO fusion (openxla.org/xla/architecture; xla/service/instruction_fusion.cc and the TPU/GPU
+    # fusible rules): producer-consumer loop fusion of elementwise ops, reductions taking their elementwise
+    # inputs, a convolution or dot taking its elementwise consumers (output fusion) and dequantizing
+    # producers; attention stays matmul, softmax, matmul (a flash-attention kernel is a hand-written custom
+    # call, not XLA's). Not checked against a compiled XLA program.
+    "xla": ["shape", "conv_bn", "qdq", "norm", "operand", "epilogue", "elementwise", "aggressive"],
+    # What a fusing compiler (TVM, XLA, TensorRT) can do at most, attention included: the upper what-if.
     "aggressive": ["shape", "conv_bn", "norm", "operand", "attention", "epilogue", "elementwise",
                    "aggressive"],
 }
+# `auto`: per chip kind, the runtime people deploy there. kpu covers NPUs whose vendor compilers (Core ML,
+# QNN, nncase, the KPU's own) publish no fusion rules: an XLA-like graph compiler is our assumption.
+AUTO = {"cpu": "runtime", "gpu": "tensorrt", "tpu": "xla", "kpu": "xla"}
+# Weakest to strongest: the order the findings' "stronger fusion" and "less fusion" what-ifs walk.
+STRENGTH = ["none", "runtime", "tensorrt", "xla", "aggressive"]
+CHOICES = ["auto", *PRESETS]
+
+
+def for_chip(preset: str | None, kind: str | None) -> str:
+    """The preset a point runs: `auto` (or nothing) becomes its chip kind's; without a chip, ORT's rules."""
+    if preset in (None, "auto"):
+        return AUTO.get(kind or "cpu", "runtime")
+    return preset
+
+
+def what_ifs(preset: str) -> list[str]:
+    """The presets a point's fusion what-ifs try, weakest first: none, its own, aggressive. Another
+    runtime's rules (TensorRT's on a CPU) are no option a user of that chip has."""
+    return [p for p in STRENGTH if p in ("none", preset, "aggressive")]
+
+
 MAX_ROUNDS = 8
 
 
@@ -42,9 +76,9 @@ def resolve_passes(preset: str | None = None, passes: list[str] | None = None,
             raise HwUtilError(f"unknown fusion pass {unknown[0]!r}; passes: {', '.join(PASSES)}")
         name, chosen = "custom", list(passes)
     else:
-        name = preset or "runtime"
+        name = for_chip(preset, None)
         if name not in PRESETS:
-            raise HwUtilError(f"unknown fusion preset {name!r}; presets: {', '.join(PRESETS)}")
+            raise HwUtilError(f"unknown fusion preset {name!r}; presets: {', '.join(CHOICES)}")
         chosen = list(PRESETS[name])
     for d in disable or []:
         if d not in PASSES:
