@@ -163,6 +163,35 @@ class Context:
                 stack.extend(self.graph.dag.successors(n))
         return sorted(seen, key=self.graph.index.__getitem__)
 
+    def between(self, start: str, end: str, limit: int = 64) -> list[str] | None:
+        """Nodes on paths from `start` (excluded) to `end` (included), where `end` need not post-dominate
+        `start`; None if there are more than `limit`, or if one of them (before `end`) is read outside."""
+        dag, idx = self.graph.dag, self.graph.index
+        first = idx[start]
+        # `end`'s ancestors after `start` in topological order, then those of them `start` reaches
+        back: set[str] = set()
+        stack = [end]
+        while stack:
+            for p in dag.predecessors(stack.pop()):
+                if p != start and p not in back and idx[p] > first:
+                    back.add(p)
+                    if len(back) > 4 * limit:
+                        return None
+                    stack.append(p)
+        inside: set[str] = set()
+        stack = [s for s in dag.successors(start) if s in back or s == end]
+        while stack:
+            n = stack.pop()
+            if n not in inside:
+                inside.add(n)
+                if n != end:
+                    stack.extend(s for s in dag.successors(n) if s in back or s == end)
+        if end not in inside or len(inside) > limit:
+            return None
+        if any(s not in inside for n in inside - {end} for s in dag.successors(n)):
+            return None
+        return sorted(inside, key=idx.__getitem__)
+
 
 def group_name(part: Partition, gid: int) -> str:
     """A group as a rejection names it: its label, else its first node."""

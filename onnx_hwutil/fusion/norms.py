@@ -282,6 +282,13 @@ RMS_NORM = Family(Rule("SimplifiedLayerNormFusion", (
     "RMSNorm", body=("square", "mean", "epsilon", "root", "inverse", "normalize"),
     tail=("gamma", "beta"))
 
+# ORT 1.32 leaves Sqrt -> Reciprocal -> Mul unfused and fuses Sqrt -> Div(1, .) -> Mul (checked with synthetic
+# graphs in tests/test_fusion_norms.py): its rule takes the reciprocal as a Div only.
+RMS_NORM_ORT = Family(Rule("SimplifiedLayerNormFusion", tuple(
+    Step("inverse", ops=frozenset({"Div"}), check=_inverse) if st.name == "inverse" else st
+    for st in RMS_NORM.rule.steps), mirrors=RMS_NORM.rule.mirrors + "; ORT's: 1/x only as Div(1, x)"),
+    "RMSNorm", body=RMS_NORM.body, tail=RMS_NORM.tail)
+
 FAMILIES = (GELU, FAST_GELU, LAYER_NORM, RMS_NORM)
 
 
@@ -290,4 +297,4 @@ def family_rule(label: str, ops: set[str], exact: bool = False) -> Family | None
     only the patterns ONNX Runtime itself matches."""
     if label == "Gelu":
         return (GELU_ORT if exact else GELU) if "Erf" in ops else FAST_GELU
-    return {"LayerNorm": LAYER_NORM, "RMSNorm": RMS_NORM}.get(label)
+    return {"LayerNorm": LAYER_NORM, "RMSNorm": RMS_NORM_ORT if exact else RMS_NORM}.get(label)

@@ -16,7 +16,7 @@ from .context import (
     Step,
     group_name,
 )
-from .norms import FAST_GELU, GELU, GELU_ORT, LAYER_NORM, RMS_NORM, Family, family_rule
+from .norms import FAST_GELU, GELU, GELU_ORT, LAYER_NORM, RMS_NORM, RMS_NORM_ORT, Family, family_rule
 from .partition import Partition
 
 # Ops only a norm, GELU or softmax written out op by op has between a fan-out and where its readers meet.
@@ -62,6 +62,19 @@ ATTENTION = Rule("Attention", (
 ), mirrors="flash attention: QK^T, scale, mask, Softmax and xV in one kernel")
 
 
+def _read_through_views(ctx: Context, node: str) -> set[str]:
+    """The nodes that read `node`'s data, a view's readers standing for the view (a Cast to the same type,
+    an Identity, a Reshape read by two kernels)."""
+    out, stack = set(), [node]
+    while stack:
+        for t in ctx.graph.by_name[stack.pop()].outputs:
+            for c in ctx.graph.consumers.get(t, ()):
+                if ctx.kind(c.name) == SHAPE and c.name not in ctx.static:
+                    stack.append(c.name)
+                out.add(c.name)
+    return out
+
+
 def family(ops: set[str]) -> str:
     return next((name for name, needs in FAMILIES if all(ops & s for s in needs)), "Norm")
 
@@ -75,33 +88,21 @@ class NormPass(FusionPass):
 
     def apply(self, ctx: Context, part: Partition) -> None:
         rule = DECOMPOSED_NORM
-        body, signature = rule.steps[0], rule.steps[1]
         norm_groups: set[int] = set()
         consumers = ctx.graph.consumers
         for n in ctx.graph.nodes:
-            if not ctx.real(n.name) or sum(len(consumers.get(t, ())) for t in n.outputs) < 2:
+            # a view may start one too: an eliminated Cast or Identity hands its input to the norm
+            if n.name in ctx.static or sum(len(consumers.get(t, ())) for t in n.outputs) < 2:
                 continue  # at most one reader: no region starts here
             readers = {c.name for t in n.outputs for c in consumers.get(t, ()) if ctx.real(c.name)}
             if len(readers) < 2:
                 continue  # not a fan-out: no region starts here
-            end = ctx.ipdom.get(n.name)
-            region = ctx.region(n.name, end) if end else None
-            if not region or len(region) < 2:
-                if not end:
-                    self.reject(rule, n.name, "its readers never meet again (no post-dominator)")
-                elif region is None:
-                    self.reject(rule, n.name, f"more than 64 nodes before its readers meet at {end}")
+            found = self._region(ctx, n.name, readers)
+            if isinstance(found, str):
+                if found:
+                    self.reject(rule, n.name, found)
                 continue
-            ops = {ctx.op(m) for m in region}
-            if not ops & signature.ops:
-                self.reject(rule, n.name, f"no {'/'.join(sorted(signature.ops))} among the ops up to {end}, "
-                            "where its readers meet")
-                continue
-            odd = next((m for m in region if not body.matches(ctx, m)), None)
-            if odd is not None:
-                self.reject(rule, n.name, f"{odd} ({ctx.op(odd)}, {ctx.kind(odd).label}) lies between it and "
-                            f"{end}, where its readers meet")
-                continue
+            region, end, ops = found
             gids = {part.group_of[m] for m in region}
             if part.group_of[n.name] in norm_groups:  # the second half of a pattern (LayerNorm's variance)
                 gids.add(part.group_of[n.name])
@@ -118,6 +119,40 @@ class NormPass(FusionPass):
             gid = self._tail(ctx, part, gid, n.name, fam)
             norm_groups.add(gid)
         self._skip(ctx, part, norm_groups)
+
+    def _region(self, ctx: Context, start: str, readers: set[str]):
+        """(region, end, its ops) of a decomposed norm starting at a fan-out, or why not ('' to say nothing).
+        Where the readers meet only after a matrix op (T5's and Llama's exports read the norm's input again
+        in the residual Add), the region ending at an inner reader, one the other readers' paths reach too,
+        is the candidate: ONNX Runtime's norm fusions match from the input, not from where readers meet."""
+        body, signature = DECOMPOSED_NORM.steps[0], DECOMPOSED_NORM.steps[1]
+        end = ctx.ipdom.get(start)
+        region = ctx.region(start, end) if end else None
+        if region and len(region) >= 2:
+            ops = {ctx.op(m) for m in region}
+            odd = next((m for m in region if not body.matches(ctx, m)), None)
+            if ops & signature.ops and odd is None:
+                return region, end, ops
+        elif not end:
+            why = "its readers never meet again (no post-dominator)"
+        elif region is None:
+            why = f"more than 64 nodes before its readers meet at {end}"
+        else:
+            return ""
+        if region:
+            why = (f"no {'/'.join(sorted(signature.ops))} among the ops up to {end}, where its readers meet"
+                   if not ops & signature.ops else
+                   f"{odd} ({ctx.op(odd)}, {ctx.kind(odd).label}) lies between it and {end}, where its "
+                   "readers meet")
+        idx = ctx.graph.index
+        for r in sorted(readers, key=idx.__getitem__):
+            inner = ctx.between(start, r, 16)
+            if not inner or len(inner) < 3:
+                continue
+            ops = {ctx.op(m) for m in inner}
+            if ops & signature.ops and all(body.matches(ctx, m) for m in inner):
+                return inner, r, ops
+        return why
 
     def _refused(self, ctx: Context, fam: Family, start: str, region: list[str], end: str) -> bool:
         """Does the family's rule refuse the region (its body)? A LayerNorm's mean half (ending at the Sub
@@ -187,6 +222,9 @@ class NormPass(FusionPass):
                 self.reject(rule, prod.name, reason, anchor=n.name)
             elif len(ctx.real_members(part, pg)) != 1:
                 self.reject(rule, prod.name, f"already fused into {group_name(part, pg)}", anchor=n.name)
+            elif _read_through_views(ctx, prod.name) - set(part.members[gid]):
+                self.reject(rule, prod.name, "its result is read again outside the norm (through a view)",
+                            anchor=n.name)
             elif (sole := ctx.sole_consumer(part, pg)) != gid:
                 self.reject(rule, prod.name, ctx.no_sole_consumer(part, pg) if sole is None
                             else f"its result reaches {n.name} through another subgraph", anchor=n.name)
@@ -199,7 +237,7 @@ class OrtNormPass(NormPass):
     name = "ort_norm"
     help = ("the norm pass with ONNX Runtime's own GELU patterns: GeluFusion takes x / sqrt(2) and the 0.5 "
             "on x or on the product only (not the torch dynamo exporter's 0.5 * (1 + erf) first)")
-    rules = (GELU_ORT.rule, *NormPass.rules[1:])
+    rules = (GELU_ORT.rule, FAST_GELU.rule, LAYER_NORM.rule, RMS_NORM_ORT.rule, *NormPass.rules[4:])
     exact = True
 
 

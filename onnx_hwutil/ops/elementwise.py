@@ -71,7 +71,18 @@ def _make(op: str, per: int, domain: str = ""):
 
 
 for _op, _per in FLOPS_PER_ELEMENT.items():
-    _make(_op, _per)
+    if _op != "Cast":
+        _make(_op, _per)
+
+
+@cost("Cast")
+def _cast(ctx: OpContext) -> Work:
+    # A Cast to the type its input already has is an Identity: every runtime drops it (ONNX Runtime's
+    # CastElimination), legacy exports write one per `.to(torch.float32)` on float tensors.
+    src, dst = (ctx.graph.tensor(t).dtype for t in (ctx.node.inputs[0], ctx.node.outputs[0]))
+    if src and src == dst:
+        return Work(kind=OpKind.SHAPE)
+    return Work(kind=_kind(ctx))
 for _op, _per in _MS_FLOPS.items():
     _make(_op, _per, "com.microsoft")
 
