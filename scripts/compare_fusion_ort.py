@@ -7,9 +7,11 @@ prefill, sequence_length 128 and past_sequence_length 0), lets ORT optimize on t
 included; `--level extended`: ORT_ENABLE_EXTENDED), and counts kernels on both sides, leaving out shape-only
 ops and layout reorders (Transpose, and the NCHWc transformer's ReorderInput and ReorderOutput, which get a
 column of their own). Models whose external weights are absent get random weights in a temporary copy; the
-original files are never modified.
+original files are never modified. `--preset ort` puts the `ort` preset on our side instead (ORT's own graph
+at ORT_ENABLE_ALL, mapped back onto ours): it checks the mapping, whose count is ORT's wherever it holds.
 
     python scripts/compare_fusion_ort.py [FOLDER ...] [--batch 1] [--target 0.05] [--level all|extended]
+                                         [--preset runtime|ort]
     python scripts/compare_fusion_ort.py --corpus corpus --half tuning|heldout|both [--ops-half tuning]
 
 With --corpus the models are those of corpus/manifest.json (scripts/build_corpus.py), one table per half,
@@ -33,21 +35,16 @@ import tempfile
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from tabulate import tabulate
 
 import onnx_hwutil
 from corpus import HALVES, model_groups
-from onnx_hwutil.bindings import Bindings, apply_bindings, bind_inputs
+from onnx_hwutil.bindings import Bindings
 from onnx_hwutil.fusion import fuse
-from onnx_hwutil.validate import runnable_model
+from onnx_hwutil.fusion.ort_graph import count_kernels, optimized_graph, save_for_onnxruntime
+from onnx_hwutil.runnable import LEVELS, bound_runnable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOT_KERNELS = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Shape", "Constant", "Transpose",
-               "Dropout"}
-REORDERS = {"ReorderInput", "ReorderOutput"}  # NCHWc layout changes (com.microsoft.nchwc), at ORT_ENABLE_ALL
-LEVELS = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-          "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}
 BANDS = (0.05, 0.10, 0.15)
 # ORT's op -> the label our runtime preset gives the same kernel, and the ORT fusion that makes it.
 RULES = [
@@ -83,12 +80,8 @@ def op_class(kernel: str) -> str:
 
 def _bound_copy(path: str, bindings: Bindings, tmp: str) -> str:
     """The model with inputs bound and weights present (random where absent), saved for ORT to optimize."""
-    m = runnable_model(path, np.random.default_rng(0))
-    bound = bind_inputs(m, bindings)
-    apply_bindings(m, bound.shapes, bound.values)
-    out = os.path.join(tmp, os.path.basename(path))
-    onnx.save_model(m, out, save_as_external_data=True, location=os.path.basename(path) + ".data")
-    return out
+    return save_for_onnxruntime(bound_runnable(path, bindings, np.random.default_rng(0)), tmp,
+                                os.path.basename(path))
 
 
 def _has_symbolic_batch(m: onnx.ModelProto) -> bool:
@@ -106,28 +99,14 @@ def _bindings(path: str, batch: int, dims: dict[str, int]) -> Bindings:
 
 
 def ort_kernels(path: str, tmp: str, level: str = "all") -> tuple[collections.Counter, int]:
-    """ORT's kernels by op type (NCHWc ones as `nchwc.OP`), and how many layout reorders it added."""
-    so = ort.SessionOptions()
-    so.graph_optimization_level = LEVELS[level]
-    so.log_severity_level = 3  # at ALL, ORT warns that the saved graph is specific to this CPU: it is meant
-    so.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
-    so.add_session_config_entry("session.optimized_model_external_initializers_file_name", "optimized.data")
-    so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
-    ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    g = onnx.load(so.optimized_model_filepath, load_external_data=False).graph
-    ops = collections.Counter()
-    reorders = 0
-    for n in g.node:
-        if n.op_type in REORDERS:
-            reorders += 1
-        elif n.op_type not in NOT_KERNELS:
-            ops["nchwc." + n.op_type if n.domain.endswith("nchwc") else n.op_type] += 1
-    return ops, reorders
+    """ORT's kernels by op type (NCHWc ones as `nchwc.OP`), and how many layout reorders it added: what the
+    `ort` fusion preset counts too (onnx_hwutil/fusion/ort_graph.py)."""
+    return count_kernels(optimized_graph(path, tmp, level))
 
 
-def our_kernels(path: str, bindings: Bindings) -> collections.Counter:
+def our_kernels(path: str, bindings: Bindings, preset: str = "runtime") -> collections.Counter:
     p = onnx_hwutil.profile(path, dims=bindings.dims, batch=bindings.batch)
-    return collections.Counter(s.label for s in fuse(p, "runtime").kernels if s.label != "Transpose")
+    return collections.Counter(s.label for s in fuse(p, preset).kernels if s.label != "Transpose")
 
 
 def _one_line(e: Exception) -> str:
@@ -135,7 +114,7 @@ def _one_line(e: Exception) -> str:
     return f"{type(e).__name__}: {text}"
 
 
-def compare(path: str, batch: int, dims: dict[str, int], level: str) -> dict:
+def compare(path: str, batch: int, dims: dict[str, int], level: str, preset: str = "runtime") -> dict:
     """One model: ORT's kernels and ours, or the side that failed with its one-line error."""
     out: dict = {"ort": None, "reorders": 0, "ours": None, "error": None}
     try:
@@ -149,7 +128,7 @@ def compare(path: str, batch: int, dims: dict[str, int], level: str) -> dict:
         except Exception as e:  # ORT cannot take it: reported, the others still run
             out["error"] = f"onnxruntime: {_one_line(e)}"
     try:
-        out["ours"] = our_kernels(path, bindings)
+        out["ours"] = our_kernels(path, bindings, preset)
     except Exception as e:  # the analyzer fails on it: that is a finding, recorded by name
         out["error"] = (out["error"] + "; " if out["error"] else "") + f"onnx-hwutil: {_one_line(e)}"
     return out
@@ -216,6 +195,9 @@ def main() -> int:
     ap.add_argument("--target", type=float, default=0.05, help="allowed relative kernel-count difference")
     ap.add_argument("--level", choices=sorted(LEVELS), default="all",
                     help="ORT's optimization level: all (a default session) or extended")
+    ap.add_argument("--preset", choices=["runtime", "ort"], default="runtime",
+                    help="our side: the runtime rules, or the ort preset (ORT's graph mapped back: exact "
+                         "where the mapping holds)")
     ap.add_argument("--corpus", help="a corpus folder (scripts/build_corpus.py): its models, per half")
     ap.add_argument("--half", choices=[*HALVES, "both"], default="both")
     ap.add_argument("--ops-half", choices=HALVES, default="tuning",
@@ -232,13 +214,13 @@ def main() -> int:
     for title, models in groups:
         rows, res = [], []
         for name, kind, path, dims in models:
-            r = compare(path, args.batch, dims, args.level)
+            r = compare(path, args.batch, dims, args.level, args.preset)
             res.append(r)
             rows.append(_row(name, kind, r, args.target))
             details.append((name, r))
             print(f"  {name}: {rows[-1][5]}", file=sys.stderr, flush=True)
         results[title] = res
-        print(f"\n### {title}: kernels, ORT at {level} vs ours (runtime), batch {args.batch}\n")
+        print(f"\n### {title}: kernels, ORT at {level} vs ours ({args.preset}), batch {args.batch}\n")
         print(tabulate(rows, headers=["model", "exporter", "ORT kernels", "NCHWc reorders", "ours", "diff",
                                       f"within {round(100 * args.target)}%"],
                        tablefmt="github", disable_numparse=True))

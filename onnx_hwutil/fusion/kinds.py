@@ -22,42 +22,56 @@ class ShapePass(FusionPass):
     name = "shape"
     help = "shape-only ops and static shape computations cost nothing and join their consumer"
 
-    @staticmethod
-    def _static(ctx: Context, node, static: set[str]) -> bool:
-        """Computable at load time once shapes are known: Shape/Size, constants, and ops on them only."""
-        if node.op_type in METADATA_READERS or (node.op_type == "Constant" and not node.inputs):
-            return True
-        if ctx.kind(node.name) == MATRIX or not any(node.inputs) or node.subgraphs():
-            return False  # matrix work, generators (random), and control flow whose bodies read data
-        for t in node.inputs:
-            if not t:
-                continue
-            prod = ctx.graph.producer.get(t)
-            if not (ctx.graph.tensor(t).const or (prod is not None and prod.name in static)):
-                return False
-        return True
-
     def apply(self, ctx: Context, part: Partition) -> None:
-        static = ctx.memo.get("load_time")
-        if static is None:  # a property of the graph alone: found once, whatever the rounds
-            static = set()
-            for n in ctx.graph.nodes:  # a runtime folds these once, at load
-                if self._static(ctx, n, static):
-                    static.add(n.name)
-            ctx.memo["load_time"] = static
+        static = load_time(ctx)
+        if "movable" not in ctx.memo:  # load-time nodes and views
             ctx.memo["movable"] = static | {n.name for n in ctx.graph.nodes if ctx.kind(n.name) == SHAPE}
         ctx.static |= static
         part.static |= static
-        movable = ctx.memo["movable"]  # load-time nodes and views
-        for n in reversed(ctx.graph.nodes):
-            if n.name not in movable:
-                continue
-            gid = part.group_of[n.name]
-            if any(m not in movable for m in part.members[gid]):
-                continue  # already part of a real kernel
-            for target in joinable(ctx, part, n.name):
-                if self.merge(part, {gid, target}, "shape", n.name, "consumer") is not None:
-                    break  # joined the first consumer it can join without a cycle
+        join_consumers(ctx, part, ctx.memo["movable"],
+                       lambda gids, node: self.merge(part, gids, "shape", node, "consumer"))
+
+
+def load_time(ctx: Context) -> set[str]:
+    """Nodes a runtime computes once, at load, once shapes are known: Shape/Size, constants, and ops on
+    them only. A property of the graph alone: found once per context, whatever the rounds."""
+    static = ctx.memo.get("load_time")
+    if static is None:
+        static = set()
+        for n in ctx.graph.nodes:  # in execution order: a node's producers are judged before it
+            if _static(ctx, n, static):
+                static.add(n.name)
+        ctx.memo["load_time"] = static
+    return static
+
+
+def _static(ctx: Context, node, static: set[str]) -> bool:
+    """Computable at load time once shapes are known, given the nodes already found so."""
+    if node.op_type in METADATA_READERS or (node.op_type == "Constant" and not node.inputs):
+        return True
+    if ctx.kind(node.name) == MATRIX or not any(node.inputs) or node.subgraphs():
+        return False  # matrix work, generators (random), and control flow whose bodies read data
+    for t in node.inputs:
+        if not t:
+            continue
+        prod = ctx.graph.producer.get(t)
+        if not (ctx.graph.tensor(t).const or (prod is not None and prod.name in static)):
+            return False
+    return True
+
+
+def join_consumers(ctx: Context, part: Partition, movable: set[str], merge) -> None:
+    """Each group made only of `movable` nodes joins the first consumer's group it can join without a
+    cycle; `merge(gids, node)` merges (None where it would close a cycle)."""
+    for n in reversed(ctx.graph.nodes):
+        if n.name not in movable:
+            continue
+        gid = part.group_of[n.name]
+        if any(m not in movable for m in part.members[gid]):
+            continue  # already part of a real kernel
+        for target in joinable(ctx, part, n.name):
+            if merge({gid, target}, n.name) is not None:
+                break  # joined the first consumer it can join without a cycle
 
 
 def joinable(ctx: Context, part: Partition, node: str) -> list[int]:

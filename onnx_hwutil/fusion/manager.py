@@ -1,6 +1,6 @@
 """The pass manager: presets are lists of passes, run to a fixpoint on a partition of the graph, with the
 partition's invariants checked after every pass that changed it (and once more at the end) and the passes'
-own contracts once nothing changes."""
+own contracts once nothing changes. One preset is no list of passes: `ort` asks onnxruntime (ort_graph.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from .context import Context, FusionPass, PassResult
 from .contract import check_costs, check_fixpoint, check_partition
 from .fused import FusedGraph
 from .kinds import AggressivePass, ElementwisePass, EpiloguePass, ShapePass
+from .ort_graph import fuse_ort
 from .ort_rules import NchwcPass, QuickGeluPass
 from .partition import Partition
 from .qdq import QdqPass
@@ -47,9 +48,12 @@ PRESETS: dict[str, list[str]] = {
 # `auto`: per chip kind, the runtime people deploy there. kpu covers NPUs whose vendor compilers (Core ML,
 # QNN, nncase, the KPU's own) publish no fusion rules: an XLA-like graph compiler is our assumption.
 AUTO = {"cpu": "runtime", "gpu": "tensorrt", "tpu": "xla", "kpu": "xla"}
+# `ort`: onnxruntime's own optimized graph, mapped back onto ours (ort_graph.py): no passes to choose from or
+# disable. As strong as the runtime rules that mirror it; a what-if only for a point that asked for it.
+ORT = "ort"
 # Weakest to strongest: the order the findings' "stronger fusion" and "less fusion" what-ifs walk.
-STRENGTH = ["none", "runtime", "tensorrt", "xla", "aggressive"]
-CHOICES = ["auto", *PRESETS]
+STRENGTH = ["none", "runtime", ORT, "tensorrt", "xla", "aggressive"]
+CHOICES = ["auto", *PRESETS, ORT]
 
 
 def for_chip(preset: str | None, kind: str | None) -> str:
@@ -70,6 +74,12 @@ MAX_ROUNDS = 8
 
 def resolve_passes(preset: str | None = None, passes: list[str] | None = None,
                    disable: list[str] | None = None) -> tuple[str, list[str]]:
+    if preset == ORT:
+        if passes or disable:
+            flag = "--passes" if passes else "--disable"
+            raise HwUtilError(f"{flag} does not apply to the ort preset: it is onnxruntime's own graph, not "
+                              "a list of passes (choose passes with the runtime preset)")
+        return ORT, []
     if passes:
         unknown = [p for p in passes if p not in PASSES]
         if unknown:
@@ -93,6 +103,8 @@ def run_passes(profile: Profile, preset: str | None = None, passes: list[str] | 
                disable: list[str] | None = None) -> tuple[FusedGraph, list[list[PassResult]]]:
     """`fuse`, with every round's pass results (what each pass merged and what its rules refused)."""
     name, chosen = resolve_passes(preset, passes, disable)
+    if name == ORT:
+        return fuse_ort(profile), []
     ctx = Context(profile.graph, profile.costs.nodes)
     part = Partition.singletons(profile.graph)
     rounds: list[list[PassResult]] = []
