@@ -222,5 +222,6 @@ HwOpt = Annotated[list[str] | None, typer.Option("--hw", help="Chips: bundled na
                                                                "comma-separated.")]
 FusionOpt = Annotated[str, typer.Option("--fusion", help=(
     "Fusion preset: auto (each chip's runtime: ONNX Runtime's rules on CPUs, TensorRT-like on GPUs, "
-    "XLA-like on TPUs and NPUs), runtime, tensorrt, xla, none or aggressive."))]
+    "XLA-like on TPUs and NPUs), runtime, tensorrt, xla, ort (onnxruntime's own optimized graph), none or "
+    "aggressive."))]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="CPU: cores (threads) to use.")]
