@@ -28,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .errors import HwUtilError
 from .hardware.host import host_data
-from .validate import session_options
+from .runnable import session_options
 
 REORDERS = {"ReorderInput", "ReorderOutput"}  # the NCHWc layout changes around a lone convolution
 

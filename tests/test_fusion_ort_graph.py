@@ -26,7 +26,6 @@ from onnx_hwutil.errors import HwUtilError
 from onnx_hwutil.fusion import CHOICES, explain, fuse, resolve_passes, what_ifs
 from onnx_hwutil.fusion.ort_graph import count_kernels, optimized_graph, ort_optimized
 from onnx_hwutil.fusion.ort_map import OrtMappingError
-from onnx_hwutil.profile import Profile
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 # onnxruntime registers its NCHWc transformer only where MLAS has an NCHWc block (x86 with AVX2 or AVX-512):
@@ -70,7 +69,7 @@ def ort_fused():
 
     def get(name: str):
         if name not in cache:
-            p = Profile(onnx_hwutil.profile(model_path(name), batch=1).bound)
+            p = onnx_hwutil.profile(model_path(name), batch=1)
             cache[name] = (p, fuse(p, "ort"))
         return cache[name]
 
@@ -171,8 +170,14 @@ def test_random_dags_map_to_onnxruntimes_count(tmp_path, steps):
     transposes, fuses scales and bias adds, folds constants; the mapping keeps its count (and the fused
     graph's invariants, which `fuse` checks)."""
     path = save(random_model(steps), tmp_path / "r.onnx")
-    f = fuse(onnx_hwutil.profile(path), "ort")
-    ops, _reorders = count_kernels(optimized_graph(path, str(tmp_path)))
+    p = onnx_hwutil.profile(path)
+    try:
+        ops, _reorders = count_kernels(optimized_graph(path, str(tmp_path)))
+    except Exception:  # onnxruntime 1.32's own optimizer breaks a few of these graphs: no count to compare
+        with pytest.raises(HwUtilError, match="onnxruntime cannot load it"):
+            fuse(p, "ort")
+        return
+    f = fuse(p, "ort")
     assert _kernels(f) == sum(ops.values())
     assert nx.is_directed_acyclic_graph(f.dag())
 

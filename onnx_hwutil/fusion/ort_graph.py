@@ -4,7 +4,7 @@ itself and mapped back onto ours as a partition. Exact wherever the weights fit 
 onnxruntime optimizes a runnable copy of the model (every weight present, random where the file holds none;
 the inputs bound as the profile bound them) at ORT_ENABLE_ALL, as a default session does, and writes the
 graph it will run. Its nodes are mapped onto ours by tensor names (ort_map.py); this module runs the session
-and counts kernels as scripts/compare_fusion_ort.py counts them.
+and counts its kernels (what scripts/compare_fusion_ort.py reports for onnxruntime).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from ..runnable import bound_runnable, session_options
 from .context import Context
 from .contract import check_costs, check_partition
 from .fused import FusedGraph
-from .ort_map import REORDERS, is_kernel, label, ort_partition
+from .ort_map import ort_partition
+from .ort_ops import REORDERS, is_kernel, label
 
 # Weights at least this large go to the optimized graph's external file, not into its protobuf (2 GiB cap).
 EXTERNAL_MIN_BYTES = 1024

@@ -7,11 +7,16 @@
   for the same value of ours (`_Names`).
 - A kernel whose output onnxruntime renamed (the NCHWc transformer's reorder tokens) is found by its node
   name, which onnxruntime takes from our node or tensor, else as the one node of its op type that reads
-  what it reads. The elementwise nodes it absorbed after that (NCHWc's residual Add and activation) are the
-  ones that read only what the kernel reads or writes itself.
+  what it reads. Where onnxruntime grows such a kernel past that node (NCHWc convolutions, quantized
+  kernels: ort_ops.grows), the elementwise nodes it absorbed (a residual Add, an activation, the closing
+  QuantizeLinear) are the ones that read only what the kernel reads or writes itself.
+- Our Transposes, which onnxruntime moves through elementwise ops and reductions, hand a value on in
+  another layout, as its layout nodes do; identical nodes of ours of which it kept one (common
+  subexpression elimination) stand for one value.
 - Nodes whose outputs became initializers, or that compute from constants alone, were folded at load time:
   static, as the shape pass marks them. They, views, and nodes onnxruntime removed (an Identity, a Dropout,
-  a cancelled pair of Transposes) join the first kernel that reads them, as the shape pass joins views.
+  a cancelled pair of Transposes, a duplicate) join the first kernel that reads them, as the shape pass
+  joins views.
 
 A kernel with no node of ours behind it (a Cast onnxruntime inserts, one node it runs as two) cannot be a
 subgraph of ours, nor can a kernel whose nodes would feed each other through another: both are an
@@ -20,8 +25,6 @@ OrtMappingError naming the kernel, never a partition that silently differs from 
 
 from __future__ import annotations
 
-import re
-
 import onnx
 
 from ..errors import HwUtilError
@@ -29,30 +32,8 @@ from ..graph import VIEW_OPS
 from ..profile import Profile
 from .context import BROADCAST, SHAPE, Context
 from .kinds import join_consumers, load_time
+from .ort_ops import NCHWC_SUFFIXES, RANDOM, TOKEN, WIRES, grows, is_kernel, label
 from .partition import Partition
-
-# Not kernels, on either side: shape-only ops, and layout changes (Transpose, which both sides count apart).
-NOT_KERNELS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Shape", "Constant",
-                         "Transpose", "Dropout"})
-# The NCHWc transformer's layout changes (domain com.microsoft.nchwc), at ORT_ENABLE_ALL: counted apart.
-REORDERS = frozenset({"ReorderInput", "ReorderOutput"})
-# Nodes that hand their first input on under another name or layout: no work of their own to map.
-WIRES = (NOT_KERNELS - {"Shape", "Constant"}) | REORDERS
-# The NCHWc transformer names a node after our output tensor, plus one of these (`_bn_nchwc`: a
-# BatchNormalization it runs as a depthwise convolution).
-_NCHWC_SUFFIXES = ("_bn_nchwc", "_nchwc")
-# The layout transformer (NHWC for QLinearConv and its neighbours) renames a node it rewrites to our node's
-# name plus this, and names its output after our node.
-_TOKEN = re.compile(r"_token_\d+$")
-
-
-def label(node: onnx.NodeProto) -> str:
-    """ORT's op as tables name it: NCHWc ones as `nchwc.OP`, the others by their op type."""
-    return "nchwc." + node.op_type if node.domain.endswith("nchwc") else node.op_type
-
-
-def is_kernel(node: onnx.NodeProto) -> bool:
-    return node.op_type not in NOT_KERNELS and node.op_type not in REORDERS
 
 
 class OrtMappingError(HwUtilError):
@@ -112,6 +93,28 @@ class _Mapper:
         self.owner: dict[str, int] = {}  # our node -> the ORT kernel whose subgraph it is in
         self.static: set[str] = set()  # load-time nodes: ours whose work onnxruntime does once, at load
 
+    def merge_duplicates(self) -> None:
+        """onnxruntime's common subexpression elimination keeps one of identical nodes: unless it kept
+        several (each then its own kernel), their outputs are one value."""
+        changed = True
+        while changed:  # a duplicate of a duplicate matches once its inputs do
+            changed = False
+            kept: dict[tuple, object] = {}
+            for n in self.graph.nodes:
+                if n.subgraphs() or n.op_type in RANDOM:
+                    continue
+                key = (n.domain, n.op_type, tuple(self.names.find(t) if t else "" for t in n.inputs),
+                       tuple(a.SerializeToString() for a in n.proto.attribute))
+                first = kept.setdefault(key, n)
+                for a, b in zip(first.outputs, n.outputs, strict=False) if first is not n else ():
+                    if a and b and not (self._present(a) and self._present(b)) and \
+                            self.names.find(a) != self.names.find(b):
+                        self.names.union(a, b)
+                        changed = True
+
+    def _present(self, t: str) -> bool:
+        return t in self.producer or t in self.inits
+
     # -- anchors -------------------------------------------------------------------------------------------
     def _writer(self, tensor: str) -> int | None:
         """The ORT node that computes `tensor`, through the layout nodes after it; None: an input or an
@@ -125,7 +128,7 @@ class _Mapper:
         for n in self.graph.nodes:
             if self.ctx.kind(n.name) == SHAPE:
                 continue  # views and shape math: they join a kernel later, wherever onnxruntime put them
-            present = [o for o in self._buffer(n) if o in self.producer or o in self.inits]
+            present = [o for o in self._buffer(n) if self._present(o)]
             if present and all(o in self.inits for o in present):
                 self.folded.add(n.name)
                 continue
@@ -171,10 +174,10 @@ class _Mapper:
                 self.anchor[node] = i
 
     def _named(self, name: str, by_name: dict[str, str]) -> str | None:
-        name = _TOKEN.sub("", name)
+        name = TOKEN.sub("", name)
         if name in by_name:
             return by_name[name]
-        for suffix in _NCHWC_SUFFIXES:
+        for suffix in NCHWC_SUFFIXES:
             prod = self.graph.producer.get(name[: -len(suffix)]) if name.endswith(suffix) else None
             if prod is not None:
                 return prod.name
@@ -203,7 +206,8 @@ class _Mapper:
             region = set(seeds.get(i, ())) or self._same_op(k, reads) or self._from_reads(reads)
             region |= self._upstream(region, reads)
             if any(not self.names.resolved(o) for o in k.output if o):
-                region |= self._epilogue(region, reads)
+                if grows(k):
+                    region |= self._epilogue(region, reads)
                 self._rename(k, region)
             for m in region:
                 self.owner[m] = i
@@ -216,10 +220,14 @@ class _Mapper:
         return self.graph.tensor(t).const if prod is None else prod.name in self.static
 
     def _same_op(self, k: onnx.NodeProto, reads: set[str]) -> set[str]:
-        """A kernel with no name of ours: the one free node of its op type that reads only what it reads."""
-        found = [n.name for n in self.graph.nodes if n.op_type == k.op_type and self._free(n.name)
-                 and all(not t or self.names.find(t) in reads or self._constant(t) for t in n.inputs)]
-        return set(found) if len(found) == 1 else set()
+        """A kernel with no name of ours: the one free node of its op type that reads only what it reads
+        (the first of identical ones: the others are what common subexpression elimination dropped)."""
+        found: dict[str, str] = {}
+        for n in self.graph.nodes:
+            if n.op_type == k.op_type and self._free(n.name) and n.outputs and \
+                    all(not t or self.names.find(t) in reads or self._constant(t) for t in n.inputs):
+                found.setdefault(self.names.find(n.outputs[0]), n.name)
+        return set(found.values()) if len(found) == 1 else set()
 
     def _upstream(self, region: set[str], reads: set[str]) -> set[str]:
         """Our nodes between the region and the values the kernel reads: what it fused before its anchor."""
@@ -295,6 +303,7 @@ class _Mapper:
 
     # -- the partition -------------------------------------------------------------------------------------
     def partition(self) -> Partition:
+        self.merge_duplicates()
         self.find_anchors()
         self.hint_anchors()
         # what onnxruntime runs is not load-time work, whatever our rule says (a DequantizeLinear it keeps)
@@ -308,7 +317,6 @@ class _Mapper:
         part = Partition.singletons(self.graph)
         part.static |= self.static
         part.folded |= self._folded_batchnorms()
-        self.ctx.static |= self.static
         # Views, load-time nodes and nodes onnxruntime removed join the first node that reads them, before
         # the kernels form, as the shape pass has them join before any other pass: a shape computation read
         # inside a kernel then never closes a cycle around it.
