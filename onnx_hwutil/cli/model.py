@@ -71,7 +71,8 @@ def profile(
 def fuse(
     model: Annotated[str, typer.Argument(help="Path to an .onnx file.")],
     preset: Annotated[str, typer.Option(help=(
-        "runtime (ONNX Runtime CPU), tensorrt, xla, none or aggressive; auto is runtime here (no chip).")
+        "runtime (ONNX Runtime CPU), ort (onnxruntime's own optimized graph), tensorrt, xla, none or "
+        "aggressive; auto is runtime here (no chip).")
     )] = "runtime",
     passes: Annotated[list[str] | None, typer.Option(
         "--passes", help="Run exactly these passes instead of a preset (comma-separated).")] = None,
