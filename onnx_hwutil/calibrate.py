@@ -41,7 +41,14 @@ MATMULS = [(1, 1000, 512), (1, 1000, 2048), (128, 768, 768), (128, 3072, 768), (
 DEPTHWISE = [(32, 112, 1), (96, 56, 2), (144, 56, 1), (144, 28, 2), (192, 28, 1), (384, 14, 1), (576, 7, 2),
              (960, 7, 1)]
 ELEMENTS = [1 << 10, 1 << 13, 1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 24]
-QUICK = {"convs": CONVS[::3], "matmuls": MATMULS[::2], "depthwise": DEPTHWISE[::3], "elements": ELEMENTS[::2]}
+# Non-matrix work a CPU computes rather than streams: the sigmoid of SiLU/QuickGelu, GELU's erf, softmax and
+# layer norm over transformer rows (rows of 768), priced per FLOP as our registry counts them.
+VECTOR_OPS = ["Sigmoid", "Erf", "Softmax", "LayerNormalization"]
+VECTOR_ROWS = [16, 128, 512]
+FULL = {"convs": CONVS, "matmuls": MATMULS, "depthwise": DEPTHWISE, "elements": ELEMENTS,
+        "vector": VECTOR_ROWS}
+QUICK = {"convs": CONVS[::3], "matmuls": MATMULS[::2], "depthwise": DEPTHWISE[::3], "elements": ELEMENTS[::2],
+         "vector": VECTOR_ROWS[1:2]}
 
 
 def _model(nodes, inputs, outputs, inits=()):
@@ -117,6 +124,27 @@ class _Bench:
                         {"x": x})
         return side * side, cout // group, cin // group * k * k, t
 
+    def qconv(self, cin, cout, k, side, stride):
+        """(GEMM M, N, K, seconds) of one QLinearConv (uint8 activations, int8 weights): the int8 kernel a
+        QDQ or QOperator model runs."""
+        h = (side - 1) * stride + k - 2 * (k // 2)
+        x = self.rng.integers(0, 255, (1, cin, h, h), dtype=np.uint8)
+        w = numpy_helper.from_array(self.rng.integers(-127, 127, (cout, cin, k, k), dtype=np.int8), "w")
+        node = helper.make_node("QLinearConv", ["x", "s", "zu", "w", "s", "zi", "s", "zu"], ["y"],
+                                kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4)
+        blob = _model([node], [helper.make_tensor_value_info("x", TensorProto.UINT8, x.shape)],
+                      [helper.make_tensor_value_info("y", TensorProto.UINT8, (1, cout, side, side))],
+                      [w, *_quant_params()])
+        return side * side, cout, cin * k * k, self.kernel(blob, {"x": x})
+
+    def qmatmul(self, m, n, k):
+        x = self.rng.integers(0, 255, (m, k), dtype=np.uint8)
+        w = numpy_helper.from_array(self.rng.integers(-127, 127, (k, n), dtype=np.int8), "w")
+        node = helper.make_node("QLinearMatMul", ["x", "s", "zu", "w", "s", "zi", "s", "zu"], ["y"])
+        blob = _model([node], [helper.make_tensor_value_info("x", TensorProto.UINT8, x.shape)],
+                      [helper.make_tensor_value_info("y", TensorProto.UINT8, (m, n))], [w, *_quant_params()])
+        return m, n, k, self.kernel(blob, {"x": x})
+
     def matmul(self, m, n, k):
         x = self.rng.standard_normal((m, k)).astype(np.float32)
         node = helper.make_node("MatMul", ["x", "w"], ["y"])
@@ -130,6 +158,18 @@ class _Bench:
                         {"a": a, "b": a})
         return 3 * 4 * n, t
 
+    def vector(self, op: str, rows: int, width: int = 768) -> tuple[int, float, bytes]:
+        """(elements, seconds, the model) of one op over [rows, width] floats."""
+        x = self.rng.standard_normal((rows, width)).astype(np.float32)
+        inits, ins = [], ["x"]
+        if op == "LayerNormalization":
+            inits = [_weight("g", (width,), self.rng), _weight("b", (width,), self.rng)]
+            ins += ["g", "b"]
+        attrs = {"axis": -1} if op in ("Softmax", "LayerNormalization") else {}
+        node = helper.make_node(op, ins, ["y"], **attrs)
+        blob = _model([node], [_f32("x", x.shape)], [_f32("y", x.shape)], inits)
+        return rows * width, self.kernel(blob, {"x": x}), blob
+
     def dispatch(self, chain: int = 64) -> float:
         nodes = [helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}"]) for i in range(chain)]
         blob = _model(nodes, [_f32("t0", (1,))], [_f32(f"t{chain}", (1,))])
@@ -138,8 +178,7 @@ class _Bench:
 
 def measure(threads: int, quick: bool = False, progress: Callable[[str], None] | None = None) -> dict:
     """The rate tables for one thread count."""
-    sets = QUICK if quick else {"convs": CONVS, "matmuls": MATMULS, "depthwise": DEPTHWISE,
-                                "elements": ELEMENTS}
+    sets = QUICK if quick else FULL
     b = _Bench(threads, 0.02 if quick else 0.1)
     step = progress or (lambda _: None)
     gemm, depthwise, elementwise = [], [], []
@@ -162,8 +201,42 @@ def measure(threads: int, quick: bool = False, progress: Callable[[str], None] |
         nbytes, t = b.add(n)
         elementwise.append([nbytes, nbytes / t])
         step("elementwise")
+    gemm_int8 = []
+    for c in sets["convs"]:
+        m, n, k, t = b.qconv(*c)
+        gemm_int8.append([m, n, k, 2 * m * n * k / t])
+        step("int8 conv")
+    for shape in sets["matmuls"]:
+        m, n, k, t = b.qmatmul(*shape)
+        gemm_int8.append([m, n, k, 2 * m * n * k / t])
+        step("int8 matmul")
+    vector = []
+    for rows in sets["vector"]:
+        for op in VECTOR_OPS:
+            n, t, blob = b.vector(op, rows)
+            vector.append([n, _flops(blob) / t])
+        step("vector")
     return {"gemm": sorted(gemm), "depthwise": _mean_by_size(depthwise),
-            "elementwise": _mean_by_size(elementwise), "dispatch_s": dispatch}
+            "elementwise": _mean_by_size(elementwise), "vector": _mean_by_size(vector),
+            "gemm_int8": sorted(gemm_int8),
+            "dispatch_s": dispatch}
+
+
+def _flops(blob: bytes) -> int:
+    """The FLOPs our registry counts for a benchmark model: the rate is then per FLOP as we price them."""
+    from .profile import profile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "bench.onnx")
+        with open(path, "wb") as f:
+            f.write(blob)
+        return profile(path).totals.flops
+
+
+def _quant_params():
+    return [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+            numpy_helper.from_array(np.array(128, np.uint8), "zu"),
+            numpy_helper.from_array(np.array(0, np.int8), "zi")]
 
 
 def _mean_by_size(points: list[list[float]]) -> list[list[float]]:
@@ -174,9 +247,8 @@ def _mean_by_size(points: list[list[float]]) -> list[list[float]]:
 
 
 def steps(quick: bool) -> int:
-    sets = QUICK if quick else {"convs": CONVS, "matmuls": MATMULS, "depthwise": DEPTHWISE,
-                                "elements": ELEMENTS}
-    return sum(len(v) for v in sets.values()) + 1
+    sets = QUICK if quick else FULL
+    return sum(len(v) for v in sets.values()) + len(sets["convs"]) + len(sets["matmuls"]) + 1
 
 
 def calibrate(threads: int | None = None, quick: bool = False,
@@ -195,8 +267,10 @@ def calibrate(threads: int | None = None, quick: bool = False,
     when = datetime.date.today().isoformat()
     how = (f"measured by onnx-hwutil calibrate on {when}, onnxruntime {onnxruntime.__version__}, "
            f"onnx {onnx.__version__}")
-    data["calibration"] = {"source": how + " (Conv, MatMul, depthwise Conv, Add and Relu microbenchmarks at "
-                                           "ORT_ENABLE_ALL, kernel times from onnxruntime's profile)",
+    what = ("Conv, MatMul, their QLinear int8 forms, depthwise Conv, Add, Sigmoid, Erf, Softmax, "
+            "LayerNormalization and Relu microbenchmarks at ORT_ENABLE_ALL, kernel times from onnxruntime's "
+            "profile")
+    data["calibration"] = {"source": f"{how} ({what})",
                            "threads": {str(n): t for n, t in tables.items()}}
     top = tables[threads]
     dram = min(r for _, r in top["elementwise"][-2:])  # the largest working sets stream from DRAM

@@ -75,3 +75,50 @@ def test_validate_cli_on_a_small_model(tmp_path, host_yaml):
     assert r.exit_code == 2 and "unknown onnxruntime level 'basic'" in r.stderr
     r = CliRunner().invoke(app, ["validate", path, "--hw", "h100-sxm5", "--batch", "2"])
     assert r.exit_code == 2 and "runs on this machine's CPU" in r.stderr
+
+
+def test_calibration_measures_a_vector_rate_and_the_backend_prices_with_it(host_yaml, tmp_path):
+    t1 = load_spec(host_yaml).calibration["threads"][1]
+    assert t1["vector"] and all(0 < rate < 1e12 for _, rate in t1["vector"])
+    # a Sigmoid-heavy model: its non-matrix time follows the measured table, not the spec's peak
+    with open(host_yaml) as f:
+        data = yaml.safe_load(f)
+    slow = tmp_path / "slow.yaml"
+    data["calibration"]["threads"]["1"]["vector"] = [[1, 1e6], [1e9, 1e6]]  # 1 MFLOP/s at every size
+    slow.write_text(yaml.safe_dump(data))
+    old = tmp_path / "old.yaml"
+    del data["calibration"]["threads"]["1"]["vector"]  # a calibration written before the table: still loads
+    old.write_text(yaml.safe_dump(data))
+    a = Analyzer()
+    k_slow = a.run(Point(model_path("resnet18"), str(slow), 1, "fp32", "none", 1))
+    k_old = a.run(Point(model_path("resnet18"), str(old), 1, "fp32", "none", 1))
+    relu = next(k for k in k_slow.kernels if k.label == "Relu")
+    assert relu.vector_s == pytest.approx(relu.flops / 1e6, rel=1e-9)
+    assert k_old.kernel(relu.id).vector_s < relu.vector_s / 1000
+
+
+def test_an_int8_kernel_runs_at_the_measured_int8_rate(host_yaml, tmp_path):
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    t1 = load_spec(host_yaml).calibration["threads"][1]
+    assert len(t1["gemm_int8"]) == len(t1["gemm"])  # each shape measured both ways
+    params = [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+              numpy_helper.from_array(np.array(128, np.uint8), "zu"),
+              numpy_helper.from_array(np.array(0, np.int8), "zi"),
+              numpy_helper.from_array(np.ones((32, 16, 3, 3), np.int8), "w")]
+    node = helper.make_node("QLinearConv", ["x", "s", "zu", "w", "s", "zi", "s", "zu"], ["y"],
+                            kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    x = helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 16, 28, 28])
+    y = helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 32, 28, 28])
+    g = helper.make_graph([node], "q", [x], [y], params)
+    m = save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "q.onnx")
+    with open(host_yaml) as f:
+        data = yaml.safe_load(f)
+    rows = data["calibration"]["threads"]["1"]
+    rows["gemm_int8"] = [[*r[:3], 1e8] for r in rows["gemm"]]  # 0.1 GFLOP/s at every shape
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(yaml.safe_dump(data))
+    [k] = Analyzer().run(Point(m, str(slow), None, "fp32", "runtime", 1)).kernels
+    macs = 28 * 28 * 32 * 16 * 9
+    assert k.compute_s - k.vector_s == pytest.approx(2 * macs / 1e8, rel=1e-9)

@@ -61,8 +61,12 @@ class Backend:
         blocks = max(ceil(max(elements, 1) / per_block), 1)
         units = min(self.units, blocks)
         waves = ceil(blocks / self.units)
-        per_unit = self.rates.vector_ops_per_s / self.units
+        per_unit = self.vector_rate(elements) / self.units
         return waves * (flops / blocks) / per_unit, units
+
+    def vector_rate(self, elements: int) -> float:
+        """Non-matrix FLOP/s of the whole chip on a kernel of `elements` outputs."""
+        return self.rates.vector_ops_per_s
 
     def compute(self, gemms: list[Gemm], vector_flops: int, elements: int) -> tuple[float, float, int]:
         """(matrix seconds, vector seconds, units) of one kernel."""
@@ -75,7 +79,7 @@ class Backend:
         if gemms and units > uv and vector_flops:
             # A fused kernel's vector work runs on the units its GEMM occupies, not only on as many as its
             # outputs fill: MatMulNBits scales and shifts every weight of a one-token product on them all.
-            tv = min(tv, vector_flops / (self.rates.vector_ops_per_s * units / self.units))
+            tv = min(tv, vector_flops / (self.vector_rate(elements) * units / self.units))
         return t, tv, max(units, uv if (vector_flops or not gemms) else 1, 1)
 
     vector_block = 1024
@@ -184,8 +188,10 @@ class CpuBackend(Backend):
     """Cores x SIMD lanes x FMA units (AMX where the spec has it); work split over cores in whole blocks,
     with a minimum amount of work per thread. With `calibrate`'s tables (fp32), measured rates replace the
     peak: a GEMM runs at the rate measured for the nearest measured shape, a depthwise convolution at the
-    rate measured for its size, memory traffic at the streaming rate measured for its working set, and each
-    op costs the measured dispatch time."""
+    rate measured for its size (an int8 one, QLinearConv/QLinearMatMul, at the int8 rate measured for the
+    nearest shape), memory traffic at the streaming rate measured for its working set, non-matrix
+    work at the rate measured on sigmoid, erf, softmax and layer norm, and each op costs the measured dispatch
+    time."""
 
     vector_block = CPU_MIN_ELEMENTS_PER_THREAD
 
@@ -202,7 +208,8 @@ class CpuBackend(Backend):
         units = max(1, min(self.units, blocks, ceil(flops / CPU_MIN_FLOPS_PER_THREAD)))
         if self.cal is not None:
             depthwise = g.n == 1 and g.batch > 1
-            rate = _loglog(self.cal["depthwise"], flops) if depthwise else _nearest(self.cal["gemm"], g)
+            gemm = (self.cal.get("gemm_int8") if g.int8 else None) or self.cal["gemm"]  # none: fp32's
+            rate = _loglog(self.cal["depthwise"], flops) if depthwise else _nearest(gemm, g)
             return flops / rate, units
         per_core = self.rates.matrix_ops_per_s / self.units
         # a core's share is whole blocks; the last, partial block costs its real work
@@ -217,6 +224,12 @@ class CpuBackend(Backend):
 
     def overhead(self) -> float:
         return self.cal["dispatch_s"] if self.cal is not None else self.spec.kernel_overhead_s
+
+    def vector_rate(self, elements: int) -> float:
+        # measured on transcendental and row-reduction ops (calibrations before it lack the table: peak)
+        if self.cal is not None and self.cal.get("vector"):
+            return _loglog(self.cal["vector"], elements)
+        return super().vector_rate(elements)
 
     def hit_bandwidth(self) -> float:
         return self.spec.backend.l3_bandwidth_bytes_per_s

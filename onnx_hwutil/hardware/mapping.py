@@ -13,7 +13,7 @@ Kernels run one after another on one stream: throughput = batch / latency.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from ..dtypes import element_bits
@@ -219,10 +219,11 @@ def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int,
             continue
         gemms: list[Gemm] = []
         matrix_flops = 0
+        int8 = _quantized(sub, costs)
         for name in sub.nodes:
             nc = costs[name]
             if nc.gemms and name not in sub.folded:
-                gemms.extend(nc.gemms)
+                gemms.extend(replace(g, int8=True) if int8 else g for g in nc.gemms)
                 approx += any(g.approx for g in nc.gemms)
                 matrix_flops += 2 * nc.cost.macs
         vector_flops = max(sub.flops - matrix_flops, 0)
@@ -267,3 +268,14 @@ def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int,
         notes.append(f"{spec.name}: uncalibrated at {precision}: its calibration measured "
                      f"{CALIBRATED_PRECISION} only, so {precision} uses the datasheet peaks")
     return Schedule(spec, r, batch, fused.preset, kernels, notes, calibrated, fused.profile.costs.coverage)
+
+
+# Matrix ops whose operands are 8-bit integers as they run: the quantized ops themselves, and a QDQ node
+# unit that fusion turned into one (labelled QLinear*, as ORT's QDQ selectors make it).
+INT8_MATRIX_OPS = frozenset({"QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "QGemm",
+                             "DynamicQuantizeMatMul", "MatMulIntegerToFloat"})
+
+
+def _quantized(sub, costs) -> bool:
+    return sub.label.startswith(("QLinear", "QGemm")) or any(
+        costs[n].node.op_type in INT8_MATRIX_OPS for n in sub.nodes)

@@ -75,6 +75,7 @@ class Gemm:
     # Times this batch of GEMMs runs one after another (recurrent steps, loop trips): each waits for the
     # last, so they cannot share out the units the way `batch` does.
     serial: int = 1
+    int8: bool = False  # operands are 8-bit integers (a QLinear/Integer kernel): a CPU's int8 GEMM rate
 
     def __post_init__(self):
         # A degenerate dim (a malformed node) still occupies one unit: never zero, never negative.
