@@ -147,7 +147,7 @@ class Analyzer:
         return {"macs": t.macs, "flops": t.flops, "params": t.params,
                 "peak_memory_bytes": t.peak_memory_bytes,
                 "arithmetic_intensity": f.totals["arithmetic_intensity"], "kernels": f.totals["kernels"],
-                "nodes": len(p.costs.nodes), "precision": p.model_precision}
+                "nodes": len(p.costs.nodes), "precision": p.model_precision, "fusion": f.preset}
 
     def resolve_precision(self, spec: HardwareSpec, precision: str, model: str, batch: int) -> str:
         if precision == "auto":

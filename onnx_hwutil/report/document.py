@@ -58,7 +58,7 @@ def _summary(study: dict) -> list[str]:
         c = m["characteristics"]
         lines.append(f"- **{m['name']}**: {si(c['macs'])} MACs ({si(c['flops'])} FLOPs), {si(c['params'])} "
                      f"parameters, {c['arithmetic_intensity']:.1f} FLOP per DRAM byte after "
-                     f"{study['settings']['fusion']} fusion, {c['kernels']} kernels.")
+                     f"{c.get('fusion', study['settings']['fusion'])} fusion, {c['kernels']} kernels.")
     if len(ms) == 2 and all(m["characteristics"]["flops"] and m["characteristics"]["arithmetic_intensity"]
                             for m in ms):
         a, b = (m["characteristics"] for m in ms)
