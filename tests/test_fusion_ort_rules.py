@@ -129,3 +129,42 @@ def test_nchwc_conditions_match_onnxruntime(tmp_path, c, cin0, group, kernels):
     assert len(ours.kernels) == kernels
     if AVX512:  # MLAS picks its NCHWc block by the host's vector width: the rule mirrors the AVX-512 one
         assert len(_ort_kernels(path, tmp_path)) == kernels
+
+
+def _slices(tmp_path, cuts, computed=False, name="slices.onnx"):
+    """x = Relu(a) of [1, 8, 64], cut along the last axis at `cuts`, each piece negated. `computed`: the
+    bounds as an exporter writes `x.shape[-1] // 2` (Shape, Gather, Div, Unsqueeze), folded at load time."""
+    nodes = [helper.make_node("Relu", ["a"], ["x"], name="root")]
+    inits = [init("axis", (1,), np.int64, [-1])]
+    outs = []
+    for i, (s, e) in enumerate(cuts):
+        inits += [init(f"s{i}", (1,), np.int64, [s]), init(f"e{i}", (1,), np.int64, [e])]
+        nodes += [helper.make_node("Slice", ["x", f"s{i}", f"e{i}", "axis"], [f"y{i}"], name=f"piece{i}"),
+                  helper.make_node("Neg", [f"y{i}"], [f"z{i}"], name=f"neg{i}")]
+        outs.append(vi(f"z{i}", T.FLOAT, None))
+    if computed:  # piece0 = x[..., :d/2], piece1 = x[..., d/2:]
+        inits += [init("last", (), np.int64, -1), init("two", (), np.int64, 2),
+                  init("zero", (1,), np.int64, [0])]
+        nodes[1:1] = [helper.make_node("Shape", ["x"], ["sh"]),
+                      helper.make_node("Gather", ["sh", "last"], ["d"]),
+                      helper.make_node("Div", ["d", "two"], ["h"]),
+                      helper.make_node("Unsqueeze", ["h", "zero"], ["half"])]
+        for n in nodes:
+            if n.name == "piece0":
+                n.input[2] = "half"
+            elif n.name == "piece1":
+                n.input[1] = "half"
+    m = model(nodes, [vi("a", T.FLOAT, [1, 8, 64])], outs, inits)
+    return save(m, tmp_path / name)
+
+
+@pytest.mark.parametrize("cuts, computed, split", [
+    ([(0, 32), (32, 64)], False, True), ([(0, 16), (16, 32), (32, 2**62)], False, True),
+    ([(0, 16), (32, 64)], False, False), ([(0, 0), (0, 2**62)], True, True)])
+def test_slices_cutting_one_tensor_into_adjacent_pieces_are_one_split(tmp_path, cuts, computed, split):
+    path = _slices(tmp_path, cuts, computed)
+    kernels = [k.label for k in fuse(onnx_hwutil.profile(path), "runtime").kernels]
+    assert ("Split" in kernels) == split and kernels.count("Slice") == (0 if split else len(cuts))
+    assert ("Split" in _ort_kernels(path, tmp_path)) == split  # what onnxruntime itself does
+    if not split:
+        assert "do not cut it into adjacent pieces" in str(explain(onnx_hwutil.profile(path), "piece0"))

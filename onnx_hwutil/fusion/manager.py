@@ -12,14 +12,14 @@ from .contract import check_costs, check_fixpoint, check_partition
 from .fused import FusedGraph
 from .kinds import AggressivePass, ElementwisePass, EpiloguePass, ShapePass
 from .ort_graph import fuse_ort
-from .ort_rules import NchwcPass, QuickGeluPass
+from .ort_rules import NchwcPass, QuickGeluPass, SliceSplitPass
 from .partition import Partition
 from .qdq import QdqPass
 from .regions import AttentionPass, NormPass, OrtNormPass
 
 PASSES: dict[str, type[FusionPass]] = {p.name: p for p in (
     ShapePass, ConvBnPass, OperandPass, ActivationPass, EpiloguePass, ElementwisePass, NormPass, OrtNormPass,
-    QuickGeluPass, NchwcPass, QdqPass, AttentionPass, AggressivePass)}
+    QuickGeluPass, NchwcPass, SliceSplitPass, QdqPass, AttentionPass, AggressivePass)}
 PRESETS: dict[str, list[str]] = {
     "none": [],
     # What a default ONNX Runtime CPU session runs (ORT_ENABLE_ALL): folds shape math, BN into Conv,
@@ -27,7 +27,8 @@ PRESETS: dict[str, list[str]] = {
     # only) and x*sigmoid(x) into single kernels, transposes and scales into matmul operands,
     # bias/scale/activation after matrix ops, and (NCHWc, CPU only) a residual Add and its Relu into a Conv
     # (checked by scripts/compare_fusion_ort.py).
-    "runtime": ["shape", "conv_bn", "qdq", "ort_norm", "quick_gelu", "operand", "activation", "nchwc"],
+    "runtime": ["shape", "conv_bn", "qdq", "ort_norm", "quick_gelu", "operand", "activation", "nchwc",
+                "slice_split"],
     # TensorRT's build-time fusions (Layer Fusion Catalog, docs.nvidia.com/deeplearning/tensorrt/latest/
     # performance/fusion-catalog.html; Fused Attention, same site, inference-library/
     # transformers-fused-attention.html):

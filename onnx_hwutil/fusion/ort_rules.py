@@ -1,10 +1,11 @@
-"""ONNX Runtime's ORT_ENABLE_ALL rules that are not chains after a matrix op: QuickGeluFusion and the NCHWc
-transformer's folding of a residual Add and its Relu into a convolution. Each is a `Rule` named after the
-ORT transformer it mirrors, with that transformer's conditions as its steps' checks (onnxruntime/core/
-optimizer/quick_gelu_fusion.cc, nchwc_transformer.cc)."""
+"""ONNX Runtime's ORT_ENABLE_ALL rules that are not chains after a matrix op: QuickGeluFusion, the NCHWc
+transformer's folding of a residual Add and its Relu into a convolution, and GatherSliceToSplitFusion. Each
+is a `Rule` named after the ORT transformer it mirrors, with that transformer's conditions as its steps'
+checks (onnxruntime/core/optimizer/quick_gelu_fusion.cc, nchwc_transformer.cc, gather_slice_fusion.cc)."""
 
 from __future__ import annotations
 
+from ..shape_folding import load_time_value
 from .chains import CYCLE
 from .context import Context, FusionPass, Rule, Step
 from .partition import Partition
@@ -185,3 +186,69 @@ class NchwcPass(FusionPass):
                     and rule.steps[2].matches(ctx, readers[0])
                     and len(ctx.real_members(part, part.group_of[readers[0]])) == 1):
                 self.merge(part, {merged, part.group_of[readers[0]]}, rule.name, n.name, "relu")
+
+
+def _cut(ctx: Context, node: str, rank: int) -> tuple[int, int, int] | str:
+    """(axis, start, end) of a Slice that cuts one axis with step 1 and constant bounds, or why not."""
+    n = ctx.graph.by_name[node]
+    if len(n.inputs) >= 3:  # opset 10+: starts, ends, axes, steps as inputs
+        ins = [*n.inputs[1:5], "", "", ""][:4]
+        # bounds a runtime folds at load time (rotate_half's `x.shape[-1] // 2`) count as constants
+        vals = [load_time_value(ctx.graph, t) if t else None for t in ins]
+        if vals[0] is None or vals[1] is None or (len(n.inputs) > 3 and n.inputs[3] and vals[2] is None):
+            return "its starts, ends or axes are computed at run time"
+        starts, ends = vals[0].reshape(-1).tolist(), vals[1].reshape(-1).tolist()
+        axes = vals[2].reshape(-1).tolist() if vals[2] is not None else list(range(len(starts)))
+        steps = vals[3].reshape(-1).tolist() if vals[3] is not None else [1] * len(starts)
+    else:  # opset 1-9: attributes
+        starts, ends = n.attr("starts") or [], n.attr("ends") or []
+        axes, steps = n.attr("axes") or list(range(len(starts))), [1] * len(starts)
+    if len(starts) != 1 or len(ends) != 1 or len(axes) != 1 or steps != [1]:
+        return "it cuts more than one axis, or with a step other than 1"
+    return axes[0] % rank, int(starts[0]), int(ends[0])
+
+
+SLICE_SPLIT = Rule("GatherSliceToSplitFusion", (
+    Step("piece", ops=frozenset({"Slice"})),
+), mirrors="ORT GatherSliceToSplitFusion: Slices that cut one tensor along one axis into adjacent pieces "
+           "covering it (rotary embeddings' two halves) as one Split")
+
+
+class SliceSplitPass(FusionPass):
+    # Checked with synthetic graphs against onnxruntime 1.32 (tests/test_fusion_ort_rules.py): two halves,
+    # three pieces and any axis fuse, other readers of the tensor or not; pieces that leave a gap do not.
+    name = "slice_split"
+    help = "Slices that cut one tensor into adjacent pieces along one axis as one Split kernel"
+    rules = (SLICE_SPLIT,)
+
+    def apply(self, ctx: Context, part: Partition) -> None:
+        rule = SLICE_SPLIT
+        by_tensor: dict[str, list[str]] = {}
+        for n in ctx.matching(rule.steps[0]):
+            if ctx.real(n.name) and n.inputs and len(ctx.real_members(part, part.group_of[n.name])) == 1:
+                by_tensor.setdefault(n.inputs[0], []).append(n.name)
+        for tensor, slices in by_tensor.items():
+            shape = ctx.graph.tensor(tensor).shape
+            if len(slices) < 2 or not shape or any(not isinstance(d, int) for d in shape):
+                continue
+            by_axis: dict[int, list[tuple[int, int, str]]] = {}
+            for s in slices:
+                cut = _cut(ctx, s, len(shape))
+                if isinstance(cut, str):
+                    self.reject(rule, s, cut)
+                    continue
+                axis, start, end = cut
+                dim = shape[axis]
+                start, end = (max(0, min(v + dim if v < 0 else v, dim)) for v in (start, end))
+                by_axis.setdefault(axis, []).append((start, end, s))
+            for axis, pieces in by_axis.items():
+                pieces.sort()
+                bounds = [0] + [e for _, e, _ in pieces]
+                if len(pieces) < 2 or [b for b, _, _ in pieces] != bounds[:-1] or bounds[-1] != shape[axis]:
+                    for _, _, s in pieces:
+                        self.reject(rule, s, f"the Slices of {tensor!r} along axis {axis} do not cut it into "
+                                    "adjacent pieces that cover it")
+                    continue
+                gids = {part.group_of[s] for _, _, s in pieces}
+                if self.merge(part, gids, rule.name, pieces[0][2], "piece", label="Split") is None:
+                    self.reject(rule, pieces[0][2], CYCLE)
