@@ -134,35 +134,3 @@ def _attr(node: onnx.NodeProto, name: str, default):
             return helper.get_attribute_value(a)
     return default
 
-
-def load_time_value(graph, tensor: str, depth: int = 32) -> np.ndarray | None:
-    """The value a runtime's constant folding gives `tensor` once shapes are known: a constant, a Shape or
-    Size of a static tensor, or an op on such values (evaluated like the folding above); None where any
-    input is data, or the chain is deeper than `depth`."""
-    value = graph.constant_value(tensor)
-    if value is not None or depth <= 0:
-        return value
-    node = graph.producer.get(tensor)
-    if node is None or node.domain not in ("", "ai.onnx") or node.op_type not in FOLDABLE:
-        return None
-    if node.op_type in ("Shape", "Size"):
-        src = graph.tensor(node.inputs[0])
-        if not src.static:
-            return None
-        if node.op_type == "Size":
-            return np.array(src.numel, dtype=np.int64)
-        return np.array(src.shape, dtype=np.int64)[node.attr("start", 0):node.attr("end", None)]
-    feeds = {}
-    for t in node.inputs:
-        if t:
-            v = load_time_value(graph, t, depth - 1)
-            if v is None:
-                return None
-            feeds[t] = v
-    if output_too_big(node.proto, feeds):
-        return None
-    opset = [helper.make_opsetid("", graph.opsets.get("", 17))]
-    outs = _evaluate(node.proto, feeds, opset, tuple(o.SerializeToString() for o in opset))
-    if outs is None:
-        return None
-    return dict(zip([o for o in node.outputs if o], outs, strict=False)).get(tensor)

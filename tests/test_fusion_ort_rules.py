@@ -160,11 +160,14 @@ def _slices(tmp_path, cuts, computed=False, name="slices.onnx"):
 
 @pytest.mark.parametrize("cuts, computed, split", [
     ([(0, 32), (32, 64)], False, True), ([(0, 16), (16, 32), (32, 2**62)], False, True),
-    ([(0, 16), (32, 64)], False, False), ([(0, 0), (0, 2**62)], True, True)])
+    ([(0, 16), (32, 64)], False, False), ([(0, 0), (0, 2**62)], True, False)])
 def test_slices_cutting_one_tensor_into_adjacent_pieces_are_one_split(tmp_path, cuts, computed, split):
     path = _slices(tmp_path, cuts, computed)
     kernels = [k.label for k in fuse(onnx_hwutil.profile(path), "runtime").kernels]
     assert ("Split" in kernels) == split and kernels.count("Slice") == (0 if split else len(cuts))
-    assert ("Split" in _ort_kernels(path, tmp_path)) == split  # what onnxruntime itself does
+    # what onnxruntime itself does; bounds computed from shapes it folds where its own inference knows the
+    # dim (here), and not behind a computed Reshape (ShuffleNet): those are not mirrored
+    assert ("Split" in _ort_kernels(path, tmp_path)) == (split or computed)
     if not split:
-        assert "do not cut it into adjacent pieces" in str(explain(onnx_hwutil.profile(path), "piece0"))
+        why = "computed at run time" if computed else "do not cut it into adjacent pieces"
+        assert why in str(explain(onnx_hwutil.profile(path), "piece0"))

@@ -5,7 +5,6 @@ checks (onnxruntime/core/optimizer/quick_gelu_fusion.cc, nchwc_transformer.cc, g
 
 from __future__ import annotations
 
-from ..shape_folding import load_time_value
 from .chains import CYCLE
 from .context import Context, FusionPass, Rule, Step
 from .partition import Partition
@@ -193,8 +192,10 @@ def _cut(ctx: Context, node: str, rank: int) -> tuple[int, int, int] | str:
     n = ctx.graph.by_name[node]
     if len(n.inputs) >= 3:  # opset 10+: starts, ends, axes, steps as inputs
         ins = [*n.inputs[1:5], "", "", ""][:4]
-        # bounds a runtime folds at load time (rotate_half's `x.shape[-1] // 2`) count as constants
-        vals = [load_time_value(ctx.graph, t) if t else None for t in ins]
+        # Only literal bounds: ORT folds `x.shape[-1] // 2` where its own shape inference knows that dim
+        # (Llama's rotate_half) and not where a computed Reshape hides it (ShuffleNet's channel split);
+        # folding them with our shapes fused ShuffleNet's 13 splits that ORT runs as 26 Slices.
+        vals = [ctx.graph.constant_value(t) if t else None for t in ins]
         if vals[0] is None or vals[1] is None or (len(n.inputs) > 3 and n.inputs[3] and vals[2] is None):
             return "its starts, ends or axes are computed at run time"
         starts, ends = vals[0].reshape(-1).tolist(), vals[1].reshape(-1).tolist()
