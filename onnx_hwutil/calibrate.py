@@ -181,15 +181,17 @@ def measure(threads: int, quick: bool = False, progress: Callable[[str], None] |
     sets = QUICK if quick else FULL
     b = _Bench(threads, 0.02 if quick else 0.1)
     step = progress or (lambda _: None)
-    gemm, depthwise, elementwise = [], [], []
-    for c in sets["convs"]:
-        m, n, k, t = b.conv(*c)
-        gemm.append([m, n, k, 2 * m * n * k / t])
-        step("conv")
-    for shape in sets["matmuls"]:
-        m, n, k, t = b.matmul(*shape)
-        gemm.append([m, n, k, 2 * m * n * k / t])
-        step("matmul")
+    def gemm_table(conv, matmul, what: str) -> list[list[float]]:
+        rows = []
+        for bench, shapes in ((conv, sets["convs"]), (matmul, sets["matmuls"])):
+            for shape in shapes:
+                m, n, k, t = bench(*shape)
+                rows.append([m, n, k, 2 * m * n * k / t])
+                step(what)
+        return sorted(rows)
+
+    gemm = gemm_table(b.conv, b.matmul, "conv and matmul")
+    depthwise, elementwise = [], []
     for ch, side, stride in sets["depthwise"]:
         m, _, k, t = b.conv(ch, ch, 3, side, stride, group=ch)
         flops = 2 * ch * m * k
@@ -201,24 +203,16 @@ def measure(threads: int, quick: bool = False, progress: Callable[[str], None] |
         nbytes, t = b.add(n)
         elementwise.append([nbytes, nbytes / t])
         step("elementwise")
-    gemm_int8 = []
-    for c in sets["convs"]:
-        m, n, k, t = b.qconv(*c)
-        gemm_int8.append([m, n, k, 2 * m * n * k / t])
-        step("int8 conv")
-    for shape in sets["matmuls"]:
-        m, n, k, t = b.qmatmul(*shape)
-        gemm_int8.append([m, n, k, 2 * m * n * k / t])
-        step("int8 matmul")
+    gemm_int8 = gemm_table(b.qconv, b.qmatmul, "int8 conv and matmul")
     vector = []
     for rows in sets["vector"]:
         for op in VECTOR_OPS:
             n, t, blob = b.vector(op, rows)
             vector.append([n, _flops(blob) / t])
         step("vector")
-    return {"gemm": sorted(gemm), "depthwise": _mean_by_size(depthwise),
+    return {"gemm": gemm, "depthwise": _mean_by_size(depthwise),
             "elementwise": _mean_by_size(elementwise), "vector": _mean_by_size(vector),
-            "gemm_int8": sorted(gemm_int8),
+            "gemm_int8": gemm_int8,
             "dispatch_s": dispatch}
 
 
