@@ -79,10 +79,13 @@ for _op, _per in FLOPS_PER_ELEMENT.items():
 def _cast(ctx: OpContext) -> Work:
     # A Cast to the type its input already has is an Identity: every runtime drops it (ONNX Runtime's
     # CastElimination), legacy exports write one per `.to(torch.float32)` on float tensors.
-    src, dst = (ctx.graph.tensor(t).dtype for t in (ctx.node.inputs[0], ctx.node.outputs[0]))
-    if src and src == dst:
-        return Work(kind=OpKind.SHAPE)
-    return Work(kind=_kind(ctx))
+    if ctx.has(0) and ctx.node.outputs and ctx.node.outputs[0]:
+        src, dst = (ctx.graph.tensor(t).dtype for t in (ctx.node.inputs[0], ctx.node.outputs[0]))
+        if src and src == dst:
+            return Work(kind=OpKind.SHAPE)
+    return Work(kind=_kind(ctx))  # a malformed node (no input or output) is refused here, by name
+
+
 for _op, _per in _MS_FLOPS.items():
     _make(_op, _per, "com.microsoft")
 
