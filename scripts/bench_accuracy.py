@@ -2,6 +2,7 @@
 
     python scripts/bench_accuracy.py [FOLDER ...] [--runs 30] [--threads 1,2] [--spec host.yaml] [--level all]
     python scripts/bench_accuracy.py --corpus corpus --half tuning|heldout|both --threads 1 --spec host.yaml
+    python scripts/bench_accuracy.py --corpus corpus --half tuning --threads 1 --spec host.yaml --by-class
 
 Calibration uses microbenchmarks only (single Conv, MatMul, Add, Relu ops), never the models predicted, so
 the error printed is the error a user gets on an unseen model. Each model is predicted with the `runtime`
@@ -103,6 +104,9 @@ def main() -> int:
     ap.add_argument("--corpus", help="a corpus folder (scripts/build_corpus.py): its models, per half")
     ap.add_argument("--half", choices=[*HALVES, "both"], default="both")
     ap.add_argument("--no-bundled", action="store_true", help="leave out the bundled models")
+    ap.add_argument("--by-class", action="store_true",
+                    help="also where the error comes from: each half's kernel time per op class, predicted "
+                         "and measured (onnxruntime's profile, mapped by `validate`), at the first --threads")
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     spec = args.spec
@@ -169,7 +173,43 @@ def main() -> int:
         print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
         for t in threads:
             print(f"{title}, {t} thread(s): {stats_line(errors[t], len(ms))}")
+    if args.by_class:
+        for title, ms in groups:
+            print(f"\n### {title}: kernel time per op class, {threads[0]} thread(s)\n")
+            print(by_class(ms, spec, threads[0], args.runs))
     return 0
+
+
+def by_class(models, spec: str, threads: int, runs: int) -> str:
+    """Kernel time per op class (a fused kernel's first op label), summed over the models: what we predict
+    and what onnxruntime's profile measured for the same kernels, and the kernel time `validate` could not
+    map onto ours (renamed NCHWc and quantized nodes), so that a ratio is read with its coverage."""
+    from onnx_hwutil.bindings import Bindings
+    from onnx_hwutil.validate import validate
+
+    rows: dict[str, list] = {}
+    unmapped = total = 0.0
+    for name, _, path, dims in models:
+        try:
+            v = validate(path, spec, threads, runs, bindings=Bindings(dims=dict(dims)))
+        except Exception as e:  # a failure is reported in the main table; here it is left out, said
+            print(f"  {name}: left out of the per-class table ({_one_line(e)})", file=sys.stderr)
+            continue
+        measured = sum(r["measured_s"] for r in v.subgraphs)
+        total += measured / v.coverage if v.coverage else measured
+        unmapped += (measured / v.coverage - measured) if v.coverage else 0.0
+        for r in v.subgraphs:
+            cls = r["label"].split("+")[0] or "?"
+            row = rows.setdefault(cls, [0, 0.0, 0.0])
+            row[0] += 1
+            row[1] += r["predicted_s"]
+            row[2] += r["measured_s"]
+    table = sorted(([c, n, p * 1e3, m * 1e3, p / m if m else None] for c, (n, p, m) in rows.items()),
+                   key=lambda r: -max(r[2], r[3]))
+    head = ["op class", "kernels", "predicted ms", "measured ms", "predicted / measured"]
+    return (tabulate(table[:20], headers=head, floatfmt=".3f") +
+            f"\n\nkernel time onnxruntime ran that `validate` could not map onto our kernels: "
+            f"{1e3 * unmapped:.1f} of {1e3 * total:.1f} ms")
 
 
 if __name__ == "__main__":

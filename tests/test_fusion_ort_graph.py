@@ -221,3 +221,17 @@ def test_cli_fuse_and_analyze_with_ort():
     assert r.exit_code == 2 and "--disable does not apply to the ort preset" in r.output
     r = runner.invoke(app, ["analyze", model_path("resnet18"), "--hw", "xeon-8490h", "--fusion", "ort"])
     assert r.exit_code == 0, r.output
+
+
+def test_validate_reads_onnxruntimes_own_node_names_through_the_mapping(ort_fused, tmp_path):
+    # the profile names the kernels onnxruntime made; `ort_owners` gives each the nodes of ours it covers
+    from onnx_hwutil.fusion.ort_map import ort_owners
+
+    p, _ = ort_fused("resnet18")
+    graph = ort_optimized(p)
+    owners = ort_owners(p, graph)
+    kernels = [n for n in graph.node if n.op_type not in ("ReorderInput", "ReorderOutput", "Transpose")
+               and n.op_type in ("Conv", "FusedConv", "Gemm", "MaxPool", "GlobalAveragePool", "Add", "Relu")]
+    assert kernels and all(owners.get(n.name) for n in kernels)
+    covered = {m for ms in owners.values() for m in ms}
+    assert {n.name for n in p.graph.nodes if n.op_type == "Conv"} <= covered

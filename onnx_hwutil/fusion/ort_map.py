@@ -358,3 +358,19 @@ class _Mapper:
 def ort_partition(profile: Profile, ort_graph: onnx.GraphProto) -> Partition:
     """onnxruntime's kernels as groups of our nodes, labelled with onnxruntime's op types."""
     return _Mapper(profile, ort_graph).partition()
+
+
+def ort_owners(profile: Profile, ort_graph: onnx.GraphProto) -> dict[str, list[str]]:
+    """onnxruntime's node name -> the nodes of ours its kernel covers, without building a partition (a
+    kernel that covers none, or would close a cycle, is simply absent): how `validate` reads a profile whose
+    node names onnxruntime made up (NCHWc convolutions, quantized kernels)."""
+    m = _Mapper(profile, ort_graph)
+    m.merge_duplicates()
+    m.find_anchors()
+    m.hint_anchors()
+    m.static = (load_time(m.ctx) - set(m.anchor)) | m.folded
+    m.assign()
+    out: dict[str, list[str]] = {}
+    for node, i in m.owner.items():
+        out.setdefault(m.nodes[i].name, []).append(node)
+    return out
