@@ -171,3 +171,30 @@ def test_slices_cutting_one_tensor_into_adjacent_pieces_are_one_split(tmp_path, 
     if not split:
         why = "computed at run time" if computed else "do not cut it into adjacent pieces"
         assert why in str(explain(onnx_hwutil.profile(path), "piece0"))
+
+
+def _conv_hard_swish(tmp_path, follow=True, alpha=1 / 6, name="hswish.onnx"):
+    """Conv(32 -> 32) -> x * HardSigmoid(x), then a 1x1 Conv (`follow`) or straight to the graph output."""
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("HardSigmoid", ["c"], ["hs"], alpha=alpha, beta=0.5, name="hsig"),
+             helper.make_node("Mul", ["c", "hs"], ["y"], name="mul")]
+    out = "y"
+    if follow:
+        nodes.append(helper.make_node("Conv", ["y", "w2", "b"], ["z"], name="conv2"))
+        out = "z"
+    inits = [init("w", (32, 32, 3, 3), value=np.full((32, 32, 3, 3), 0.01)), init("b", (32,)),
+             init("w2", (32, 32, 1, 1), value=np.full((32, 32, 1, 1), 0.01))]
+    m = model(nodes, [vi("x", T.FLOAT, [1, 32, 16, 16])], [vi(out, T.FLOAT, [1, 32, 16, 16])], inits)
+    return save(m, tmp_path / name)
+
+
+@pytest.mark.parametrize("follow, alpha, fused", [(True, 1 / 6, True), (False, 1 / 6, False),
+                                                  (True, 0.2, False)])
+def test_a_conv_hard_swish_feeding_the_blocked_layout_is_one_kernel(tmp_path, follow, alpha, fused):
+    path = _conv_hard_swish(tmp_path, follow, alpha)
+    f = fuse(onnx_hwutil.profile(path), "runtime")
+    conv = next(k for k in f.kernels if "conv" in k.nodes)
+    assert ({"hsig", "mul"} <= set(conv.nodes)) == fused
+    if AVX512:  # where MLAS has the NCHWc block the rule mirrors: onnxruntime's Conv took it as HardSwish
+        ort_ops = _ort_kernels(path, tmp_path)
+        assert ("HardSigmoid" not in ort_ops) == fused, ort_ops

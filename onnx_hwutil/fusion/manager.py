@@ -25,8 +25,9 @@ PRESETS: dict[str, list[str]] = {
     # What a default ONNX Runtime CPU session runs (ORT_ENABLE_ALL): folds shape math, BN into Conv,
     # QDQ node units (DQ -> op -> Q) into quantized kernels, decomposed norms and GELU (ORT's own patterns
     # only) and x*sigmoid(x) into single kernels, transposes and scales into matmul operands,
-    # bias/scale/activation after matrix ops, and (NCHWc, CPU only) a residual Add and its Relu into a Conv
-    # (checked by scripts/compare_fusion_ort.py).
+    # bias/scale/activation after matrix ops, (NCHWc, CPU only) a residual Add and its Relu, or a HardSwish,
+    # into a Conv, and Slices cutting one tensor into adjacent pieces into one Split (checked by
+    # scripts/compare_fusion_ort.py).
     "runtime": ["shape", "conv_bn", "qdq", "ort_norm", "quick_gelu", "operand", "activation", "nchwc",
                 "slice_split"],
     # TensorRT's build-time fusions (Layer Fusion Catalog, docs.nvidia.com/deeplearning/tensorrt/latest/

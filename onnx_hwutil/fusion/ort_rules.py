@@ -145,15 +145,33 @@ NCHWC_ADD = Rule("NchwcTransformer", (
            "it becomes that Conv's activation")
 
 
+def _hard_sigmoid(ctx: Context, anchor: str, node: str) -> str | None:
+    n = ctx.graph.by_name[node]
+    alpha, beta = n.attr("alpha", 0.2), n.attr("beta", 0.5)
+    if abs(alpha - 1 / 6) > 1e-6 or abs(beta - 0.5) > 1e-6:
+        return f"alpha {alpha:g} and beta {beta:g}: not HardSwish's 1/6 and 0.5"
+    return None
+
+
+NCHWC_HARD_SWISH = Rule("NchwcTransformer", (
+    Step("conv", ops=frozenset({"Conv"}), check=lambda ctx, a, n: nchwc_conv(ctx, n)),
+    Step("hard_sigmoid", ops=frozenset({"HardSigmoid"}), check=_hard_sigmoid),
+    Step("product", ops=frozenset({"Mul"})),
+), mirrors="ORT NchwcTransformer: x * HardSigmoid(x) (alpha 1/6, beta 0.5) on an NCHWc Conv's output, read "
+           "by a conv or pool that stays in the blocked layout, becomes the Conv's HardSwish activation")
+
+
 class NchwcPass(FusionPass):
     # ORT registers the transformer only where MLAS has an NCHWc block (MlasNchwcGetBlockSize() > 1:
     # x86 with AVX2 or AVX-512); a CPU without one runs the Add and the Relu apart: `--disable nchwc`.
     name = "nchwc"
     help = ("CPU only, at ORT_ENABLE_ALL: ORT's NCHWc transformer folds a residual Add (both operands from "
-            "NCHWc convolutions or pools) into the single-use Conv that feeds it, then a Relu after it")
-    rules = (NCHWC_ADD,)
+            "NCHWc convolutions or pools) into the single-use Conv that feeds it, then a Relu after it, and "
+            "x * HardSigmoid(x) on a Conv's output into that Conv (HardSwish)")
+    rules = (NCHWC_ADD, NCHWC_HARD_SWISH)
 
     def apply(self, ctx: Context, part: Partition) -> None:
+        self._hard_swish(ctx, part)
         rule = NCHWC_ADD
         memo: dict[str, bool] = {}
         for n in ctx.matching(rule.steps[1]):
@@ -186,6 +204,32 @@ class NchwcPass(FusionPass):
                     and len(ctx.real_members(part, part.group_of[readers[0]])) == 1):
                 self.merge(part, {merged, part.group_of[readers[0]]}, rule.name, n.name, "relu")
 
+
+    def _hard_swish(self, ctx: Context, part: Partition) -> None:
+        rule = NCHWC_HARD_SWISH
+        conv_step, hs_step, mul_step = rule.steps
+        for h in ctx.matching(hs_step):
+            prod = ctx.graph.producer.get(h.inputs[0]) if h.inputs else None
+            if prod is None or not conv_step.matches(ctx, prod.name) \
+                    or _conv_of(ctx, part, part.group_of[prod.name]) != prod.name:
+                continue  # not a Conv alone (an activation fused already)
+            x = prod.outputs[0]
+            readers = _readers(ctx, x)
+            muls = [m for m in readers if m != h.name and mul_step.matches(ctx, m)
+                    and set(ctx.graph.by_name[m].inputs) == {x, h.outputs[0]}]
+            if len(readers) != 2 or len(muls) != 1 or x in ctx.outputs:
+                continue
+            if reason := conv_step.refuses(ctx, h.name, prod.name) or hs_step.refuses(ctx, h.name, h.name):
+                self.reject(rule, h.name, reason)
+                continue
+            out = ctx.graph.by_name[muls[0]].outputs[0]
+            if out in ctx.outputs or not any(ctx.op(r) == "Conv" or ctx.op(r) in POOLS
+                                             for r in _readers(ctx, out)):
+                self.reject(rule, h.name, "no conv or pool reads the product: it leaves the blocked layout")
+                continue
+            gids = {part.group_of[n] for n in (prod.name, h.name, muls[0])}
+            if self.merge(part, gids, rule.name, h.name, "product") is None:
+                self.reject(rule, h.name, CYCLE)
 
 def _cut(ctx: Context, node: str, rank: int) -> tuple[int, int, int] | str:
     """(axis, start, end) of a Slice that cuts one axis with step 1 and constant bounds, or why not."""
