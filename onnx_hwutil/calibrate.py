@@ -1,8 +1,9 @@
 """`onnx-hwutil calibrate`: measure this machine with onnxruntime microbenchmarks and write its spec.
 
-Measured per thread count: what a convolution or matrix product of a given size attains (FLOP/s), the same
-for depthwise convolutions, what an elementwise kernel streams at a given working set (bytes/s, which shows
-the caches), and the fixed cost of dispatching one op. Only single ops are timed, never the models that
+Measured per thread count: what a convolution or matrix product of a given size attains (FLOP/s), in fp32
+and as its int8 QLinear form, the same for depthwise convolutions, what an elementwise kernel streams at a
+given working set (bytes/s, which shows the caches), the non-matrix FLOP/s of sigmoid, erf, softmax and layer
+norm, and the fixed cost of dispatching one op. Only single ops are timed, never the models that
 will be predicted, so `validate` measures an honest error.
 
 Sessions run at ORT_ENABLE_ALL, what a default session and `validate` run: a convolution is then ORT's NCHWc
@@ -181,6 +182,7 @@ def measure(threads: int, quick: bool = False, progress: Callable[[str], None] |
     sets = QUICK if quick else FULL
     b = _Bench(threads, 0.02 if quick else 0.1)
     step = progress or (lambda _: None)
+
     def gemm_table(conv, matmul, what: str) -> list[list[float]]:
         rows = []
         for bench, shapes in ((conv, sets["convs"]), (matmul, sets["matmuls"])):
@@ -212,8 +214,7 @@ def measure(threads: int, quick: bool = False, progress: Callable[[str], None] |
         step("vector")
     return {"gemm": gemm, "depthwise": _mean_by_size(depthwise),
             "elementwise": _mean_by_size(elementwise), "vector": _mean_by_size(vector),
-            "gemm_int8": gemm_int8,
-            "dispatch_s": dispatch}
+            "gemm_int8": gemm_int8, "dispatch_s": dispatch}
 
 
 def _flops(blob: bytes) -> int:

@@ -24,6 +24,8 @@ import onnx
 from .analysis import Analyzer, Point
 from .bindings import Bindings
 from .errors import HwUtilError
+from .fusion.ort_graph import keep_optimized
+from .fusion.ort_map import ort_owners
 from .hardware.mapping import Schedule
 from .runnable import LEVELS, runnable_model, session_options
 
@@ -142,9 +144,7 @@ def validate(model: str, hw: str = "host", threads: int | None = None, runs: int
         so.enable_profiling = True
         so.profile_file_prefix = os.path.join(tmp, "ort")
         # the graph this session runs, to read the profile's node names (ORT names the kernels it makes)
-        so.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
-        so.add_session_config_entry("session.optimized_model_external_initializers_file_name", "opt.data")
-        so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+        optimized = keep_optimized(so, tmp)
         prof = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
         for _ in range(3):
             prof.run(None, feeds)
@@ -153,7 +153,7 @@ def validate(model: str, hw: str = "host", threads: int | None = None, runs: int
             prof.run(None, feeds)
         with open(prof.end_profiling()) as f:
             events = json.load(f)
-        owners = _owners(fused, so.optimized_model_filepath)
+        owners = _owners(fused, optimized)
     kernel: dict[str, float] = {}
     for e in events:
         if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
@@ -186,9 +186,7 @@ def validate(model: str, hw: str = "host", threads: int | None = None, runs: int
 def _owners(fused, optimized: str) -> dict[str, list[str]]:
     """onnxruntime's node name -> our nodes, read from the graph it ran by tensor names (fusion.ort_map);
     empty where that graph cannot be read or mapped (the profile is then mapped by node-name prefixes)."""
-    from .fusion.ort_map import ort_owners
-
     try:
         return ort_owners(fused.profile, onnx.load(optimized, load_external_data=False).graph)
-    except Exception:
+    except Exception:  # a mapping aid only: any failure leaves the prefix mapping to do the work
         return {}

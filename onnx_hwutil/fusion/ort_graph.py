@@ -59,12 +59,19 @@ def optimized_graph(path: str, tmp: str, level: str = "all") -> onnx.GraphProto:
 
     # errors only: at ALL, onnxruntime warns that the graph it saves is specific to this CPU, as it is meant
     so = session_options(ort, threads=1, level=level)
+    saved = keep_optimized(so, tmp)
+    ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    return onnx.load(saved, load_external_data=False).graph
+
+
+def keep_optimized(so, tmp: str) -> str:
+    """Session options that write the optimized graph into `tmp` (large weights beside it, in their own
+    file): the path it will be at."""
     so.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
     so.add_session_config_entry("session.optimized_model_external_initializers_file_name", "optimized.data")
     so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
                                 str(EXTERNAL_MIN_BYTES))
-    ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    return onnx.load(so.optimized_model_filepath, load_external_data=False).graph
+    return so.optimized_model_filepath
 
 
 def ort_optimized(profile: Profile) -> onnx.GraphProto:

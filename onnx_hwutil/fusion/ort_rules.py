@@ -1,5 +1,6 @@
 """ONNX Runtime's ORT_ENABLE_ALL rules that are not chains after a matrix op: QuickGeluFusion, the NCHWc
-transformer's folding of a residual Add and its Relu into a convolution, and GatherSliceToSplitFusion. Each
+transformer's folding of a residual Add and its Relu, or of x * HardSigmoid(x), into a convolution, and
+GatherSliceToSplitFusion. Each
 is a `Rule` named after the ORT transformer it mirrors, with that transformer's conditions as its steps'
 checks (onnxruntime/core/optimizer/quick_gelu_fusion.cc, nchwc_transformer.cc, gather_slice_fusion.cc)."""
 
@@ -240,8 +241,8 @@ def _cut(ctx: Context, node: str, rank: int) -> tuple[int, int, int] | str:
         # (Llama's rotate_half) and not where a computed Reshape hides it (ShuffleNet's channel split);
         # folding them with our shapes fused ShuffleNet's 13 splits that ORT runs as 26 Slices.
         vals = [ctx.graph.constant_value(t) if t else None for t in ins]
-        if vals[0] is None or vals[1] is None or (len(n.inputs) > 3 and n.inputs[3] and vals[2] is None):
-            return "its starts, ends or axes are computed at run time"
+        if vals[0] is None or vals[1] is None or any(t and v is None for t, v in zip(ins, vals, strict=True)):
+            return "its starts, ends, axes or steps are computed at run time"
         starts, ends = vals[0].reshape(-1).tolist(), vals[1].reshape(-1).tolist()
         axes = vals[2].reshape(-1).tolist() if vals[2] is not None else list(range(len(starts)))
         steps = vals[3].reshape(-1).tolist() if vals[3] is not None else [1] * len(starts)
@@ -287,9 +288,11 @@ class SliceSplitPass(FusionPass):
                 start, end = (max(0, min(v + dim if v < 0 else v, dim)) for v in (start, end))
                 by_axis.setdefault(axis, []).append((start, end, s))
             for axis, pieces in by_axis.items():
+                if len(pieces) < 2:
+                    continue  # one piece along this axis: no Split to make
                 pieces.sort()
                 bounds = [0] + [e for _, e, _ in pieces]
-                if len(pieces) < 2 or [b for b, _, _ in pieces] != bounds[:-1] or bounds[-1] != shape[axis]:
+                if [b for b, _, _ in pieces] != bounds[:-1] or bounds[-1] != shape[axis]:
                     for _, _, s in pieces:
                         self.reject(rule, s, f"the Slices of {tensor!r} along axis {axis} do not cut it into "
                                     "adjacent pieces that cover it")
