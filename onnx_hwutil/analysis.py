@@ -192,6 +192,7 @@ class BatchSearch:
     batch: int | None = None  # the first batch found at the target, and its schedule
     at: Schedule | None = None
     method: str = "powers of two"
+    first: bool = True  # every smaller batch was checked: `batch` is the first at the target
     stopped: str | None = None  # why a batch could not be analyzed, if one could not
     no_batch: bool = False  # the model has no batch dim at all
 
@@ -235,8 +236,9 @@ class WhatIf:
     def search_batch(self, target: float) -> BatchSearch:
         """Search upward from the point's batch for the first batch whose compute utilization reaches
         `target`: powers of two until one does, then every batch between it and the previous power (at most
-        EXHAUSTIVE of them; beyond that, bisection). Utilization is not monotonic in batch (wave quantization,
-        capacity cliffs), so the batches between smaller powers are not all checked; the evidence says so.
+        EXHAUSTIVE of them; beyond that, bisection, which finds a batch at the target but not surely the
+        first). Utilization is not monotonic in batch (wave quantization, capacity cliffs), so the batches
+        between smaller powers are not all checked; the evidence says so.
         A batch that cannot run (a size fixed in the file, or more memory than the chip has) is skipped
         between powers and ends the doubling."""
         s = self.s
@@ -263,6 +265,7 @@ class WhatIf:
                     break
             return r
         r.method = f"powers of two up to {lo}, then bisection up to {hi}"
+        r.first = False
         while hi - lo > 1:
             mid = (lo + hi) // 2
             t = self._try(r, mid)

@@ -107,6 +107,35 @@ STANDARD: dict[str, Rule] = {
 }
 
 
+_U8, _I32, _F32 = onnx.TensorProto.UINT8, onnx.TensorProto.INT32, onnx.TensorProto.FLOAT
+# The first output's dtype where it is not input 0's: (inputs that carry it, the first present wins; else
+# the spec's default). Quantized ops output their output zero point's type (uint8 where it is omitted);
+# integer products accumulate in int32; a QGemm without an output scale returns float.
+OUT_DTYPE: dict[tuple[str, str], tuple[tuple[int, ...], int]] = {
+    **{("", op): ((7,), _U8) for op in ("QLinearConv", "QLinearMatMul")},
+    **{("com.microsoft", op): ((7,), _U8) for op in ("QLinearAdd", "QLinearMul")},
+    **{("com.microsoft", op): ((4,), _U8) for op in ("QLinearGlobalAveragePool", "QLinearSoftmax",
+                                                     "QLinearLeakyRelu", "QLinearSigmoid")},
+    ("com.microsoft", "QLinearConcat"): ((1,), _U8),
+    ("com.microsoft", "QGemm"): ((8,), _F32),
+    ("", "MatMulInteger"): ((), _I32),
+    ("", "ConvInteger"): ((), _I32),
+    ("com.microsoft", "MatMulInteger16"): ((), _I32),
+    ("com.microsoft", "MatMulIntegerToFloat"): ((2,), _F32),  # a_scale's type
+    ("com.microsoft", "EmbedLayerNormalization"): ((2,), _F32),  # the word embedding's type, not the ids'
+}
+
+
+def output_dtype(node: NodeProto, dtype_of: Callable[[str], int]) -> int:
+    """The dtype of a node's first output under the rules above; `dtype_of(tensor)` gives 0 where unknown."""
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    sources, default = OUT_DTYPE.get((domain, node.op_type), ((0,), _F32))
+    for i in sources:
+        if i < len(node.input) and node.input[i] and (dt := dtype_of(node.input[i])):
+            return dt
+    return default
+
+
 def infer_output_shapes(node: NodeProto, input_shapes: list[Shape | None]) -> list[Shape | None] | None:
     """Output shapes of a node from its input shapes, or None if no rule applies."""
     domain = "" if node.domain in ("", "ai.onnx") else node.domain
@@ -142,7 +171,7 @@ def hint_shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
             outs = infer_output_shapes(node, ins)
             if not outs:
                 continue
-            dtype = known.get(node.input[0], (None, 1))[1] if node.input else 1
+            dtype = output_dtype(node, lambda t: added.get(t, known.get(t, (None, 0)))[1])
             for o, shape in zip(node.output, outs, strict=False):
                 if o and shape is not None and o not in added and not is_static(known.get(o, (None, 0))[0]):
                     out_dtype = known.get(o, (None, 0))[1] or dtype

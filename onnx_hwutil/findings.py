@@ -112,8 +112,8 @@ def _low_utilization(w: WhatIf) -> Explained:
         t = r.at
         ev |= {"utilization_at_that_batch": t.compute_utilization, "latency_s_at_that_batch": t.latency_s,
                "throughput_at_that_batch": t.throughput_per_s}
-        # a batch skipped as impossible leaves the order uncertain: then it is "a" batch, not "the first"
-        which = "is the first to reach" if r.stopped is None else "reaches"
+        # a batch skipped as impossible, or bisection, leaves the order uncertain: "a" batch, not "the first"
+        which = "is the first to reach" if r.first and r.stopped is None else "reaches"
         return text, ev, (f"batch {r.batch} {which} {pct(TARGET_UTILIZATION)} ({pct(t.compute_utilization)}, "
                           f"{ms(t.latency_s)} per batch, {t.throughput_per_s:,.0f}/s; searched {r.method})")
     if r.tried == s.batch:  # no larger batch could be analyzed

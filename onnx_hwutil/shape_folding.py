@@ -13,9 +13,9 @@ from .shape_readers import has_typed_data, tensor_shapes
 
 # The ops a shape computation is built from; anything else computes data, not shapes.
 FOLDABLE = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "Add", "Sub", "Mul",
-            "Div", "Floor", "Ceil", "Range", "Equal", "Where", "ConstantOfShape", "ReduceProd", "Max", "Min",
-            "Neg", "Abs", "Expand", "Identity", "Size", "Constant", "Sqrt", "Not", "And", "Or", "Less",
-            "Greater", "Mod", "Reshape", "Transpose"}
+            "Div", "Floor", "Ceil", "Range", "Equal", "Where", "ConstantOfShape", "ReduceProd", "ReduceMax",
+            "ReduceMin", "ReduceSum", "Max", "Min", "Neg", "Abs", "Expand", "Identity", "Size", "Constant",
+            "Sqrt", "Not", "And", "Or", "Less", "Greater", "Mod", "Reshape", "Transpose"}
 FOLD_LIMIT = 1024  # elements: shape subgraphs are tiny; anything larger is real data
 # Ops whose output size their input values decide: estimated before anything is evaluated.
 GENERATORS = ("ConstantOfShape", "Expand", "Tile", "Range")

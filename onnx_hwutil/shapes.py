@@ -25,7 +25,7 @@ from .shapes_ort import symbolic_shapes
 CONTRIB_ROUNDS = 256
 # Folding: another round helps only where shapes one round unlocks feed a further shape computation (a
 # Reshape target built from an earlier Reshape's output shape); 8 follows such chains 8 deep.
-FOLD_ROUNDS = 8
+FOLD_ROUNDS = 64
 
 
 def _without_declared(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list]:
@@ -72,6 +72,13 @@ def _infer_layers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], d
     if not missing:
         return inferred, notes, known
 
+    # Our own layers first: they are exact once every input is bound and cost nothing to load, where
+    # onnxruntime's symbolic inference imports sympy (0.3 s). It runs only for what ours leave open (a
+    # com.microsoft op our rules do not know, a shape computation too big to fold), then ours again on
+    # what it unlocked.
+    inferred, known, missing = _own_layers(model, inferred, known, missing, prop, notes)
+    if not missing or _data_dependent(inferred, missing):
+        return inferred, notes, known
     ort = symbolic_shapes(inferred)
     if ort is not None:
         merged = _merge(inferred, ort, known)
@@ -79,15 +86,21 @@ def _infer_layers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], d
         merged_missing = unresolved(merged, merged_known)
         if len(merged_missing) < len(missing):
             notes.append(f"onnxruntime symbolic shape inference resolved "
-                         f"{len(missing) - len(merged_missing)} tensors onnx left open")
-            inferred, known, missing = merged, merged_known, merged_missing
-    # Our rules for runtime and quantized ops, then constant folding of shape computations: each round
-    # hands ONNX inference more known shapes, which can unlock the next round (a fused op, then standard
-    # ops, then the next fused op), so each layer runs until it learns nothing more.
+                         f"{len(missing) - len(merged_missing)} tensors our layers left open")
+            inferred, known, missing = _own_layers(model, merged, merged_known, merged_missing, prop, notes)
+    return inferred, notes, known
+
+
+def _own_layers(model, inferred, known, missing, prop, notes):
+    """Our rules for runtime and quantized ops, then constant folding of shape computations: each round
+    hands ONNX inference more known shapes, which can unlock the next round (a fused op, then standard
+    ops, then the next fused op), so each layer runs until it learns nothing more. Folding rounds work on
+    the folded model, each folding only what the last one unlocked; the original nodes come back once, at
+    the end (folding is for shapes, not for costs)."""
     layers = ((hint_shapes, CONTRIB_ROUNDS, "shape rules for runtime and quantized ops"),
               (fold_shape_subgraphs, FOLD_ROUNDS, "constant folding of shape computations"))
     for layer, rounds, note in layers:
-        learned = 0
+        learned, folded = 0, False
         for _ in range(rounds):
             if not missing:
                 break
@@ -95,20 +108,45 @@ def _infer_layers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], d
                 hinted, n = fold_shape_subgraphs(inferred, known)
             else:
                 hinted, n = layer(inferred)
-            if not n:
+            again = _onnx_infer(hinted, prop) if n else inferred
+            again_known = tensor_shapes(again.graph) if n else known
+            still = unresolved(again, again_known) if n else missing
+            if len(still) < len(missing):
+                learned += len(missing) - len(still)
+                inferred, known, missing = again, again_known, still
+                folded = folded or layer is fold_shape_subgraphs
+                continue
+            if not folded:
                 break
-            again = _onnx_infer(hinted, prop)
-            if layer is fold_shape_subgraphs:
-                again = _restore_nodes(again, model, prop)  # folding is for shapes: keep every original node
-            again_known = tensor_shapes(again.graph)
-            still = unresolved(again, again_known)
-            if len(still) >= len(missing):
-                break
-            learned += len(missing) - len(still)
-            inferred, known, missing = again, again_known, still
+            # Stalled on the folded model: ONNX inference over the original nodes, with the folded
+            # shapes as hints, can still unlock a round (its data propagation reads what folding cut).
+            inferred, known, missing, folded = *_restored(inferred, model, prop), False
+        if folded:
+            inferred, known, missing = _restored(inferred, model, prop)
         if learned:
             notes.append(f"{note} resolved {learned} more tensors")
-    return inferred, notes, known
+    return inferred, known, missing
+
+
+# Ops whose output size their input *values* decide: no shape inference can make their outputs static.
+DATA_DEPENDENT = frozenset({"NonZero", "NonMaxSuppression", "TopK", "Unique", "Compress"})
+
+
+def _data_dependent(model: onnx.ModelProto, missing: list[str]) -> bool:
+    """Every open tensor is computed from a data-dependent op's output (its values or its shape):
+    onnxruntime's symbolic inference could only name their dims (which count as unknown here), at seconds
+    of sympy on a detection model's post-processing."""
+    tainted: set[str] = set()
+    for node in model.graph.node:  # topological order
+        if node.op_type in DATA_DEPENDENT or any(i in tainted for i in node.input):
+            tainted.update(node.output)
+    return all(t in tainted for t in missing)
+
+
+def _restored(folded: onnx.ModelProto, model: onnx.ModelProto, prop: bool):
+    inferred = _restore_nodes(folded, model, prop)
+    known = tensor_shapes(inferred.graph)
+    return inferred, known, unresolved(inferred, known)
 
 
 def file_shapes(model: onnx.ModelProto) -> dict:

@@ -32,6 +32,18 @@ def test_batch_search_finds_the_first_batch_reaching_half_of_peak():
     assert f"batch {b} is the first" in fs["low_utilization"].mitigation
 
 
+def test_a_bisected_batch_is_not_called_the_first(monkeypatch):
+    """Bisection (a gap between powers wider than EXHAUSTIVE) finds a batch at the target, not surely the
+    first one: utilization is not monotonic in batch."""
+    import onnx_hwutil.analysis as analysis
+    monkeypatch.setattr(analysis, "EXHAUSTIVE", 2)
+    s, fs = _findings(model_path("resnet18"), "xeon-8490h")
+    ev, text = fs["low_utilization"].evidence, fs["low_utilization"].mitigation
+    assert ev["search"] == "powers of two up to 4, then bisection up to 8"
+    b = ev["batch_reaching_target"]
+    assert 4 < b <= 8 and f"batch {b} reaches 50.0%" in text and "first" not in text
+
+
 def test_batch_search_says_when_no_batch_fills_the_chip():
     s, fs = _findings(model_path("resnet50"), "h100-sxm5")
     ev = fs["low_utilization"].evidence

@@ -186,8 +186,9 @@ def test_vit_shapes_need_our_constant_folding(bundled):
     assert p.unresolved == []
 
 
-def test_contrib_ops_need_onnxruntime_inference(tmp_path):
-    """ONNX's inference does not know com.microsoft ops; onnxruntime's symbolic inference does."""
+def test_contrib_ops_get_shapes_from_our_rules(tmp_path):
+    """ONNX's inference does not know com.microsoft ops; our shape rules do, without loading onnxruntime's
+    symbolic inference (sympy)."""
     m = model([helper.make_node("MatMul", ["x", "w1"], ["h"]),
                helper.make_node("Gelu", ["h"], ["g"], domain="com.microsoft"),
                helper.make_node("MatMul", ["g", "w2"], ["y"])],
@@ -195,9 +196,25 @@ def test_contrib_ops_need_onnxruntime_inference(tmp_path):
               [init("w1", (16, 32)), init("w2", (32, 8))],
               opset=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     p = _profile(tmp_path, m, batch=4)
-    assert any("onnxruntime symbolic shape inference" in n for n in p.bound.shape_notes)
+    assert any("shape rules for runtime and quantized ops resolved 2" in n for n in p.bound.shape_notes)
+    assert not any("onnxruntime" in n for n in p.bound.shape_notes)
     assert p.totals.macs == 4 * 16 * 32 + 4 * 32 * 8
     assert p.totals.flops == 2 * p.totals.macs + 5 * 4 * 32  # Gelu: 5 FLOPs per element
+
+
+def test_onnxruntime_inference_takes_what_our_rules_leave(tmp_path):
+    """A com.microsoft op our rules do not know (GemmFastGelu) is left to onnxruntime's symbolic inference,
+    and our layers carry on from what it found."""
+    m = model([helper.make_node("GemmFastGelu", ["x", "w1", "b1"], ["g"], domain="com.microsoft"),
+               helper.make_node("MatMul", ["g", "w2"], ["y"])],
+              [vi("x", T.FLOAT, ["batch", 16])], [vi("y", T.FLOAT, ["batch", 8])],
+              [init("w1", (16, 32)), init("b1", (32,)), init("w2", (32, 8))],
+              opset=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    p = _profile(tmp_path, m, batch=4)
+    note = "onnxruntime symbolic shape inference resolved 2 tensors our layers left open"
+    assert note in p.bound.shape_notes
+    assert p.graph.tensor("g").shape == (4, 32) and p.graph.tensor("y").shape == (4, 8)
+    assert p.unresolved == []
 
 
 def test_an_input_without_a_declared_shape_takes_the_shape_flag(tmp_path):

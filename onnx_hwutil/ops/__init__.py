@@ -80,6 +80,7 @@ def cost_graph(graph: Graph, precision: str, stored: Mapping[str, float] | None 
     unresolved: list[tuple[str, str, str]] = []
     notes: list[str] = []
     byte_cache: dict[str, int] = {}
+    memo: dict[tuple, tuple] = {}  # _signature -> (cost, traffic, work): repeated layers cost once
     nested_total = nested_uncosted = nested_lb = 0
     for node in graph.nodes:
         ctx = OpContext(node, graph, precision, coster, byte_cache, stored)
@@ -93,8 +94,15 @@ def cost_graph(graph: Graph, precision: str, stored: Mapping[str, float] | None 
             nodes.append(NodeCost(node, c, "uncovered", ("no cost formula: FLOPs not counted",),
                                   traffic=traffic))
         else:
+            key = _signature(node, graph, precision, stored)
+            hit = memo.get(key) if key is not None else None
             try:
-                c, traffic, work = evaluate(ctx)
+                if hit is None:
+                    c, traffic, work = evaluate(ctx)
+                    if key is not None:
+                        memo[key] = c, traffic, work
+                else:
+                    c, traffic, work = hit[0], _renamed(hit[1], node), hit[2]
             except MissingShape as e:
                 unresolved.append((node.name, node.op_type, e.tensor))
                 nodes.append(NodeCost(node, Cost(kind=OpKind.OPAQUE), "unresolved",
@@ -129,6 +137,39 @@ def cost_graph(graph: Graph, precision: str, stored: Mapping[str, float] | None 
     total = Cost(macs, flops, bytes_read, bytes_written, weight_bytes, kind)
     return GraphCosts(nodes, total, uncovered, unresolved, notes, len(nodes) + nested_total,
                       len(uncosted) + nested_uncosted, lb + nested_lb)
+
+
+def _signature(node: Node, graph: Graph, precision: str, stored: Mapping[str, float] | None) -> tuple | None:
+    """All a formula can see of a node (OpContext): its op, attributes and, per input and output, shape,
+    dtype, constness and small constant value, plus the storage what-if's bits. Two nodes with the same
+    signature cost the same; a transformer's repeated layers are costed once per graph. None for control
+    flow, whose cost is its bodies'."""
+    if node.subgraphs():
+        return None
+    tensor, value = graph.tensor, graph.constant_value
+    ins = []
+    for t in node.inputs:
+        if not t:
+            ins.append(None)
+            continue
+        x = tensor(t)
+        v = value(t) if x.const else None
+        ins.append((x.shape, x.dtype, x.const, None if v is None else (v.dtype.str, v.shape, v.tobytes()),
+                    stored.get(t) if stored else None))
+    outs = tuple((x.shape, x.dtype, stored.get(t) if stored else None) if t and (x := tensor(t)) else None
+                 for t in node.outputs)
+    attrs = tuple(a.SerializeToString() for a in node.proto.attribute)
+    return node.domain, node.op_type, precision, attrs, tuple(ins), outs
+
+
+def _renamed(traffic: Traffic, node: Node) -> Traffic:
+    """A memoized node's traffic under this node's tensor names (same positions: same signature)."""
+    if not traffic.reads and not traffic.writes:  # shape math moves no data
+        return traffic
+    ins = [t for t in node.inputs if t]
+    outs = [t for t in node.outputs if t]
+    return Traffic(tuple((n, b, w) for n, (_, b, w) in zip(ins, traffic.reads, strict=True)),
+                   tuple((n, b) for n, (_, b) in zip(outs, traffic.writes, strict=True)))
 
 
 def _weight_macs(node: Node, graph: Graph) -> int:
