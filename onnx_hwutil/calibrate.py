@@ -3,7 +3,8 @@
 Measured per thread count: what a convolution or matrix product of a given size attains (FLOP/s), in fp32
 and as its int8 QLinear form, the same for depthwise convolutions, what an elementwise kernel streams at a
 given working set (bytes/s, which shows the caches), the non-matrix FLOP/s of sigmoid, erf, softmax and layer
-norm, and the fixed cost of dispatching one op. Only single ops are timed, never the models that
+norm and of the quantized elementwise ops (QLinearAdd/Mul/Sigmoid/LeakyRelu, FLOPs as our registry counts
+them), and the fixed cost of dispatching one op. Only single ops are timed, never the models that
 will be predicted, so `validate` measures an honest error.
 
 Sessions run at ORT_ENABLE_ALL, what a default session and `validate` run: a convolution is then ORT's NCHWc
@@ -45,6 +46,9 @@ ELEMENTS = [1 << 10, 1 << 13, 1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 24]
 # Non-matrix work a CPU computes rather than streams: the sigmoid of SiLU/QuickGelu, GELU's erf, softmax and
 # layer norm over transformer rows (rows of 768), priced per FLOP as our registry counts them.
 VECTOR_OPS = ["Sigmoid", "Erf", "Softmax", "LayerNormalization"]
+# Their quantized forms (com.microsoft, as onnxruntime's QOperator quantizer writes them): onnxruntime runs
+# them on integers or a lookup table, far faster per FLOP than the dequantize-compute-requantize we count.
+QVECTOR_OPS = ["QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu"]
 VECTOR_ROWS = [16, 128, 512]
 FULL = {"convs": CONVS, "matmuls": MATMULS, "depthwise": DEPTHWISE, "elements": ELEMENTS,
         "vector": VECTOR_ROWS}
@@ -54,7 +58,7 @@ QUICK = {"convs": CONVS[::3], "matmuls": MATMULS[::2], "depthwise": DEPTHWISE[::
 
 def _model(nodes, inputs, outputs, inits=()):
     m = helper.make_model(helper.make_graph(nodes, "bench", inputs, outputs, list(inits)),
-                          opset_imports=[helper.make_opsetid("", 17)])
+                          opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     m.ir_version = 8
     return m.SerializeToString()
 
@@ -171,6 +175,17 @@ class _Bench:
         blob = _model([node], [_f32("x", x.shape)], [_f32("y", x.shape)], inits)
         return rows * width, self.kernel(blob, {"x": x}), blob
 
+    def qvector(self, op: str, rows: int, width: int = 768) -> tuple[int, float, bytes]:
+        """(elements, seconds, the model) of one quantized elementwise op over [rows, width] uint8."""
+        x = self.rng.integers(0, 255, (rows, width), dtype=np.uint8)
+        ins = ["x", "s", "zu", "x", "s", "zu", "s", "zu"] if op in ("QLinearAdd", "QLinearMul") else \
+            ["x", "s", "zu", "s", "zu"]
+        attrs = {"alpha": 0.1} if op == "QLinearLeakyRelu" else {}
+        node = helper.make_node(op, ins, ["y"], domain="com.microsoft", **attrs)
+        u8 = [helper.make_tensor_value_info(n, TensorProto.UINT8, x.shape) for n in ("x", "y")]
+        blob = _model([node], u8[:1], u8[1:], _quant_params())
+        return rows * width, self.kernel(blob, {"x": x}), blob
+
     def dispatch(self, chain: int = 64) -> float:
         nodes = [helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}"]) for i in range(chain)]
         blob = _model(nodes, [_f32("t0", (1,))], [_f32(f"t{chain}", (1,))])
@@ -206,15 +221,16 @@ def measure(threads: int, quick: bool = False, progress: Callable[[str], None] |
         elementwise.append([nbytes, nbytes / t])
         step("elementwise")
     gemm_int8 = gemm_table(b.qconv, b.qmatmul, "int8 conv and matmul")
-    vector = []
+    vector, vector_int8 = [], []
     for rows in sets["vector"]:
-        for op in VECTOR_OPS:
-            n, t, blob = b.vector(op, rows)
-            vector.append([n, _flops(blob) / t])
+        for bench, ops, table in ((b.vector, VECTOR_OPS, vector), (b.qvector, QVECTOR_OPS, vector_int8)):
+            for op in ops:
+                n, t, blob = bench(op, rows)
+                table.append([n, _flops(blob) / t])
         step("vector")
     return {"gemm": gemm, "depthwise": _mean_by_size(depthwise),
             "elementwise": _mean_by_size(elementwise), "vector": _mean_by_size(vector),
-            "gemm_int8": gemm_int8, "dispatch_s": dispatch}
+            "gemm_int8": gemm_int8, "vector_int8": _mean_by_size(vector_int8), "dispatch_s": dispatch}
 
 
 def _flops(blob: bytes) -> int:

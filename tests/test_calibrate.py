@@ -122,3 +122,40 @@ def test_an_int8_kernel_runs_at_the_measured_int8_rate(host_yaml, tmp_path):
     [k] = Analyzer().run(Point(m, str(slow), None, "fp32", "runtime", 1)).kernels
     macs = 28 * 28 * 32 * 16 * 9
     assert k.compute_s - k.vector_s == pytest.approx(2 * macs / 1e8, rel=1e-9)
+
+
+def test_a_quantized_elementwise_kernel_runs_at_the_measured_int8_vector_rate(host_yaml, tmp_path):
+    """QLinearAdd and QLinearSigmoid are measured too (onnxruntime runs them on integers or a lookup table);
+    a quantized kernel's non-matrix work is priced with that table, a float one's with the fp32 table."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    t1 = load_spec(host_yaml).calibration["threads"][1]
+    assert t1["vector_int8"] and all(0 < rate < 1e12 for _, rate in t1["vector_int8"])
+    params = [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+              numpy_helper.from_array(np.array(128, np.uint8), "z")]
+    nodes = [helper.make_node("QLinearAdd", ["x", "s", "z", "x", "s", "z", "s", "z"], ["a"],
+                              domain="com.microsoft", name="qadd"),
+             helper.make_node("DequantizeLinear", ["a", "s", "z"], ["f"], name="deq"),
+             helper.make_node("Sigmoid", ["f"], ["y"], name="sig")]
+    x = helper.make_tensor_value_info("x", TensorProto.UINT8, [64, 768])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 768])
+    g = helper.make_graph(nodes, "q", [x], [y], params)
+    m = save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13),
+                                                 helper.make_opsetid("com.microsoft", 1)]), tmp_path / "qa.onnx")
+    with open(host_yaml) as f:
+        data = yaml.safe_load(f)
+    rows = data["calibration"]["threads"]["1"]
+    rows["vector"] = [[1, 1e6], [1e9, 1e6]]  # fp32: 1 MFLOP/s
+    rows["vector_int8"] = [[1, 1e9], [1e9, 1e9]]  # int8: 1 GFLOP/s
+    both = tmp_path / "both.yaml"
+    both.write_text(yaml.safe_dump(data))
+    del rows["vector_int8"]  # a calibration written before the table: quantized kernels take fp32's
+    older = tmp_path / "older.yaml"
+    older.write_text(yaml.safe_dump(data))
+    a = Analyzer()
+    kernels = {k.label: k for k in a.run(Point(m, str(both), None, "fp32", "none", 1)).kernels}
+    assert kernels["QLinearAdd"].vector_s == pytest.approx(8 * 64 * 768 / 1e9, rel=1e-9)
+    assert kernels["Sigmoid"].vector_s == pytest.approx(kernels["Sigmoid"].flops / 1e6, rel=1e-9)
+    old = {k.label: k for k in a.run(Point(m, str(older), None, "fp32", "none", 1)).kernels}
+    assert old["QLinearAdd"].vector_s == pytest.approx(8 * 64 * 768 / 1e6, rel=1e-9)

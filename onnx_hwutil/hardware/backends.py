@@ -54,32 +54,34 @@ class Backend:
     def matrix(self, g: Gemm) -> tuple[float, int]:
         raise NotImplementedError
 
-    def vector(self, flops: int, elements: int, per_block: int) -> tuple[float, int]:
+    def vector(self, flops: int, elements: int, per_block: int, int8: bool = False) -> tuple[float, int]:
         """Elementwise work spread over blocks of `per_block` elements, in waves over the units."""
         if flops <= 0 and elements <= 0:
             return 0.0, 1
         blocks = max(ceil(max(elements, 1) / per_block), 1)
         units = min(self.units, blocks)
         waves = ceil(blocks / self.units)
-        per_unit = self.vector_rate(elements) / self.units
+        per_unit = self.vector_rate(elements, int8) / self.units
         return waves * (flops / blocks) / per_unit, units
 
-    def vector_rate(self, elements: int) -> float:
-        """Non-matrix FLOP/s of the whole chip on a kernel of `elements` outputs."""
+    def vector_rate(self, elements: int, int8: bool = False) -> float:
+        """Non-matrix FLOP/s of the whole chip on a kernel of `elements` outputs (`int8`: of a quantized
+        kernel, where a backend has measured one)."""
         return self.rates.vector_ops_per_s
 
-    def compute(self, gemms: list[Gemm], vector_flops: int, elements: int) -> tuple[float, float, int]:
-        """(matrix seconds, vector seconds, units) of one kernel."""
+    def compute(self, gemms: list[Gemm], vector_flops: int, elements: int,
+                int8: bool = False) -> tuple[float, float, int]:
+        """(matrix seconds, vector seconds, units) of one kernel; `int8`: a quantized one."""
         t, units = 0.0, 0
         for g in gemms:  # the ops of one fused kernel run one after another inside it
             tg, ug = self.matrix(g)
             t += tg * g.serial
             units = max(units, ug)
-        tv, uv = self.vector(vector_flops, elements, self.vector_block)
+        tv, uv = self.vector(vector_flops, elements, self.vector_block, int8)
         if gemms and units > uv and vector_flops:
             # A fused kernel's vector work runs on the units its GEMM occupies, not only on as many as its
             # outputs fill: MatMulNBits scales and shifts every weight of a one-token product on them all.
-            tv = min(tv, vector_flops / (self.vector_rate(elements) * units / self.units))
+            tv = min(tv, vector_flops / (self.vector_rate(elements, int8) * units / self.units))
         return t, tv, max(units, uv if (vector_flops or not gemms) else 1, 1)
 
     vector_block = 1024
@@ -225,10 +227,13 @@ class CpuBackend(Backend):
     def overhead(self) -> float:
         return self.cal["dispatch_s"] if self.cal is not None else self.spec.kernel_overhead_s
 
-    def vector_rate(self, elements: int) -> float:
-        # measured on transcendental and row-reduction ops (calibrations before it lack the table: peak)
-        if self.cal is not None and self.cal.get("vector"):
-            return _loglog(self.cal["vector"], elements)
+    def vector_rate(self, elements: int, int8: bool = False) -> float:
+        # measured on transcendental and row-reduction ops, and on their quantized forms for a quantized
+        # kernel (calibrations before a table lack it: the fp32 one, else the peak)
+        table = (self.cal.get("vector_int8") if int8 else None) or self.cal.get("vector") \
+            if self.cal is not None else None
+        if table:
+            return _loglog(table, elements)
         return super().vector_rate(elements)
 
     def hit_bandwidth(self) -> float:

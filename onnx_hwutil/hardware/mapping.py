@@ -241,7 +241,7 @@ def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int,
         for buf, b in sub.writes:
             window.write(buf, b)
         elements = max(int(sub.bytes_written / elem), 1)
-        matrix_s, vector_s, units = backend.compute(gemms, vector_flops, elements)
+        matrix_s, vector_s, units = backend.compute(gemms, vector_flops, elements, int8)
         compute_s = matrix_s + vector_s
         memory_s = backend.memory_time(dram, onchip)
         overhead = backend.overhead()

@@ -50,7 +50,7 @@ SCHEMA: dict[str, Any] = {
 }
 CURVES = ("gemm", "depthwise", "elementwise")  # measured rate tables of a calibrated CPU
 # Tables a calibration written before them lacks: the backend then uses the peak vector rate, the fp32 GEMMs.
-LATER_CURVES = ("vector", "gemm_int8")
+LATER_CURVES = ("vector", "gemm_int8", "vector_int8")
 
 
 # One typed block per kind of chip, under `backend:`. A field without a default is one its backend reads;
