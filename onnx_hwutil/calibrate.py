@@ -57,8 +57,9 @@ QUICK = {"convs": CONVS[::3], "matmuls": MATMULS[::2], "depthwise": DEPTHWISE[::
 
 
 def _model(nodes, inputs, outputs, inits=()):
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
     m = helper.make_model(helper.make_graph(nodes, "bench", inputs, outputs, list(inits)),
-                          opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+                          opset_imports=opsets)
     m.ir_version = 8
     return m.SerializeToString()
 

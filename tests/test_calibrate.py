@@ -141,8 +141,8 @@ def test_a_quantized_elementwise_kernel_runs_at_the_measured_int8_vector_rate(ho
     x = helper.make_tensor_value_info("x", TensorProto.UINT8, [64, 768])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 768])
     g = helper.make_graph(nodes, "q", [x], [y], params)
-    m = save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13),
-                                                 helper.make_opsetid("com.microsoft", 1)]), tmp_path / "qa.onnx")
+    opsets = [helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]
+    m = save(helper.make_model(g, opset_imports=opsets), tmp_path / "qa.onnx")
     with open(host_yaml) as f:
         data = yaml.safe_load(f)
     rows = data["calibration"]["threads"]["1"]

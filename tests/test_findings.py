@@ -37,7 +37,7 @@ def test_a_bisected_batch_is_not_called_the_first(monkeypatch):
     first one: utilization is not monotonic in batch."""
     import onnx_hwutil.analysis as analysis
     monkeypatch.setattr(analysis, "EXHAUSTIVE", 2)
-    s, fs = _findings(model_path("resnet18"), "xeon-8490h")
+    _, fs = _findings(model_path("resnet18"), "xeon-8490h")
     ev, text = fs["low_utilization"].evidence, fs["low_utilization"].mitigation
     assert ev["search"] == "powers of two up to 4, then bisection up to 8"
     b = ev["batch_reaching_target"]
