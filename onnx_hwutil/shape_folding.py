@@ -19,7 +19,7 @@ FOLDABLE = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast"
 FOLD_LIMIT = 1024  # elements: shape subgraphs are tiny; anything larger is real data
 # Ops whose output size their input values decide: estimated before anything is evaluated.
 GENERATORS = ("ConstantOfShape", "Expand", "Tile", "Range")
-# Reference-evaluator results kept across folding rounds and bindings (_evaluate), at most this many: each
+# Reference-evaluator results kept across folding rounds and bindings (evaluate), at most this many: each
 # holds at most a few small arrays (inputs and outputs of at most FOLD_LIMIT elements).
 _EVALUATED_MAX = 20_000
 _EVALUATED: dict[tuple, list[np.ndarray] | None] = {}
@@ -58,7 +58,7 @@ def fold_shape_subgraphs(model: onnx.ModelProto, shapes: dict | None = None) -> 
         feeds = {i: consts[i] for i in node.input if i}
         if output_too_big(node, feeds):
             continue  # a generator asked for more than shape math ever needs: never allocate it
-        outs = _evaluate(node, feeds, opset, opset_key)
+        outs = evaluate(node, feeds, opset, opset_key)
         if outs is not None:
             for name, value in zip([o for o in node.output if o], outs, strict=False):
                 consts[name] = value
@@ -82,7 +82,7 @@ def fold_shape_subgraphs(model: onnx.ModelProto, shapes: dict | None = None) -> 
     return out, folded
 
 
-def _evaluate(node: onnx.NodeProto, feeds: dict[str, np.ndarray], opset: list,
+def evaluate(node: onnx.NodeProto, feeds: dict[str, np.ndarray], opset: list,
               opset_key: tuple) -> list[np.ndarray] | None:
     """The node's outputs on `feeds` by onnx's reference evaluator, or None where it cannot run the node or
     an output is over FOLD_LIMIT elements. A pure function of the node, the opset and the input values, so

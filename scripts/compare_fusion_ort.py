@@ -61,7 +61,10 @@ RULES = [
      "QuantizeLinear as one quantized kernel; DQ/Q around data-movement ops dropped"),
     ("BiasGelu", "Gelu", "BiasGeluFusion (dynamic shapes): the bias Add joins the GELU, not the MatMul"),
     ("LayerNormalization", "LayerNorm / LayerNormalization", "LayerNormFusion of decomposed patterns"),
-    ("Split", "Split", "GatherToSplitFusion: sibling Gathers at constant indices"),
+    ("Split", "Split", "GatherToSplitFusion: sibling Gathers at constant indices; GatherSliceToSplitFusion: "
+     "Slices cutting one tensor into adjacent pieces (opset 13+)"),
+    ("QLinearWhere", "QLinearWhere", "WhereDummyDq: a Where with one dequantized branch and a scalar "
+     "constant one, read by one QuantizeLinear"),
     ("nchwc.Conv", "Conv+<activation>", "NchwcTransformer (ALL only): Conv in the blocked layout, with a "
      "following Add (residual) and activation folded in; ReorderInput/ReorderOutput around it"),
 ]

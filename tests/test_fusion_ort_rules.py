@@ -131,15 +131,17 @@ def test_nchwc_conditions_match_onnxruntime(tmp_path, c, cin0, group, kernels):
         assert len(_ort_kernels(path, tmp_path)) == kernels
 
 
-def _slices(tmp_path, cuts, computed=False, name="slices.onnx"):
+def _slices(tmp_path, cuts, computed=False, name="slices.onnx", opset=17, axes=True):
     """x = Relu(a) of [1, 8, 64], cut along the last axis at `cuts`, each piece negated. `computed`: the
-    bounds as an exporter writes `x.shape[-1] // 2` (Shape, Gather, Div, Unsqueeze), folded at load time."""
+    bounds as an exporter writes `x.shape[-1] // 2` (Shape, Gather, Div, Unsqueeze), folded at load time.
+    `axes`: the Slices name their axis (else they cut the first one, which has size 1: cuts must say so)."""
     nodes = [helper.make_node("Relu", ["a"], ["x"], name="root")]
     inits = [init("axis", (1,), np.int64, [-1])]
     outs = []
     for i, (s, e) in enumerate(cuts):
         inits += [init(f"s{i}", (1,), np.int64, [s]), init(f"e{i}", (1,), np.int64, [e])]
-        nodes += [helper.make_node("Slice", ["x", f"s{i}", f"e{i}", "axis"], [f"y{i}"], name=f"piece{i}"),
+        ins = ["x", f"s{i}", f"e{i}"] + ["axis"] * axes
+        nodes += [helper.make_node("Slice", ins, [f"y{i}"], name=f"piece{i}"),
                   helper.make_node("Neg", [f"y{i}"], [f"z{i}"], name=f"neg{i}")]
         outs.append(vi(f"z{i}", T.FLOAT, None))
     if computed:  # piece0 = x[..., :d/2], piece1 = x[..., d/2:]
@@ -148,28 +150,30 @@ def _slices(tmp_path, cuts, computed=False, name="slices.onnx"):
         nodes[1:1] = [helper.make_node("Shape", ["x"], ["sh"]),
                       helper.make_node("Gather", ["sh", "last"], ["d"]),
                       helper.make_node("Div", ["d", "two"], ["h"]),
-                      helper.make_node("Unsqueeze", ["h", "zero"], ["half"])]
+                      helper.make_node("Unsqueeze", ["h", "zero"], ["half"]) if opset >= 13 else
+                      helper.make_node("Unsqueeze", ["h"], ["half"], axes=[0])]
         for n in nodes:
             if n.name == "piece0":
                 n.input[2] = "half"
             elif n.name == "piece1":
                 n.input[1] = "half"
-    m = model(nodes, [vi("a", T.FLOAT, [1, 8, 64])], outs, inits)
+    m = model(nodes, [vi("a", T.FLOAT, [1, 8, 64])], outs, inits, opset=[helper.make_opsetid("", opset)])
     return save(m, tmp_path / name)
 
 
-@pytest.mark.parametrize("cuts, computed, split", [
-    ([(0, 32), (32, 64)], False, True), ([(0, 16), (16, 32), (32, 2**62)], False, True),
-    ([(0, 16), (32, 64)], False, False), ([(0, 0), (0, 2**62)], True, False)])
-def test_slices_cutting_one_tensor_into_adjacent_pieces_are_one_split(tmp_path, cuts, computed, split):
-    path = _slices(tmp_path, cuts, computed)
+@pytest.mark.parametrize("cuts, kw, split, why", [
+    ([(0, 32), (32, 64)], {}, True, None), ([(0, 16), (16, 32), (32, 2**62)], {}, True, None),
+    ([(0, 16), (32, 64)], {}, False, "do not cut it into adjacent pieces"),
+    ([(0, 0), (0, 2**62)], {"computed": True}, True, None),  # x.shape[-1] // 2, folded at load
+    ([(0, 32), (32, 64)], {"opset": 12}, False, "from opset 13 on"),
+    ([(0, 32), (32, 64)], {"computed": True, "opset": 12}, False, "from opset 13 on"),
+    ([(0, 1), (1, 2)], {"axes": False}, False, "no axes input")])
+def test_slices_cutting_one_tensor_into_adjacent_pieces_are_one_split(tmp_path, cuts, kw, split, why):
+    path = _slices(tmp_path, cuts, **kw)
     kernels = [k.label for k in fuse(onnx_hwutil.profile(path), "runtime").kernels]
     assert ("Split" in kernels) == split and kernels.count("Slice") == (0 if split else len(cuts))
-    # what onnxruntime itself does; bounds computed from shapes it folds where its own inference knows the
-    # dim (here), and not behind a computed Reshape (ShuffleNet): those are not mirrored
-    assert ("Split" in _ort_kernels(path, tmp_path)) == (split or computed)
-    if not split:
-        why = "computed at run time" if computed else "do not cut it into adjacent pieces"
+    assert ("Split" in _ort_kernels(path, tmp_path)) == split  # what onnxruntime itself does
+    if why:
         assert why in str(explain(onnx_hwutil.profile(path), "piece0"))
 
 

@@ -43,6 +43,15 @@ def _scale(ctx: Context, matrix: str, node: str) -> str | None:
     return None if ctx.scalar_operand(node) else "no constant scalar operand: not a scale"
 
 
+def _activation(ctx: Context, matrix: str, node: str) -> str | None:
+    # ORT has no MatMul+activation fusion on the CPU: a MatMul takes its activation only as the Gemm that
+    # MatMulAddFusion makes of it and its bias (GemmActivationFusion); a Conv or Gemm takes one directly
+    prod = ctx.graph.producer.get(ctx.graph.by_name[node].inputs[0])
+    if ctx.op(matrix) in MATMUL_OPS and (prod is None or prod.op_type != "Add"):
+        return f"no bias Add before it: ORT fuses an activation into a Gemm or a Conv, not a {ctx.op(matrix)}"
+    return _clip_bounds(ctx, matrix, node)
+
+
 def _clip_bounds(ctx: Context, matrix: str, node: str) -> str | None:
     n = ctx.graph.by_name[node]
     if n.op_type != "Clip" or len(n.inputs) == 1 or ctx.const_input(node):
@@ -78,7 +87,7 @@ BIAS_SCALE_ACTIVATION = Rule("BiasScaleActivation", (
     Step("matrix", kinds=frozenset({MATRIX})),
     Step("bias", ops=frozenset({"Add"}), check=_bias),
     Step("scale", ops=frozenset({"Mul", "Div"}), check=_scale),
-    Step("activation", ops=FUSED_ACTIVATIONS, check=_clip_bounds),
+    Step("activation", ops=FUSED_ACTIVATIONS, check=_activation),
 ), mirrors="ORT ConvActivationFusion, GemmActivationFusion, MatMulAddFusion, MatMulScaleFusion")
 
 TRANSPOSE_OPERAND = Rule("MatMulTransposeFusion", (

@@ -90,9 +90,14 @@ class Context:
         members = part.members[gid]
         inside = set(members) if len(members) > 1 else members
         by_name, consumers, group_of = self.graph.by_name, self.graph.consumers, part.group_of
+        passing = self._input_views(members, inside) if len(members) > 1 else set()
         for m in members:
             if m in self.static:
                 continue  # a constant once folded: whoever else reads it reads no data of ours
+            if m in passing:
+                if any(t in self.outputs for t in by_name[m].outputs):
+                    return None
+                continue  # a view of the group's input: its other readers read what was there before
             for t in by_name[m].outputs:
                 if t in self.outputs:
                     return None
@@ -102,6 +107,21 @@ class Context:
                     # a view's group counts too: whoever reads the data joins the view's kernel
                     out.add(group_of[c.name])
         out.discard(gid)
+        return out
+
+    def _input_views(self, members: list[str], inside) -> set[str]:
+        """The group's views of a tensor made outside it (a Cast to the same type that the shape pass put
+        with its first reader): another kernel reading one reads data that was in memory before this one
+        ran, as after ORT's CastElimination it reads the tensor itself, so it does not read our result."""
+        out: set[str] = set()
+        producer = self.graph.producer
+        for m in members:  # in graph order: a view's producer is judged before it
+            if self._kind[m] != SHAPE or m in self.static:
+                continue
+            prods = (producer.get(t) for t in self.graph.by_name[m].inputs if t)
+            if all(p is None or p.name not in inside or p.name in out or p.name in self.static
+                   for p in prods):
+                out.add(m)
         return out
 
     def sole_consumer(self, part: Partition, gid: int) -> int | None:

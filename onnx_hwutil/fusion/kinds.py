@@ -21,27 +21,41 @@ from .partition import Partition
 class ShapePass(FusionPass):
     name = "shape"
     help = "shape-only ops and static shape computations cost nothing and join their consumer"
+    keep: frozenset[str] = frozenset()  # ops the runtime never computes at load, whatever their inputs
 
     def apply(self, ctx: Context, part: Partition) -> None:
-        static = load_time(ctx)
-        if "movable" not in ctx.memo:  # load-time nodes and views
-            ctx.memo["movable"] = static | {n.name for n in ctx.graph.nodes if ctx.kind(n.name) == SHAPE}
+        static = load_time(ctx, self.keep)
+        key = ("movable", self.keep)
+        if key not in ctx.memo:  # load-time nodes and views
+            ctx.memo[key] = static | {n.name for n in ctx.graph.nodes if ctx.kind(n.name) == SHAPE}
         ctx.static |= static
         part.static |= static
-        join_consumers(ctx, part, ctx.memo["movable"],
-                       lambda gids, node: self.merge(part, gids, "shape", node, "consumer"))
+        join_consumers(ctx, part, ctx.memo[key],
+                       lambda gids, node: self.merge(part, gids, self.name, node, "consumer"))
 
 
-def load_time(ctx: Context) -> set[str]:
+class OrtShapePass(ShapePass):
+    # ORT's ConstantFolding leaves DequantizeLinear alone in a QDQ model (skip_dequantize_linear), so that
+    # its QDQ transformers still see the node units: a weight's DQ that no unit takes (a LayerNorm's gamma),
+    # and a Gather of the dequantized table (an embedding), run at every inference.
+    name = "ort_shape"
+    help = ("the shape pass as onnxruntime folds at load: every DequantizeLinear, of a constant too, is left "
+            "to run (or to a QDQ node unit)")
+    keep = frozenset({"DequantizeLinear"})
+
+
+def load_time(ctx: Context, keep: frozenset[str] = frozenset()) -> set[str]:
     """Nodes a runtime computes once, at load, once shapes are known: Shape/Size, constants, and ops on
-    them only. A property of the graph alone: found once per context, whatever the rounds."""
-    static = ctx.memo.get("load_time")
+    them only, except the ops in `keep`. A property of the graph alone: found once per context, whatever
+    the rounds."""
+    key = ("load_time", keep)
+    static = ctx.memo.get(key)
     if static is None:
         static = set()
         for n in ctx.graph.nodes:  # in execution order: a node's producers are judged before it
-            if _static(ctx, n, static):
+            if n.op_type not in keep and _static(ctx, n, static):
                 static.add(n.name)
-        ctx.memo["load_time"] = static
+        ctx.memo[key] = static
     return static
 
 

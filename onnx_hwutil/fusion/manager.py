@@ -10,7 +10,7 @@ from .chains import ActivationPass, ConvBnPass, OperandPass
 from .context import Context, FusionPass, PassResult
 from .contract import check_costs, check_fixpoint, check_partition
 from .fused import FusedGraph
-from .kinds import AggressivePass, ElementwisePass, EpiloguePass, ShapePass
+from .kinds import AggressivePass, ElementwisePass, EpiloguePass, OrtShapePass, ShapePass
 from .ort_graph import fuse_ort
 from .ort_rules import NchwcPass, QuickGeluPass, SliceSplitPass
 from .partition import Partition
@@ -18,17 +18,18 @@ from .qdq import QdqPass
 from .regions import AttentionPass, NormPass, OrtNormPass
 
 PASSES: dict[str, type[FusionPass]] = {p.name: p for p in (
-    ShapePass, ConvBnPass, OperandPass, ActivationPass, EpiloguePass, ElementwisePass, NormPass, OrtNormPass,
-    QuickGeluPass, NchwcPass, SliceSplitPass, QdqPass, AttentionPass, AggressivePass)}
+    ShapePass, OrtShapePass, ConvBnPass, OperandPass, ActivationPass, EpiloguePass, ElementwisePass, NormPass,
+    OrtNormPass, QuickGeluPass, NchwcPass, SliceSplitPass, QdqPass, AttentionPass, AggressivePass)}
 PRESETS: dict[str, list[str]] = {
     "none": [],
-    # What a default ONNX Runtime CPU session runs (ORT_ENABLE_ALL): folds shape math, BN into Conv,
-    # QDQ node units (DQ -> op -> Q) into quantized kernels, decomposed norms and GELU (ORT's own patterns
-    # only) and x*sigmoid(x) into single kernels, transposes and scales into matmul operands,
-    # bias/scale/activation after matrix ops, (NCHWc, CPU only) a residual Add and its Relu, or a HardSwish,
+    # What a default ONNX Runtime CPU session runs (ORT_ENABLE_ALL): folds shape math (never a
+    # DequantizeLinear), BN into Conv, QDQ node units (DQ -> op -> Q) into quantized kernels, decomposed
+    # norms and GELU (ORT's own patterns only) and x*sigmoid(x) into single kernels, transposes and scales
+    # into matmul operands, bias/scale/activation after matrix ops (an activation after a MatMul only with
+    # its bias, as a Gemm), (NCHWc, CPU only) a residual Add and its Relu, or a HardSwish,
     # into a Conv, and Slices cutting one tensor into adjacent pieces into one Split (checked by
     # scripts/compare_fusion_ort.py).
-    "runtime": ["shape", "conv_bn", "qdq", "ort_norm", "quick_gelu", "operand", "activation", "nchwc",
+    "runtime": ["ort_shape", "conv_bn", "qdq", "ort_norm", "quick_gelu", "operand", "activation", "nchwc",
                 "slice_split"],
     # TensorRT's build-time fusions (Layer Fusion Catalog, docs.nvidia.com/deeplearning/tensorrt/latest/
     # performance/fusion-catalog.html; Fused Attention, same site, inference-library/

@@ -6,8 +6,13 @@ checks (onnxruntime/core/optimizer/quick_gelu_fusion.cc, nchwc_transformer.cc, g
 
 from __future__ import annotations
 
+import numpy as np
+from onnx import helper
+
+from ..shape_folding import evaluate
 from .chains import CYCLE
 from .context import Context, FusionPass, Rule, Step
+from .kinds import load_time
 from .partition import Partition
 
 # The NCHWc layout's conditions, as onnxruntime 1.32 applies them on this project's AVX-512 machine (checked
@@ -232,23 +237,53 @@ class NchwcPass(FusionPass):
             if self.merge(part, gids, rule.name, h.name, "product") is None:
                 self.reject(rule, h.name, CYCLE)
 
+# ORT's GatherSliceToSplitFusion leaves graphs below opset 13 alone (Slice, Split and Squeeze change schema
+# there): ShuffleNet's opset-11 channel split stays two Slices.
+SLICE_SPLIT_OPSET = 13
+
+
+def load_time_value(ctx: Context, tensor: str, depth: int = 0) -> np.ndarray | None:
+    """The value of a tensor known once shapes are: a constant, or shape math on constants and on the shapes
+    of tensors (`x.shape[-1] // 2`), as ORT's constant folding computes it before its fusions look at it.
+    None where it is computed from data at run time."""
+    memo = ctx.memo.setdefault("load_time_values", {})
+    if tensor in memo:
+        return memo[tensor]
+    value = ctx.graph.constant_value(tensor)
+    prod = ctx.graph.producer.get(tensor)
+    static = ctx.static or load_time(ctx)  # what the shape pass folded, where one ran
+    if value is None and prod is not None and prod.name in static and depth < 32:
+        if prod.op_type in ("Shape", "Size"):
+            shape = ctx.graph.tensor(prod.inputs[0]).shape
+            if shape is not None and all(isinstance(d, int) for d in shape):
+                dims = np.array(shape, dtype=np.int64)
+                value = (np.array(dims.prod(), dtype=np.int64) if prod.op_type == "Size"
+                         else dims[prod.attr("start", 0):prod.attr("end", None)])
+        else:
+            feeds = {t: load_time_value(ctx, t, depth + 1) for t in prod.inputs if t}
+            if all(v is not None for v in feeds.values()):
+                opset = [helper.make_opsetid(d, v) for d, v in ctx.graph.opsets.items()]
+                outs = evaluate(prod.proto, feeds, opset, tuple(o.SerializeToString() for o in opset))
+                if outs is not None and tensor in prod.outputs:
+                    value = outs[[o for o in prod.outputs if o].index(tensor)]
+    memo[tensor] = value
+    return value
+
+
 def _cut(ctx: Context, node: str, rank: int) -> tuple[int, int, int] | str:
-    """(axis, start, end) of a Slice that cuts one axis with step 1 and constant bounds, or why not."""
+    """(axis, start, end) of a Slice that GatherSliceToSplitFusion takes: one axis named by its axes input,
+    step 1, bounds known at load time (literal, or `x.shape[-1] // 2` folded), or why not."""
     n = ctx.graph.by_name[node]
-    if len(n.inputs) >= 3:  # opset 10+: starts, ends, axes, steps as inputs
-        ins = [*n.inputs[1:5], "", "", ""][:4]
-        # Only literal bounds: ORT folds `x.shape[-1] // 2` where its own shape inference knows that dim
-        # (Llama's rotate_half) and not where a computed Reshape hides it (ShuffleNet's channel split);
-        # folding them with our shapes fused ShuffleNet's 13 splits that ORT runs as 26 Slices.
-        vals = [ctx.graph.constant_value(t) if t else None for t in ins]
-        if vals[0] is None or vals[1] is None or any(t and v is None for t, v in zip(ins, vals, strict=True)):
-            return "its starts, ends, axes or steps are computed at run time"
-        starts, ends = vals[0].reshape(-1).tolist(), vals[1].reshape(-1).tolist()
-        axes = vals[2].reshape(-1).tolist() if vals[2] is not None else list(range(len(starts)))
-        steps = vals[3].reshape(-1).tolist() if vals[3] is not None else [1] * len(starts)
-    else:  # opset 1-9: attributes
-        starts, ends = n.attr("starts") or [], n.attr("ends") or []
-        axes, steps = n.attr("axes") or list(range(len(starts))), [1] * len(starts)
+    if ctx.graph.opsets.get("", 0) < SLICE_SPLIT_OPSET:
+        return f"opset {ctx.graph.opsets.get('', 0)}: ORT makes Splits of Slices from opset 13 on"
+    ins = [*n.inputs[1:5], "", "", ""][:4]
+    if not ins[2]:
+        return "it has no axes input: ORT reads the axis to split from it"
+    vals = [load_time_value(ctx, t) if t else None for t in ins]
+    if any(t and v is None for t, v in zip(ins, vals, strict=True)):
+        return "its starts, ends, axes or steps are computed at run time"
+    starts, ends, axes = (v.reshape(-1).tolist() for v in vals[:3])
+    steps = vals[3].reshape(-1).tolist() if vals[3] is not None else [1] * len(starts)
     if len(starts) != 1 or len(ends) != 1 or len(axes) != 1 or steps != [1]:
         return "it cuts more than one axis, or with a step other than 1"
     return axes[0] % rank, int(starts[0]), int(ends[0])
