@@ -124,3 +124,29 @@ def test_an_activation_joins_a_matmul_only_with_its_bias(tmp_path, bias, kernels
     assert ours == theirs == kernels
     if not bias:
         assert "no bias Add before it" in str(explain(onnx_hwutil.profile(path), "relu", "runtime"))
+
+
+def test_a_data_movement_unit_moves_quantized_bytes_and_does_no_dq_or_q_work(tmp_path):
+    """DropQDQNodesRules: DQ(int8 table) -> Gather -> Q (same scale and zero point) is a Gather of the
+    quantized table in onnxruntime's graph, with no DequantizeLinear over the table: our kernel holds the
+    DQ and Q but does none of their work (they are folded, as a BatchNormalization into its Conv)."""
+    from onnx_hwutil.fusion.ort_graph import optimized_graph
+
+    nodes = [_dq("table", "tf"), helper.make_node("Gather", ["tf", "ids"], ["g"], name="gather"),
+             _q("g", "gq"), _dq("gq", "y")]
+    path = _save(tmp_path, nodes, [vi("ids", T.INT64, [1, 16])], [vi("y", T.FLOAT, [1, 16, 64])],
+                 [init("table", (1000, 64), np.uint8)])
+    ort_ops = [n.op_type for n in optimized_graph(path, str(tmp_path)).node]
+    assert ort_ops.count("Gather") == 1 and ort_ops.count("QuantizeLinear") == 0
+    assert ort_ops.count("DequantizeLinear") == 1  # the last one only: none over the table
+    f = fuse(onnx_hwutil.profile(path), "runtime")
+    [gather] = [k for k in f.kernels if k.label == "Gather"]
+    assert set(gather.nodes) == {"dq_tf", "gather", "q_gq"} and set(gather.folded) == {"dq_tf", "q_gq"}
+    assert gather.flops == 0  # a DQ of 64,000 elements and a Q of 1,024 would be 2 and 3 FLOPs each
+    # a Q with another scale cannot be dropped: ORT runs DQ, Gather and Q apart, and so do we
+    nodes[2] = helper.make_node("QuantizeLinear", ["g", "s2", "z"], ["gq"], name="q_gq")
+    path = _save(tmp_path, nodes, [vi("ids", T.INT64, [1, 16])], [vi("y", T.FLOAT, [1, 16, 64])],
+                 [init("table", (1000, 64), np.uint8), init("s2", (), value=0.1)], name="m2.onnx")
+    assert _kernels(path, tmp_path) == (4, 4)
+    f = fuse(onnx_hwutil.profile(path), "runtime")
+    assert not f.partition.folded and sum(k.flops for k in f.kernels) > 2 * 64_000

@@ -26,7 +26,7 @@ class InvariantViolation(AssertionError):
 
 def check_partition(ctx: Context, part: Partition, pass_name: str) -> None:
     """After each pass: every node in exactly one group, the graph of groups acyclic, and each folded node
-    in the group of the node it folds into (so folding removes only work a kernel absorbed)."""
+    in the group of a node it reads or feeds (so folding removes only work a kernel absorbed)."""
 
     def fail(invariant: str, detail: str):
         raise InvariantViolation(pass_name, invariant, detail)
@@ -55,10 +55,13 @@ def check_partition(ctx: Context, part: Partition, pass_name: str) -> None:
         fail("acyclic", "the groups' topological order is stale: a merge made outside Partition.merge")
 
     for m in part.folded:
-        ins = ctx.graph.by_name[m].inputs
-        prod = ctx.graph.producer.get(ins[0]) if ins else None
-        if prod is None or part.group_of[prod.name] != part.group_of[m]:
-            fail("folded", f"{m} is folded away but not into the subgraph of the node it reads")
+        node = ctx.graph.by_name[m]
+        prod = ctx.graph.producer.get(node.inputs[0]) if node.inputs else None
+        readers = [c.name for t in node.outputs for c in ctx.graph.consumers.get(t, ())]
+        # folded into the node it reads (BN into its Conv, a Q after a data-movement op) or into a reader
+        # (the DQ of a weight that op runs on quantized)
+        if all(part.group_of[x] != part.group_of[m] for x in [*([prod.name] if prod else []), *readers]):
+            fail("folded", f"{m} is folded away but not into the subgraph of a node it reads or feeds")
 
 
 SHAPE_PASSES = frozenset({"shape", "ort_shape"})  # the passes whose contract this is

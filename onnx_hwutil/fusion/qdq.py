@@ -66,7 +66,33 @@ def _node_unit(ctx: Context, anchor: str, node: str) -> str | None:
     if not readers or any(ctx.op(r) != Q for r in readers):
         odd = next((r for r in readers if ctx.op(r) != Q), None)
         return f"its reader {odd} ({ctx.op(odd)}) is not a QuantizeLinear" if odd else "nothing reads it"
+    if n.op_type in DATA_MOVEMENT:
+        dq = ctx.graph.producer[n.inputs[0]]
+        if not all(_same_quantization(ctx, dq, ctx.graph.by_name[r]) for r in readers):
+            return "its DequantizeLinear and QuantizeLinear differ in scale or zero point: ORT drops neither"
     return None
+
+
+def _dropped(ctx: Context, part: Partition, n) -> list[str]:
+    """The DQ and Q of a data-movement unit, which ORT removes (DropQDQNodesRules: the op then moves the
+    quantized bytes): those in the unit's kernel. Their work is gone, as a BatchNormalization's folded
+    into its Conv."""
+    gid = part.group_of[n.name]
+    dq = ctx.graph.producer[n.inputs[0]]  # a unit's: _node_unit checked it, and its quantization
+    if part.group_of[dq.name] != gid:
+        return []
+    return [dq.name, *(r for r in _readers(ctx, n.outputs[0]) if part.group_of[r] == gid)]
+
+
+def _same_quantization(ctx: Context, dq, q) -> bool:
+    """DQ and Q with equal scale and zero point (the same tensors, or constants of equal values)."""
+    for a, b in zip(dq.inputs[1:3], q.inputs[1:3], strict=False):
+        if a == b:
+            continue
+        va, vb = ctx.graph.constant_value(a), ctx.graph.constant_value(b)
+        if va is None or vb is None or va.shape != vb.shape or not (va == vb).all():
+            return False
+    return len(dq.inputs[1:3]) == len(q.inputs[1:3])
 
 
 def _movable(ctx: Context, n) -> bool:
@@ -114,6 +140,8 @@ class QdqPass(FusionPass):
                 n.op_type if n.op_type in DATA_MOVEMENT else "QLinear" + n.op_type
             if self.merge(part, gids, rule.name, n.name, "target", label=label) is None:
                 self.reject(rule, n.name, CYCLE)
+            elif n.op_type in DATA_MOVEMENT:
+                part.folded.update(_dropped(ctx, part, n))
 
     def _unit_groups(self, ctx: Context, part: Partition, n, units: set[str]) -> set[int] | str:
         """The groups the node unit of `n` merges (its DQs, itself, its Qs; a view's source too), or why
