@@ -15,10 +15,11 @@ imports count), via ``/usr/bin/time -f "%e %M"`` around each child:
 * ``profile`` and ``analyze`` of a Llama-3-8B-shaped decoder exported graph-only (scripts/build_llama.py:
   its weights are external references that are never written) at one decode step.
 
-Each case runs R times (``--repeat``, default 3); the table gives the median wall time and the maximum peak
-RSS (MiB) over the runs, then the targets with PASS/FAIL: start-up <= 1.5x ``import onnx``; profile <= 0.5x
-onnx-tool on BERT-base and GPT-2, <= 0.8x on EfficientNet-B0; analyze with findings <= 2x without; the
-100k-node analyze <= 10 s, <= 1 GiB and <= 11x the 10k-node one; the 8B decoder under 1 GiB. A case whose
+Each case runs R times (``--repeat``, default 3), round-robin over the cases; the table gives the median
+wall time and the maximum peak RSS (MiB) over the runs, then the targets with PASS/FAIL: start-up <= 1.5x
+``import onnx``; profile <= 0.5x onnx-tool on BERT-base and GPT-2, <= 0.8x on EfficientNet-B0; analyze
+with findings <= 2x without; the 100k-node analyze <= 10 s, <= 1 GiB and <= 11x the 10k-node one; the 8B
+decoder under 1 GiB. A case whose
 child fails is recorded as ``failed: <reason>`` and the targets depending on it as ``n/a``. It exits 0
 regardless (it is a benchmark). Run it from the repository root on an otherwise idle machine::
 
@@ -115,22 +116,22 @@ def run_once(argv: list[str], cwd: Path, tmp: Path) -> tuple[float, int]:
     return round(wall, 2), int(usage.ru_maxrss)
 
 
-def measure(case: Case, repeat: int, tmp: Path) -> None:
-    for i in range(repeat):
-        try:
-            if case.check_csv is not None:
-                case.check_csv.unlink(missing_ok=True)
-            res = run_once(case.argv, REPO, tmp)
-            if case.check_csv is not None:
-                text = case.check_csv.read_text() if case.check_csv.exists() else ""
-                if "Total" not in text:
-                    raise RuntimeError("onnx-tool exited 0 but wrote no profile Total row")
-        except (RuntimeError, OSError, ValueError) as e:
-            case.error = f"failed: {e}"
-            print(f"  {case.name}: run {i + 1}/{repeat} {case.error}", flush=True)
-            return
-        case.runs.append(res)
-        print(f"  {case.name}: run {i + 1}/{repeat} {res[0]:.2f} s, {res[1] / 1024:.0f} MiB", flush=True)
+def measure(case: Case, i: int, repeat: int, tmp: Path) -> None:
+    """Run `i` of `repeat` of one case; a failure ends the case."""
+    try:
+        if case.check_csv is not None:
+            case.check_csv.unlink(missing_ok=True)
+        res = run_once(case.argv, REPO, tmp)
+        if case.check_csv is not None:
+            text = case.check_csv.read_text() if case.check_csv.exists() else ""
+            if "Total" not in text:
+                raise RuntimeError("onnx-tool exited 0 but wrote no profile Total row")
+    except (RuntimeError, OSError, ValueError) as e:
+        case.error = f"failed: {e}"
+        print(f"  {case.name}: run {i + 1}/{repeat} {case.error}", flush=True)
+        return
+    case.runs.append(res)
+    print(f"  {case.name}: run {i + 1}/{repeat} {res[0]:.2f} s, {res[1] / 1024:.0f} MiB", flush=True)
 
 
 # ---------------------------------------------------------------- onnx-tool inputs and weights
@@ -331,10 +332,13 @@ def main() -> int:
                 if cases[key].model is not None and ours in cases:  # the same full file for both tools
                     cases[ours].argv = hw(cases[key].model, *extra_dims.get(stem, []))
 
-        print(f"running {len(cases)} cases x {repeat} ...", flush=True)
-        for case in cases.values():
-            if case.error is None:
-                measure(case, repeat, tmp)
+        print(f"running {len(cases)} cases x {repeat}, interleaved ...", flush=True)
+        # Round-robin: a machine whose speed drifts during the run (a shared host's clock) slows every case
+        # of a round alike, so a ratio compares runs made minutes apart at most.
+        for i in range(repeat):
+            for case in cases.values():
+                if case.error is None:
+                    measure(case, i, repeat, tmp)
 
     c = cases
     rows = [[k.name, fmt(k.wall, ".2f"), fmt(k.rss_mib, ".0f"), k.error or ""] for k in c.values()]
