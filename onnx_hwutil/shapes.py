@@ -24,7 +24,8 @@ from .shapes_ort import symbolic_shapes
 # for the deepest layer stacks.
 CONTRIB_ROUNDS = 256
 # Folding: another round helps only where shapes one round unlocks feed a further shape computation (a
-# Reshape target built from an earlier Reshape's output shape); 8 follows such chains 8 deep.
+# Reshape target built from an earlier Reshape's output shape); 64 follows such chains 64 deep (Swin-T's
+# legacy export chains its window padding through all of its blocks: 16 rounds).
 FOLD_ROUNDS = 64
 
 
@@ -133,14 +134,17 @@ DATA_DEPENDENT = frozenset({"NonZero", "NonMaxSuppression", "TopK", "Unique", "C
 
 
 def _data_dependent(model: onnx.ModelProto, missing: list[str]) -> bool:
-    """Every open tensor is computed from a data-dependent op's output (its values or its shape):
-    onnxruntime's symbolic inference could only name their dims (which count as unknown here), at seconds
-    of sympy on a detection model's post-processing."""
+    """Every open tensor is computed (through its values or its shape) from an open output of a
+    data-dependent op: onnxruntime's symbolic inference could only name their dims (which count as unknown
+    here), at seconds of sympy on a detection model's post-processing. A TopK whose k is known is no such
+    op: its outputs are static."""
+    open_ = set(missing)
     tainted: set[str] = set()
     for node in model.graph.node:  # topological order
-        if node.op_type in DATA_DEPENDENT or any(i in tainted for i in node.input):
+        if (node.op_type in DATA_DEPENDENT and any(o in open_ for o in node.output)) or \
+                any(i in tainted for i in node.input):
             tainted.update(node.output)
-    return all(t in tainted for t in missing)
+    return open_ <= tainted
 
 
 def _restored(folded: onnx.ModelProto, model: onnx.ModelProto, prop: bool):

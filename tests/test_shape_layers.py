@@ -104,3 +104,16 @@ def test_repeated_layers_cost_alike_under_their_own_names(tmp_path):
     costs = {nc.node.name: nc for nc in Profile(bound, stored={"w2": 4}).costs.nodes}
     assert costs["mm1"].cost.weight_bytes == 4 * 32 * 32
     assert costs["mm2"].cost.weight_bytes == 32 * 32 // 2
+
+
+def test_a_topk_with_a_known_k_does_not_keep_onnxruntime_away(tmp_path):
+    """TopK is data-dependent only where its k is: with k a constant its outputs are static, and an op after
+    it that only onnxruntime's inference knows (GemmFastGelu) still gets its shape from there."""
+    m = model([helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=1),
+               helper.make_node("GemmFastGelu", ["v", "w", "b"], ["g"], domain="com.microsoft"),
+               helper.make_node("Relu", ["g"], ["y"])],
+              [vi("x", T.FLOAT, ["N", 16])], [vi("y", T.FLOAT, None)],
+              [init("k", (1,), np.int64, [8]), init("w", (8, 4)), init("b", (4,))], opset=MS)
+    p = onnx_hwutil.profile(save(m, tmp_path / "topk.onnx"), batch=2)
+    assert p.graph.tensor("v").shape == (2, 8) and p.graph.tensor("y").shape == (2, 4)
+    assert any("onnxruntime symbolic shape inference resolved" in n for n in p.bound.shape_notes)
