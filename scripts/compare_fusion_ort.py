@@ -49,6 +49,8 @@ BANDS = (0.05, 0.10, 0.15)
 # ORT's op -> the label our runtime preset gives the same kernel, and the ORT fusion that makes it.
 RULES = [
     ("FusedConv", "Conv+<activation>", "ConvActivationFusion: Conv + Relu/Clip/Sigmoid/..."),
+    ("Conv", "Conv (Mul, Add folded)", "ConvMulFusion / ConvAddFusion: a constant per-channel Mul and Add "
+     "after a Conv folded into its weights and bias (BatchNorm as Keras converters write it)"),
     ("Gemm", "MatMul+Add / Gemm", "MatMulAddFusion: MatMul + constant bias Add (after reshaping to 2-D)"),
     ("FusedGemm", "Gemm+<activation>", "GemmActivationFusion"),
     ("FusedMatMul", "MatMul+Mul, Mul+MatMul", "MatMulScaleFusion / MatMulTransposeFusion: scalar scale "
