@@ -61,6 +61,10 @@ RULES = [
     ("QuickGelu", "QuickGelu", "QuickGeluFusion: x*Sigmoid(x), x*Sigmoid(alpha*x) (SiLU, Swish)"),
     ("QLinearConv, QLinearMatMul, ...", "QLinear<op>", "QDQ node units: DequantizeLinear -> op -> "
      "QuantizeLinear as one quantized kernel; DQ/Q around data-movement ops dropped"),
+    ("DynamicQuantizeMatMul", "DynamicQuantizeMatMul", "DynamicQuantizeMatMulFusion: DynamicQuantizeLinear "
+     "-> MatMulIntegerToFloat whose quantized input nothing else reads"),
+    ("MatMulIntegerToFloat", "MatMulIntegerToFloat", "MatMulIntegerToFloatFusion: MatMulInteger -> Cast -> "
+     "Mul(scale product) (-> constant bias Add), quantize_dynamic's pattern"),
     ("BiasGelu", "Gelu", "BiasGeluFusion (dynamic shapes): the bias Add joins the GELU, not the MatMul"),
     ("LayerNormalization", "LayerNorm / LayerNormalization", "LayerNormFusion of decomposed patterns"),
     ("Split", "Split", "GatherToSplitFusion: sibling Gathers at constant indices; GatherSliceToSplitFusion: "
