@@ -49,6 +49,8 @@ BANDS = (0.05, 0.10, 0.15)
 # ORT's op -> the label our runtime preset gives the same kernel, and the ORT fusion that makes it.
 RULES = [
     ("FusedConv", "Conv+<activation>", "ConvActivationFusion: Conv + Relu/Clip/Sigmoid/..."),
+    ("Conv", "Conv (Mul, Add folded)", "ConvMulFusion / ConvAddFusion: a constant per-channel Mul and Add "
+     "after a Conv folded into its weights and bias (BatchNorm as Keras converters write it)"),
     ("Gemm", "MatMul+Add / Gemm", "MatMulAddFusion: MatMul + constant bias Add (after reshaping to 2-D)"),
     ("FusedGemm", "Gemm+<activation>", "GemmActivationFusion"),
     ("FusedMatMul", "MatMul+Mul, Mul+MatMul", "MatMulScaleFusion / MatMulTransposeFusion: scalar scale "
@@ -59,6 +61,10 @@ RULES = [
     ("QuickGelu", "QuickGelu", "QuickGeluFusion: x*Sigmoid(x), x*Sigmoid(alpha*x) (SiLU, Swish)"),
     ("QLinearConv, QLinearMatMul, ...", "QLinear<op>", "QDQ node units: DequantizeLinear -> op -> "
      "QuantizeLinear as one quantized kernel; DQ/Q around data-movement ops dropped"),
+    ("DynamicQuantizeMatMul", "DynamicQuantizeMatMul", "DynamicQuantizeMatMulFusion: DynamicQuantizeLinear "
+     "-> MatMulIntegerToFloat whose quantized input nothing else reads"),
+    ("MatMulIntegerToFloat", "MatMulIntegerToFloat", "MatMulIntegerToFloatFusion: MatMulInteger -> Cast -> "
+     "Mul(scale product) (-> constant bias Add), quantize_dynamic's pattern"),
     ("BiasGelu", "Gelu", "BiasGeluFusion (dynamic shapes): the bias Add joins the GELU, not the MatMul"),
     ("LayerNormalization", "LayerNorm / LayerNormalization", "LayerNormFusion of decomposed patterns"),
     ("Split", "Split", "GatherToSplitFusion: sibling Gathers at constant indices; GatherSliceToSplitFusion: "

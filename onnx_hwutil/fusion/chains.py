@@ -11,6 +11,8 @@ from .context import MATMUL_OPS, MATRIX, Context, FusionPass, Rule, Step, group_
 from .partition import Partition
 
 CYCLE = "merging would close a cycle through another subgraph"
+# Matrix ops ORT fuses no bias Add into (a MatMul takes one: MatMulAddFusion makes a Gemm of the two).
+NO_BIAS_ADD = frozenset({"Conv", "ConvTranspose", "Gemm"})
 
 
 def _constant_operands(ctx: Context, conv: str, bn: str) -> str | None:
@@ -32,6 +34,13 @@ def _constant_operands(ctx: Context, conv: str, bn: str) -> str | None:
 def _bias(ctx: Context, matrix: str, node: str) -> str | None:
     if not ctx.const_input(node):
         return "no constant operand: a sum of two run-time tensors (a residual), not a bias"
+    # ORT fuses no bias Add into a Gemm or a ConvTranspose, and into a Conv only a constant per-channel
+    # one, folded into its bias at load (ConvAddFusion: the conv_mul_add pass, before this one looks)
+    # (checked against onnxruntime 1.32 in tests/test_fusion_ort_rules.py)
+    if ctx.op(matrix) in NO_BIAS_ADD:
+        conv = ctx.op(matrix) == "Conv"
+        return f"ORT fuses no constant Add into a {ctx.op(matrix)}" + (
+            " but a per-channel one, folded into its bias (ConvAddFusion)" if conv else "")
     # a bias broadcasts into the output; a constant that grows it is something else
     grown, own = (ctx.graph.tensor(ctx.graph.by_name[n].outputs[0]).shape for n in (node, matrix))
     return None if grown == own else f"the constant grows the output from {own} to {grown}: not a bias"
@@ -77,6 +86,77 @@ def _constant_index(ctx: Context, table: str, node: str) -> str | None:
     return None if ctx.constant(i) and ctx.graph.tensor(i).numel == 1 else \
         f"its index {i!r} is not a constant scalar"
 
+
+# Conv's element types (ORT's IsFloatingPointDataType): float, float16, double, bfloat16.
+FLOAT_TYPES = frozenset({1, 10, 11, 16})
+
+
+def kernel_output(ctx: Context, part: Partition, node: str) -> str:
+    """The tensor a node's kernel writes once the nodes folded into it are gone: its own output, or that of
+    the last folded node reading it alone (a Conv's, after its BatchNormalization, Mul and Add)."""
+    out = ctx.graph.by_name[node].outputs[0]
+    while True:
+        readers = ctx.graph.consumers.get(out, ())
+        if len(readers) != 1 or readers[0].name not in part.folded or out in ctx.outputs:
+            return out
+        out = readers[0].outputs[0]
+
+
+def folded_source(ctx: Context, part: Partition, tensor: str):
+    """The node whose kernel writes a tensor: its producer, or the node a folded producer was folded into."""
+    prod = ctx.graph.producer.get(tensor)
+    while prod is not None and prod.name in part.folded and prod.inputs:
+        prod = ctx.graph.producer.get(prod.inputs[0])
+    return prod
+
+
+def _per_channel(ctx: Context, conv: str, node: str, scalar: bool) -> str | None:
+    """ORT's ConvMulFusion / ConvAddFusion conditions on the Mul or Add (the node) after a Conv: its second
+    operand a constant of the weights' float type shaped [C, 1, 1] or [1, C, 1, 1] (C the output channels;
+    a scalar too for a Mul), the conv's weights and bias constants."""
+    n, c = ctx.graph.by_name[node], ctx.graph.by_name[conv]
+    if ctx.graph.opsets.get("", 0) < 7:
+        return f"opset {ctx.graph.opsets.get('', 0)}: ORT folds a {n.op_type} from opset 7 on"
+    for t in c.inputs[1:]:
+        if t and not ctx.constant(t):
+            return f"the conv's {t!r} is known only at run time: folding rewrites the weights at load"
+    if len(n.inputs) != 2 or not ctx.constant(n.inputs[1]) or ctx.constant(n.inputs[0]):
+        return f"its constant is its first operand: ORT folds {n.op_type}(conv result, constant) only"
+    w, k = ctx.graph.tensor(c.inputs[1]), ctx.graph.tensor(n.inputs[1])
+    if w.dtype not in FLOAT_TYPES or k.dtype != w.dtype or w.shape is None or len(w.shape) <= 2:
+        return "the weights are not a float tensor of rank 3 or more with the constant's element type"
+    shape, rank = list(k.shape or ()), len(w.shape)
+    if not shape and scalar:
+        return None
+    axis = {rank: 1, rank - 1: 0}.get(len(shape))
+    if axis is None or shape[axis] != w.shape[0] or any(d != 1 for i, d in enumerate(shape) if i != axis):
+        what = "[C, 1, 1] or [1, C, 1, 1]" + (" or a scalar" if scalar else "")
+        return f"its constant of shape {shape} is not per output channel ({what}, C = {w.shape[0]})"
+    b = ctx.graph.tensor(c.inputs[2]) if len(c.inputs) > 2 and c.inputs[2] else None
+    if b is not None and (b.dtype != k.dtype or list(b.shape or ()) != [w.shape[0]]):
+        return "the conv's bias is not a 1-D tensor of the constant's type, one value per output channel"
+    return None
+
+
+def _single_reader(ctx: Context, part: Partition, conv: str) -> str | None:
+    # ORT rewrites the Conv only where its result (BN, Mul or Add folded in already) has this one reader
+    out = kernel_output(ctx, part, conv)
+    if out in ctx.outputs:
+        return f"the conv's result {out!r} is a graph output"
+    readers = ctx.graph.consumers.get(out, ())
+    return None if len(readers) == 1 else f"the conv's result {out!r} has {len(readers)} readers, not one"
+
+
+CONV_MUL = Rule("ConvMulFusion", (
+    Step("conv", ops=frozenset({"Conv"})),
+    Step("mul", ops=frozenset({"Mul"}), check=lambda ctx, conv, n: _per_channel(ctx, conv, n, scalar=True)),
+), mirrors="ORT ConvMulFusion (a constant per-channel or scalar Mul folded into the weights at load: its "
+           "work disappears)")
+
+CONV_ADD = Rule("ConvAddFusion", (
+    Step("conv", ops=frozenset({"Conv"})),
+    Step("add", ops=frozenset({"Add"}), check=lambda ctx, conv, n: _per_channel(ctx, conv, n, scalar=False)),
+), mirrors="ORT ConvAddFusion (a constant per-channel Add folded into the bias at load: its work disappears)")
 
 CONV_BN = Rule("ConvBNFusion", (
     Step("matrix", ops=frozenset({"Conv", "ConvTranspose", "Gemm"})),
@@ -126,7 +206,7 @@ class ConvBnPass(FusionPass):
             if len(n.inputs) < 5:
                 self.reject(rule, n.name, "no four statistics inputs to fold")
                 continue
-            prod = ctx.graph.producer.get(n.inputs[0])
+            prod = folded_source(ctx, part, n.inputs[0])  # through a Mul or Add folded into the conv first
             if prod is None or not rule.steps[0].matches(ctx, prod.name):
                 source = f"{prod.name} ({prod.op_type})" if prod else "the graph's inputs"
                 self.reject(rule, n.name, f"its input comes from {source}, not a Conv, ConvTranspose or Gemm")
@@ -139,6 +219,42 @@ class ConvBnPass(FusionPass):
                 part.folded.add(n.name)
             else:
                 self.reject(rule, n.name, CYCLE, anchor=prod.name)
+
+
+class ConvMulAddPass(FusionPass):
+    # ORT applies these with ConvBNFusion, as one set of rewrite rules, until none applies: a chain of
+    # BatchNormalization, Mul and Add after a Conv folds whole, in any order.
+    name = "conv_mul_add"
+    help = ("fold a constant per-channel (or scalar) Mul and a constant per-channel Add after a Conv into "
+            "its weights and bias (ORT ConvMulFusion, ConvAddFusion: their work disappears)")
+    rules = (CONV_MUL, CONV_ADD)
+
+    def apply(self, ctx: Context, part: Partition) -> None:
+        for conv in ctx.matching(CONV_MUL.steps[0]):
+            while self._fold_next(ctx, part, conv.name):
+                pass
+
+    def _fold_next(self, ctx: Context, part: Partition, conv: str) -> bool:
+        """Fold the Mul or Add that reads the conv's result, if ORT would: whether one was."""
+        readers = ctx.graph.consumers.get(kernel_output(ctx, part, conv), ())
+        rule = next((r for r in self.rules if readers and r.steps[1].matches(ctx, readers[0].name)), None)
+        if rule is None:
+            return False
+        node = readers[0].name
+        if not ctx.const_input(node):
+            return False  # a product or sum of two run-time tensors (a residual): no candidate
+        gid, nid = part.group_of[conv], part.group_of[node]
+        reason = (_single_reader(ctx, part, conv) or rule.steps[1].refuses(ctx, conv, node)
+                  or (f"already fused into {group_name(part, nid)}" if len(ctx.real_members(part, nid)) > 1
+                      else None))
+        if reason:
+            self.reject(rule, node, reason, anchor=conv)
+            return False
+        if self.merge(part, {gid, nid}, rule.name, conv, rule.steps[1].name) is None:
+            self.reject(rule, node, CYCLE, anchor=conv)
+            return False
+        part.folded.add(node)
+        return True
 
 
 class ActivationPass(FusionPass):

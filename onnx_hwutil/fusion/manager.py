@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from ..errors import HwUtilError
 from ..profile import Profile
-from .chains import ActivationPass, ConvBnPass, OperandPass
+from .chains import ActivationPass, ConvBnPass, ConvMulAddPass, OperandPass
 from .context import Context, FusionPass, PassResult
 from .contract import check_costs, check_fixpoint, check_partition
+from .dynamic_quant import DynamicQuantPass
 from .fused import FusedGraph
 from .kinds import AggressivePass, ElementwisePass, EpiloguePass, OrtShapePass, ShapePass
 from .ort_graph import fuse_ort
@@ -18,19 +19,21 @@ from .qdq import QdqPass
 from .regions import AttentionPass, NormPass, OrtNormPass
 
 PASSES: dict[str, type[FusionPass]] = {p.name: p for p in (
-    ShapePass, OrtShapePass, ConvBnPass, OperandPass, ActivationPass, EpiloguePass, ElementwisePass, NormPass,
-    OrtNormPass, QuickGeluPass, NchwcPass, SliceSplitPass, QdqPass, AttentionPass, AggressivePass)}
+    ShapePass, OrtShapePass, ConvBnPass, ConvMulAddPass, OperandPass, ActivationPass, EpiloguePass,
+    ElementwisePass, NormPass, OrtNormPass, QuickGeluPass, NchwcPass, SliceSplitPass, QdqPass,
+    DynamicQuantPass, AttentionPass, AggressivePass)}
 PRESETS: dict[str, list[str]] = {
     "none": [],
     # What a default ONNX Runtime CPU session runs (ORT_ENABLE_ALL): folds shape math (never a
-    # DequantizeLinear), BN into Conv, QDQ node units (DQ -> op -> Q) into quantized kernels, decomposed
-    # norms and GELU (ORT's own patterns only) and x*sigmoid(x) into single kernels, transposes and scales
-    # into matmul operands, bias/scale/activation after matrix ops (an activation after a MatMul only with
-    # its bias, as a Gemm), (NCHWc, CPU only) a residual Add and its Relu, or a HardSwish,
-    # into a Conv, and Slices cutting one tensor into adjacent pieces into one Split (checked by
-    # scripts/compare_fusion_ort.py).
-    "runtime": ["ort_shape", "conv_bn", "qdq", "ort_norm", "quick_gelu", "operand", "activation", "nchwc",
-                "slice_split"],
+    # DequantizeLinear), BN and a constant per-channel Mul and Add into Conv, QDQ node units (DQ -> op -> Q)
+    # and dynamically quantized MatMuls (DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul) into quantized
+    # kernels, decomposed norms and GELU (ORT's own patterns only) and x*sigmoid(x) into
+    # single kernels, transposes and scales into matmul operands, bias/scale/activation after matrix ops
+    # (an activation after a MatMul only with its bias, as a Gemm; no Add into a Gemm or ConvTranspose),
+    # (NCHWc, CPU only) a residual Add and its Relu, or a HardSwish, into a Conv, and Slices cutting one
+    # tensor into adjacent pieces into one Split (checked by scripts/compare_fusion_ort.py).
+    "runtime": ["ort_shape", "conv_bn", "conv_mul_add", "qdq", "dynamic_quant", "ort_norm", "quick_gelu",
+                "operand", "activation", "nchwc", "slice_split"],
     # TensorRT's build-time fusions (Layer Fusion Catalog, docs.nvidia.com/deeplearning/tensorrt/latest/
     # performance/fusion-catalog.html; Fused Attention, same site, inference-library/
     # transformers-fused-attention.html):

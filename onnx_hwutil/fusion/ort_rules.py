@@ -10,7 +10,7 @@ import numpy as np
 from onnx import helper
 
 from ..shape_folding import evaluate
-from .chains import CYCLE
+from .chains import CYCLE, folded_source, kernel_output
 from .context import Context, FusionPass, Rule, Step
 from .kinds import load_time
 from .partition import Partition
@@ -30,6 +30,16 @@ def _readers(ctx: Context, tensor: str) -> list[str]:
 
 def _single_use(ctx: Context, node: str) -> str | None:
     out = ctx.graph.by_name[node].outputs[0]
+    if out in ctx.outputs:
+        return f"its result {out!r} is a graph output"
+    readers = _readers(ctx, out)
+    return None if len(readers) == 1 else f"its result has {len(readers)} readers, not one"
+
+
+def _single_use_kernel(ctx: Context, part: Partition, node: str) -> str | None:
+    """`_single_use` of what the node's kernel writes (after the BatchNormalization, Mul or Add folded into a
+    Conv)."""
+    out = kernel_output(ctx, part, node)
     if out in ctx.outputs:
         return f"its result {out!r} is a graph output"
     readers = _readers(ctx, out)
@@ -113,15 +123,16 @@ def nchwc_conv(ctx: Context, conv: str) -> str | None:
     return None
 
 
-def _nchwc_tensor(ctx: Context, tensor: str, memo: dict[str, bool]) -> bool:
+def _nchwc_tensor(ctx: Context, part: Partition, tensor: str, memo: dict[str, bool]) -> bool:
     """Is the tensor in the blocked layout when the Add reads it (produced by an NCHWc conv or pool, or by
-    an Add, Concat or Relu whose inputs all are)?"""
+    an Add, Concat or Relu whose inputs all are)? A node folded into a conv (BatchNormalization, a
+    per-channel Mul or Add) is gone by then: its result is the conv's."""
     if tensor in memo:
         return memo[tensor]
     memo[tensor] = False
-    prod = ctx.graph.producer.get(tensor)
+    prod = folded_source(ctx, part, tensor)
     ok = False
-    if prod is not None and prod.outputs[0] == tensor:
+    if prod is not None and (prod.outputs[0] == tensor or kernel_output(ctx, part, prod.name) == tensor):
         op = prod.op_type
         if op == "Conv":
             ok = nchwc_conv(ctx, prod.name) is None
@@ -131,7 +142,7 @@ def _nchwc_tensor(ctx: Context, tensor: str, memo: dict[str, bool]) -> bool:
         elif op in ("Add", "Sum", "Relu", "BatchNormalization") or (op == "Concat"
                                                                    and prod.attr("axis") == 1):
             ins = prod.inputs[:1] if op == "BatchNormalization" else prod.inputs
-            ok = all(_nchwc_tensor(ctx, t, memo) for t in ins if t)
+            ok = all(_nchwc_tensor(ctx, part, t, memo) for t in ins if t)
     memo[tensor] = ok
     return ok
 
@@ -186,7 +197,7 @@ class NchwcPass(FusionPass):
             shapes = [ctx.graph.tensor(t).shape for t in n.inputs]
             if shapes[0] != shapes[1] or not shapes[0] or len(shapes[0]) != 4:
                 continue  # a broadcast (a bias, a scale): not the NCHWc Sum
-            if not all(_nchwc_tensor(ctx, t, memo) for t in n.inputs):
+            if not all(_nchwc_tensor(ctx, part, t, memo) for t in n.inputs):
                 self.reject(rule, n.name, "an operand is not in the blocked layout (not from an NCHWc conv, "
                             "pool, Add or Relu)")
                 continue
@@ -195,7 +206,7 @@ class NchwcPass(FusionPass):
             if gid in groups:
                 continue  # folded into its Conv already
             target = next((g for g in groups if (conv := _conv_of(ctx, part, g)) is not None
-                           and _single_use(ctx, conv) is None), None)
+                           and _single_use_kernel(ctx, part, conv) is None), None)
             if target is None:
                 self.reject(rule, n.name, "neither operand comes from a Conv of its own (no activation fused "
                             "yet) that nothing else reads")
@@ -215,11 +226,13 @@ class NchwcPass(FusionPass):
         rule = NCHWC_HARD_SWISH
         conv_step, hs_step, mul_step = rule.steps
         for h in ctx.matching(hs_step):
-            prod = ctx.graph.producer.get(h.inputs[0]) if h.inputs else None
+            prod = folded_source(ctx, part, h.inputs[0]) if h.inputs else None
             if prod is None or not conv_step.matches(ctx, prod.name) \
                     or _conv_of(ctx, part, part.group_of[prod.name]) != prod.name:
                 continue  # not a Conv alone (an activation fused already)
-            x = prod.outputs[0]
+            x = h.inputs[0]
+            if kernel_output(ctx, part, prod.name) != x:
+                continue
             readers = _readers(ctx, x)
             muls = [m for m in readers if m != h.name and mul_step.matches(ctx, m)
                     and set(ctx.graph.by_name[m].inputs) == {x, h.outputs[0]}]
