@@ -19,6 +19,11 @@ def init(name, shape, dtype=np.float32, value=None):
     return numpy_helper.from_array(arr, name)
 
 
+def rand(shape, seed):
+    """Reproducible float32 values: weights an optimizer cannot take for zeros or ones."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
 def model(nodes, inputs, outputs, inits=(), opset=OPSET, **kw):
     g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits), **kw)
     m = helper.make_model(g, opset_imports=opset)

@@ -32,3 +32,15 @@ def bundled():
         return cache[key]
 
     return get
+
+
+def ort_kernels(path, tmp_path) -> tuple[int, int]:
+    """(ours under `runtime`, onnxruntime's at ORT_ENABLE_ALL) kernel counts for the model at `path`,
+    counted as scripts/compare_fusion_ort.py counts them (layout Transposes left out on our side)."""
+    import onnx_hwutil
+    from onnx_hwutil.fusion import fuse
+    from onnx_hwutil.fusion.ort_graph import count_kernels, optimized_graph
+
+    ours = sum(1 for k in fuse(onnx_hwutil.profile(path), "runtime").kernels if k.label != "Transpose")
+    theirs, _ = count_kernels(optimized_graph(path, str(tmp_path)))
+    return ours, sum(theirs.values())

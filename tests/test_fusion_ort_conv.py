@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import init, model, save, vi
+from builders import init, model, rand, save, vi
+from conftest import ort_kernels
 from onnx import TensorProto as T
 from onnx import helper
 
@@ -24,19 +25,6 @@ C = 8  # the conv's output channels
 AVX512 = os.path.exists("/proc/cpuinfo") and "avx512f" in Path("/proc/cpuinfo").read_text()
 
 
-def _kernels(path, tmp_path) -> tuple[int, int]:
-    """(ours, onnxruntime's) kernel counts for the model at `path`."""
-    from onnx_hwutil.fusion.ort_graph import count_kernels, optimized_graph
-
-    ours = sum(1 for k in fuse(onnx_hwutil.profile(path), "runtime").kernels if k.label != "Transpose")
-    theirs, _ = count_kernels(optimized_graph(path, str(tmp_path)))
-    return ours, sum(theirs.values())
-
-
-def _values(shape, seed):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
 def _chain(tmp_path, steps, bias=True, spatial=2, outputs=(), name="m.onnx"):
     """Conv(3 -> C, k3) -> each step -> Relu. A step: (op, shape of its constant, constant first?), or
     ("BN",), or (op, shape, "input") for an operand known only at run time. `outputs`: extra graph outputs
@@ -44,21 +32,21 @@ def _chain(tmp_path, steps, bias=True, spatial=2, outputs=(), name="m.onnx"):
     k = [3] * spatial
     conv_in = ["x", "w"] + (["b"] if bias else [])
     nodes = [helper.make_node("Conv", conv_in, ["c"], kernel_shape=k, pads=[1] * 2 * spatial, name="conv")]
-    inits = [init("w", (C, 3, *k), value=_values((C, 3, *k), 0))] + ([init("b", (C,), value=_values(C, 1))]
+    inits = [init("w", (C, 3, *k), value=rand((C, 3, *k), 0))] + ([init("b", (C,), value=rand(C, 1))]
                                                                       if bias else [])
     inputs = [vi("x", T.FLOAT, [1, 3] + [16] * spatial)]
     cur = "c"
     for i, (op, *rest) in enumerate(steps):
         if op == "BN":
             stats = [f"bn{i}_{s}" for s in ("s", "b", "m", "v")]
-            inits += [init(s, (C,), value=np.abs(_values(C, j)) + 0.5) for j, s in enumerate(stats)]
+            inits += [init(s, (C,), value=np.abs(rand(C, j)) + 0.5) for j, s in enumerate(stats)]
             nodes.append(helper.make_node("BatchNormalization", [cur, *stats], [f"t{i}"], name=f"bn{i}"))
         else:
             shape, where = rest
             if where == "input":
                 inputs.append(vi(f"k{i}", T.FLOAT, shape))
             else:
-                inits.append(init(f"k{i}", shape, value=_values(shape, i + 2)))
+                inits.append(init(f"k{i}", shape, value=rand(shape, i + 2)))
             ins = [f"k{i}", cur] if where == "first" else [cur, f"k{i}"]
             nodes.append(helper.make_node(op, ins, [f"t{i}"], name=f"{op.lower()}{i}"))
         cur = f"t{i}"
@@ -88,7 +76,7 @@ PER_CHANNEL = [C, 1, 1]
 ])
 def test_a_constant_per_channel_mul_and_add_fold_into_the_conv_as_in_onnxruntime(tmp_path, steps, kw):
     path = _chain(tmp_path, steps, **kw)
-    ours, theirs = _kernels(path, tmp_path)
+    ours, theirs = ort_kernels(path, tmp_path)
     assert ours == theirs == 1  # Conv (+ Relu, ConvActivationFusion or the NCHWc Conv's activation)
     f = fuse(onnx_hwutil.profile(path), "runtime")
     assert [k.label for k in f.kernels] == ["Conv+Relu"]
@@ -117,7 +105,7 @@ def test_a_constant_per_channel_mul_and_add_fold_into_the_conv_as_in_onnxruntime
 ])
 def test_a_mul_or_add_onnxruntime_does_not_fold_stays_a_kernel(tmp_path, steps, kw, kernels, why):
     path = _chain(tmp_path, steps, **kw)
-    ours, theirs = _kernels(path, tmp_path)
+    ours, theirs = ort_kernels(path, tmp_path)
     assert ours == theirs == kernels
     if why:
         node, reason = why.split(": ", 1)
@@ -136,7 +124,7 @@ def _matrix_add_relu(tmp_path, op):
         x, w, b, k = [1, 16, 8, 8], (16, C, 3, 3), (C,), (C, 1, 1)
     nodes = [mat, helper.make_node("Add", ["m", "k"], ["a"], name="add"),
              helper.make_node("Relu", ["a"], ["y"], name="relu")]
-    inits = [init(n, s, value=_values(s, i)) for i, (n, s) in enumerate((("w", w), ("b", b), ("k", k)))]
+    inits = [init(n, s, value=rand(s, i)) for i, (n, s) in enumerate((("w", w), ("b", b), ("k", k)))]
     return save(model(nodes, [vi("x", T.FLOAT, x)], [vi("y", T.FLOAT, None)], inits), tmp_path / f"{op}.onnx")
 
 
@@ -144,7 +132,7 @@ def _matrix_add_relu(tmp_path, op):
 def test_no_add_joins_a_gemm_or_a_conv_transpose_as_in_onnxruntime(tmp_path, op):
     # no ORT transformer takes an Add into either: the Add and then the Relu stay kernels of their own
     path = _matrix_add_relu(tmp_path, op)
-    ours, theirs = _kernels(path, tmp_path)
+    ours, theirs = ort_kernels(path, tmp_path)
     assert ours == theirs == 3
     e = explain(onnx_hwutil.profile(path), "add", "runtime")
     bsa = next(c for c in e.candidates if c.rule == "BiasScaleActivation")
@@ -159,10 +147,10 @@ def _keras_block(tmp_path, c):
     def conv_bn(name, x, cin):
         nodes.append(helper.make_node("Conv", [x, f"{name}_w"], [f"{name}_c"], kernel_shape=[3, 3],
                                       pads=[1, 1, 1, 1], name=name))
-        inits.append(init(f"{name}_w", (c, cin, 3, 3), value=_values((c, cin, 3, 3), 0)))
+        inits.append(init(f"{name}_w", (c, cin, 3, 3), value=rand((c, cin, 3, 3), 0)))
         nodes.append(helper.make_node("Mul", [f"{name}_c", f"{name}_s"], [f"{name}_m"], name=f"{name}_mul"))
         nodes.append(helper.make_node("Add", [f"{name}_m", f"{name}_b"], [f"{name}_y"], name=f"{name}_add"))
-        inits.extend(init(f"{name}_{p}", (c, 1, 1), value=_values((c, 1, 1), i)) for i, p in enumerate("sb"))
+        inits.extend(init(f"{name}_{p}", (c, 1, 1), value=rand((c, 1, 1), i)) for i, p in enumerate("sb"))
         return f"{name}_y"
 
     nodes.append(helper.make_node("Relu", [conv_bn("conv1", "x", 3)], ["a"], name="relu1"))
@@ -177,5 +165,5 @@ def test_a_keras_residual_block_folds_its_batchnorm_then_takes_the_residual_add(
     # with Mul and Add folded, the second conv is a Conv alone: the NCHWc transformer gives it the residual
     # Add and the Relu after it
     path = _keras_block(tmp_path, 32)
-    ours, theirs = _kernels(path, tmp_path)
+    ours, theirs = ort_kernels(path, tmp_path)
     assert ours == theirs == 2

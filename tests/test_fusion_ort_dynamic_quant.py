@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from builders import init, model, save, vi
+from builders import init, model, rand, save, vi
+from conftest import ort_kernels
 from onnx import TensorProto as T
 from onnx import helper
 
@@ -19,19 +20,6 @@ pytest.importorskip("onnxruntime")
 D = 64
 
 
-def _kernels(path, tmp_path) -> tuple[int, int]:
-    """(ours, onnxruntime's) kernel counts for the model at `path`."""
-    from onnx_hwutil.fusion.ort_graph import count_kernels, optimized_graph
-
-    ours = sum(1 for k in fuse(onnx_hwutil.profile(path), "runtime").kernels if k.label != "Transpose")
-    theirs, _ = count_kernels(optimized_graph(path, str(tmp_path)))
-    return ours, sum(theirs.values())
-
-
-def _values(shape, seed):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
 def _mlp(tmp_path):
     """Two MatMul + bias Add + Relu layers, then a Gemm (transB), in float: quantize_dynamic's input."""
     nodes, inits, cur = [], [], "x"
@@ -39,11 +27,11 @@ def _mlp(tmp_path):
         nodes += [helper.make_node("MatMul", [cur, f"w{i}"], [f"m{i}"], name=f"mm{i}"),
                   helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"], name=f"add{i}"),
                   helper.make_node("Relu", [f"a{i}"], [f"r{i}"], name=f"relu{i}")]
-        inits += [init(f"w{i}", (D, D), value=_values((D, D), i)),
-                  init(f"b{i}", (D,), value=_values(D, i + 5))]
+        inits += [init(f"w{i}", (D, D), value=rand((D, D), i)),
+                  init(f"b{i}", (D,), value=rand(D, i + 5))]
         cur = f"r{i}"
     nodes.append(helper.make_node("Gemm", [cur, "gw", "gb"], ["y"], transB=1, name="gemm"))
-    inits += [init("gw", (16, D), value=_values((16, D), 9)), init("gb", (16,), value=_values(16, 8))]
+    inits += [init("gw", (16, D), value=rand((16, D), 9)), init("gb", (16,), value=rand(16, 8))]
     return save(model(nodes, [vi("x", T.FLOAT, [8, D])], [vi("y", T.FLOAT, None)], inits),
                 tmp_path / "mlp.onnx")
 
@@ -53,7 +41,7 @@ def test_a_dynamically_quantized_mlp_runs_one_kernel_per_layer_as_in_onnxruntime
 
     q = str(tmp_path / "mlp_q.onnx")
     quantize_dynamic(_mlp(tmp_path), q, weight_type=QuantType.QInt8)
-    ours, theirs = _kernels(q, tmp_path)
+    ours, theirs = ort_kernels(q, tmp_path)
     assert ours == theirs == 5  # three DynamicQuantizeMatMuls, two Relus apart (no activation fusion)
     f = fuse(onnx_hwutil.profile(q), "runtime")
     assert [k.label for k in f.kernels] == ["DynamicQuantizeMatMul", "Relu"] * 2 + ["DynamicQuantizeMatMul"]
@@ -88,7 +76,7 @@ def _pattern(tmp_path, n=1, bias_shape=(32,), dql=True, runtime=(), out_scale=Fa
                   helper.make_node("Cast", [f"mi{i}"], [f"c{i}"], to=T.FLOAT, name=f"cast{i}"),
                   helper.make_node("Mul", ["xs", f"ws{i}"], [f"s{i}"], name=f"scale{i}"),
                   helper.make_node("Mul", [f"c{i}", f"s{i}"], [f"r{i}"], name=f"rescale{i}")]
-        tensor(f"b{i}", T.FLOAT, bias_shape, _values(bias_shape, 9))
+        tensor(f"b{i}", T.FLOAT, bias_shape, rand(bias_shape, 9))
         nodes.append(helper.make_node("Add", [f"r{i}", f"b{i}"], [f"y{i}"], name=f"bias{i}"))
         outs.append(vi(f"y{i}", T.FLOAT, None))
     if out_scale:
@@ -106,7 +94,7 @@ def _pattern(tmp_path, n=1, bias_shape=(32,), dql=True, runtime=(), out_scale=Fa
 ])
 def test_the_dynamic_quantization_pattern_fuses_as_in_onnxruntime(tmp_path, kw, labels):
     path = _pattern(tmp_path, **kw)
-    ours, theirs = _kernels(path, tmp_path)
+    ours, theirs = ort_kernels(path, tmp_path)
     assert ours == theirs == len(labels)
     assert [k.label for k in fuse(onnx_hwutil.profile(path), "runtime").kernels] == labels
 
@@ -122,7 +110,7 @@ def test_the_dynamic_quantization_pattern_fuses_as_in_onnxruntime(tmp_path, kw, 
 ])
 def test_what_onnxruntime_leaves_out_of_the_dynamic_quantization_kernel(tmp_path, kw, labels, node, why):
     path = _pattern(tmp_path, **kw)
-    ours, theirs = _kernels(path, tmp_path)
+    ours, theirs = ort_kernels(path, tmp_path)
     p = onnx_hwutil.profile(path)
     assert ours == theirs == len(labels)
     assert sorted(k.label for k in fuse(p, "runtime").kernels) == sorted(labels)

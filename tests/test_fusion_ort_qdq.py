@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from builders import init, model, save, vi
+from conftest import ort_kernels
 from onnx import TensorProto as T
 from onnx import helper
 
@@ -16,15 +17,6 @@ from onnx_hwutil.fusion import explain, fuse
 pytest.importorskip("onnxruntime")
 
 SHAPE = [1, 8, 16]
-
-
-def _kernels(path, tmp_path) -> tuple[int, int]:
-    """(ours, onnxruntime's) kernel counts for the model at `path`."""
-    from onnx_hwutil.fusion.ort_graph import count_kernels, optimized_graph
-
-    ours = sum(1 for k in fuse(onnx_hwutil.profile(path), "runtime").kernels if k.label != "Transpose")
-    theirs, _ = count_kernels(optimized_graph(path, str(tmp_path)))
-    return ours, sum(theirs.values())
 
 
 def _q(x, y, name=None):
@@ -56,7 +48,7 @@ def test_a_reshape_between_dq_and_q_runs_on_the_quantized_tensor(tmp_path):
              *_unit("rq", "Sigmoid", "tq"), _dq("tq", "y")]
     path = _save(tmp_path, nodes, [vi("a", T.FLOAT, SHAPE)], [vi("y", T.FLOAT, [1, 128])],
                  [init("flat", (2,), np.int64, [1, 128])])
-    ours, theirs = _kernels(path, tmp_path)
+    ours, theirs = ort_kernels(path, tmp_path)
     assert ours == theirs == 4  # Q, QLinearSigmoid, QLinearSigmoid, DQ
     sub = next(k for k in fuse(onnx_hwutil.profile(path), "runtime").kernels if "view" in k.nodes)
     assert sub.label == "QLinearSigmoid" and {"dq_sf", "q_rq"} <= set(sub.nodes)
@@ -69,7 +61,7 @@ def test_a_where_with_a_scalar_branch_gets_a_dummy_dq_as_in_onnxruntime(tmp_path
     nodes = [_q("a", "aq"), _dq("aq", "af"), where, _q("w", "wq"), _dq("wq", "y")]
     path = _save(tmp_path, nodes, [vi("a", T.FLOAT, SHAPE), vi("c", T.BOOL, SHAPE)],
                  [vi("y", T.FLOAT, SHAPE)], [init("fill", shape, value=np.full(shape, -1e4))])
-    ours, theirs = _kernels(path, tmp_path)
+    ours, theirs = ort_kernels(path, tmp_path)
     assert ours == theirs == (3 if fused else 5)
     labels = [k.label for k in fuse(onnx_hwutil.profile(path), "runtime").kernels]
     assert ("QLinearWhere" in labels) == fused
@@ -82,7 +74,7 @@ def test_a_dq_a_float_op_reads_too_stays_a_kernel(tmp_path):
              helper.make_node("Erf", ["af"], ["y2"], name="erf")]
     path = _save(tmp_path, nodes, [vi("a", T.FLOAT, SHAPE)],
                  [vi("y1", T.FLOAT, SHAPE), vi("y2", T.FLOAT, SHAPE)])
-    ours, theirs = _kernels(path, tmp_path)
+    ours, theirs = ort_kernels(path, tmp_path)
     assert ours == theirs == 5  # Q, DQ, Erf, QLinearSigmoid, DQ
     assert explain(onnx_hwutil.profile(path), "shared", "runtime").members == ("shared",)
 
@@ -94,7 +86,7 @@ def test_a_weight_dq_no_unit_takes_runs_at_every_inference(tmp_path):
              helper.make_node("LayerNormalization", ["a", "gamma", "beta"], ["y"], axis=-1, name="ln")]
     inits = [init("gq", (16,), np.uint8, np.full(16, 150)), init("bq", (16,), np.uint8, np.full(16, 128))]
     path = _save(tmp_path, nodes, [vi("a", T.FLOAT, SHAPE)], [vi("y", T.FLOAT, SHAPE)], inits)
-    ours, theirs = _kernels(path, tmp_path)
+    ours, theirs = ort_kernels(path, tmp_path)
     assert ours == theirs == 3
     assert len(fuse(onnx_hwutil.profile(path), "tensorrt").kernels) == 1  # a build-time compiler folds them
 
@@ -106,7 +98,7 @@ def test_a_gather_of_a_dequantized_table_at_constant_indices_runs(tmp_path):
     inits = [init("table_q", (32, 16), np.uint8, np.full((32, 16), 140)),
              init("idx", (1, 8), np.int64, np.arange(8).reshape(1, 8))]
     path = _save(tmp_path, nodes, [], [vi("y", T.FLOAT, SHAPE)], inits)
-    ours, theirs = _kernels(path, tmp_path)
+    ours, theirs = ort_kernels(path, tmp_path)
     assert ours == theirs == 3  # Gather, QLinearSigmoid, DQ
 
 
@@ -120,7 +112,7 @@ def test_an_activation_joins_a_matmul_only_with_its_bias(tmp_path, bias, kernels
     nodes.append(helper.make_node("Relu", ["mb" if bias else "m"], ["y"], name="relu"))
     inits = [init("w", (16, 16), value=np.eye(16)), init("b", (16,), value=np.ones(16))]
     path = _save(tmp_path, nodes, [vi("a", T.FLOAT, [8, 16])], [vi("y", T.FLOAT, [8, 16])], inits)
-    ours, theirs = _kernels(path, tmp_path)
+    ours, theirs = ort_kernels(path, tmp_path)
     assert ours == theirs == kernels
     if not bias:
         assert "no bias Add before it" in str(explain(onnx_hwutil.profile(path), "relu", "runtime"))
@@ -147,6 +139,6 @@ def test_a_data_movement_unit_moves_quantized_bytes_and_does_no_dq_or_q_work(tmp
     nodes[2] = helper.make_node("QuantizeLinear", ["g", "s2", "z"], ["gq"], name="q_gq")
     path = _save(tmp_path, nodes, [vi("ids", T.INT64, [1, 16])], [vi("y", T.FLOAT, [1, 16, 64])],
                  [init("table", (1000, 64), np.uint8), init("s2", (), value=0.1)], name="m2.onnx")
-    assert _kernels(path, tmp_path) == (4, 4)
+    assert ort_kernels(path, tmp_path) == (4, 4)
     f = fuse(onnx_hwutil.profile(path), "runtime")
     assert not f.partition.folded and sum(k.flops for k in f.kernels) > 2 * 64_000
