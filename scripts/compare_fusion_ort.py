@@ -52,6 +52,8 @@ RULES = [
     ("Conv", "Conv (Mul, Add folded)", "ConvMulFusion / ConvAddFusion: a constant per-channel Mul and Add "
      "after a Conv folded into its weights and bias (BatchNorm as Keras converters write it)"),
     ("Gemm", "MatMul+Add / Gemm", "MatMulAddFusion: MatMul + constant bias Add (after reshaping to 2-D)"),
+    ("Conv, AveragePool", "Conv, AveragePool (Pad folded)", "PadFusion: a zero constant Pad on the spatial "
+     "dims folded into the pads of the Conv or AveragePool reading it (not a MaxPool)"),
     ("FusedGemm", "Gemm+<activation>", "GemmActivationFusion"),
     ("FusedMatMul", "MatMul+Mul, Mul+MatMul", "MatMulScaleFusion / MatMulTransposeFusion: scalar scale "
      "and last-two-dims transposes fold into the matmul"),

@@ -13,6 +13,7 @@ from .dynamic_quant import DynamicQuantPass
 from .fused import FusedGraph
 from .kinds import AggressivePass, ElementwisePass, EpiloguePass, OrtShapePass, ShapePass
 from .ort_graph import fuse_ort
+from .ort_level1 import PadFusionPass
 from .ort_rules import NchwcPass, QuickGeluPass, SliceSplitPass
 from .partition import Partition
 from .qdq import QdqPass
@@ -21,7 +22,7 @@ from .regions import AttentionPass, NormPass, OrtNormPass
 PASSES: dict[str, type[FusionPass]] = {p.name: p for p in (
     ShapePass, OrtShapePass, ConvBnPass, ConvMulAddPass, OperandPass, ActivationPass, EpiloguePass,
     ElementwisePass, NormPass, OrtNormPass, QuickGeluPass, NchwcPass, SliceSplitPass, QdqPass,
-    DynamicQuantPass, AttentionPass, AggressivePass)}
+    DynamicQuantPass, AttentionPass, AggressivePass, PadFusionPass)}
 PRESETS: dict[str, list[str]] = {
     "none": [],
     # What a default ONNX Runtime CPU session runs (ORT_ENABLE_ALL): folds shape math (never a
@@ -31,9 +32,10 @@ PRESETS: dict[str, list[str]] = {
     # single kernels, transposes and scales into matmul operands, bias/scale/activation after matrix ops
     # (an activation after a MatMul only with its bias, as a Gemm; no Add into a Gemm or ConvTranspose),
     # (NCHWc, CPU only) a residual Add and its Relu, or a HardSwish, into a Conv, and Slices cutting one
-    # tensor into adjacent pieces into one Split (checked by scripts/compare_fusion_ort.py).
-    "runtime": ["ort_shape", "conv_bn", "conv_mul_add", "qdq", "dynamic_quant", "ort_norm", "quick_gelu",
-                "operand", "activation", "nchwc", "slice_split"],
+    # tensor into adjacent pieces into one Split, and a zero constant Pad into the pads of the Conv or
+    # AveragePool reading it (checked by scripts/compare_fusion_ort.py).
+    "runtime": ["ort_shape", "pad_fusion", "conv_bn", "conv_mul_add", "qdq", "dynamic_quant", "ort_norm",
+                "quick_gelu", "operand", "activation", "nchwc", "slice_split"],
     # TensorRT's build-time fusions (Layer Fusion Catalog, docs.nvidia.com/deeplearning/tensorrt/latest/
     # performance/fusion-catalog.html; Fused Attention, same site, inference-library/
     # transformers-fused-attention.html):

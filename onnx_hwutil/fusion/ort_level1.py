@@ -1,0 +1,129 @@
+"""ONNX Runtime's basic-level rewrite rules that remove a node outright: PadFusion (a zero constant Pad
+taken into the pads of the Conv or AveragePool reading it). Each is a `Rule` named after the ORT transformer
+it mirrors, its conditions those onnxruntime 1.32 applies, checked on synthetic graphs
+(tests/test_fusion_ort_level1.py; onnxruntime/core/optimizer/pad_fusion.cc). The removed node is folded
+(`part.folded`) into the group of the node that takes its work, as BatchNormalization into its Conv."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .chains import CYCLE
+from .context import Context, FusionPass, Rule, Step
+from .ort_rules import load_time_value
+from .partition import Partition
+
+# The ops whose pads a Pad joins in onnxruntime 1.32 (not MaxPool: a pool pads with -inf, a Pad with zeros;
+# checked, ORT leaves the Pad in front of a MaxPool).
+PAD_TAKERS = frozenset({"Conv", "AveragePool"})
+
+
+def _readers(ctx: Context, tensor: str) -> list:
+    return list(ctx.graph.consumers.get(tensor, ()))
+
+
+def _single_reader(ctx: Context, node: str) -> str | None:
+    out = ctx.graph.by_name[node].outputs[0]
+    if out in ctx.outputs:
+        return f"its result {out!r} is a graph output"
+    readers = _readers(ctx, out)
+    return None if len(readers) == 1 else f"its result has {len(readers)} readers, not one"
+
+
+def _zero_constant_pad(ctx: Context, taker: str, pad: str) -> str | None:
+    """ORT's PadFusion conditions on the Pad: constant mode, no axes input, pads and value known at load, the
+    value zero, pads non-negative and on the spatial dims only (none on batch or channels)."""
+    n = ctx.graph.by_name[pad]
+    mode = n.attr("mode", b"constant")
+    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
+        return f"mode {mode!r}: only a constant Pad becomes a conv's or pool's padding"
+    if ctx.graph.opsets.get("", 0) >= 11:
+        if len(n.inputs) > 3:
+            return "it has an axes input: ORT fuses no Pad that names its axes"
+        pads = load_time_value(ctx, n.inputs[1]) if len(n.inputs) > 1 and n.inputs[1] else None
+        if pads is None:
+            return "its pads are known only at run time"
+        value = None
+        if len(n.inputs) > 2 and n.inputs[2]:
+            value = load_time_value(ctx, n.inputs[2])
+            if value is None:
+                return "its constant value is known only at run time"
+    else:
+        pads, value = n.attr("pads"), n.attr("value", 0.0)
+        if pads is None:
+            return "no pads attribute"
+    if value is not None and np.any(np.asarray(value) != 0):
+        return f"it pads with {np.asarray(value).ravel()[:1].tolist()}, not zero"
+    pads = [int(p) for p in np.asarray(pads).ravel()]
+    half = len(pads) // 2
+    if len(pads) < 4 or any(pads[i] for i in (0, 1, half, half + 1)):
+        return f"pads {pads} pad the batch or channel dim, not only the spatial ones"
+    if any(p < 0 for p in pads):
+        return f"pads {pads} crop (a negative pad)"
+    return None
+
+
+def _explicit_pads(ctx: Context, pad: str, taker: str) -> str | None:
+    n = ctx.graph.by_name[taker]
+    auto = n.attr("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto != "NOTSET":
+        return f"auto_pad {auto}: ORT folds a Pad only into explicit pads"
+    if len([o for o in n.outputs if o]) > 1:
+        return "it has a second output"
+    if n.inputs[0] not in (ctx.graph.by_name[pad].outputs[0], *_cast_of(ctx, pad)):
+        return "it reads the padded tensor as other than its data input"
+    return None
+
+
+def _cast_of(ctx: Context, pad: str) -> list[str]:
+    readers = _readers(ctx, ctx.graph.by_name[pad].outputs[0])
+    return [readers[0].outputs[0]] if len(readers) == 1 and readers[0].op_type == "Cast" else []
+
+
+PAD_FUSION = Rule("PadFusion", (
+    Step("pad", ops=frozenset({"Pad"}), check=_zero_constant_pad),
+    Step("taker", ops=PAD_TAKERS, check=_explicit_pads),
+), mirrors="ORT PadFusion (a zero constant Pad on the spatial dims joins the pads of the Conv or "
+           "AveragePool reading it: its work disappears)")
+
+
+class PadFusionPass(FusionPass):
+    name = "pad_fusion"
+    help = ("fold a zero constant Pad on the spatial dims into the pads of the Conv or AveragePool that "
+            "alone reads it (ORT PadFusion: its work disappears)")
+    rules = (PAD_FUSION,)
+
+    def apply(self, ctx: Context, part: Partition) -> None:
+        rule = PAD_FUSION
+        for n in ctx.matching(rule.steps[0]):
+            if n.name in part.folded or not ctx.real(n.name):
+                continue
+            if reason := _single_reader(ctx, n.name):
+                self.reject(rule, n.name, reason)
+                continue
+            taker = into = _readers(ctx, n.outputs[0])[0].name
+            if ctx.op(taker) == "Cast":
+                # ORT looks through one Cast (the Pad's value recast to its type), from opset 11 on: the
+                # Pad joins the Cast's kernel (or none, where the Cast is a no-op), not the conv's
+                if reason := _single_reader(ctx, taker) or (
+                        "a Cast between them: ORT fuses through one from opset 11 on"
+                        if ctx.graph.opsets.get("", 0) < 11 else None):
+                    self.reject(rule, n.name, f"its reader {taker} (Cast): {reason}")
+                    continue
+                taker = _readers(ctx, ctx.graph.by_name[taker].outputs[0])[0].name
+            if not rule.steps[1].matches(ctx, taker):
+                self.reject(rule, n.name, f"its reader {taker} ({ctx.op(taker)}) is no Conv or AveragePool")
+                continue
+            pg, tg = part.group_of[n.name], part.group_of[into]
+            if pg == tg:
+                continue
+            reason = (rule.steps[0].refuses(ctx, taker, n.name) or rule.steps[1].refuses(ctx, n.name, taker)
+                      or (f"already fused with {len(ctx.real_members(part, pg)) - 1} other op(s)"
+                          if len(ctx.real_members(part, pg)) != 1 else None))
+            if reason:
+                self.reject(rule, n.name, reason, anchor=taker)
+            elif self.merge(part, {pg, tg}, rule.name, taker, "pad") is not None:
+                part.folded.add(n.name)
+            else:
+                self.reject(rule, n.name, CYCLE, anchor=taker)
