@@ -54,6 +54,9 @@ RULES = [
     ("Gemm", "MatMul+Add / Gemm", "MatMulAddFusion: MatMul + constant bias Add (after reshaping to 2-D)"),
     ("Conv, AveragePool", "Conv, AveragePool (Pad folded)", "PadFusion: a zero constant Pad on the spatial "
      "dims folded into the pads of the Conv or AveragePool reading it (not a MaxPool)"),
+    ("Clip, Div, Where", "Clip, Mul, Where (Relu, Div, Not folded)", "FuseReluClip: a Relu read only by "
+     "a Clip dropped; DivMulFusion: 1/x read only by a Mul, one Div; NotWhereFusion: a Not read only as "
+     "Wheres' condition dropped"),
     ("FusedGemm", "Gemm+<activation>", "GemmActivationFusion"),
     ("FusedMatMul", "MatMul+Mul, Mul+MatMul", "MatMulScaleFusion / MatMulTransposeFusion: scalar scale "
      "and last-two-dims transposes fold into the matmul"),

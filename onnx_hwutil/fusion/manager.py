@@ -13,7 +13,7 @@ from .dynamic_quant import DynamicQuantPass
 from .fused import FusedGraph
 from .kinds import AggressivePass, ElementwisePass, EpiloguePass, OrtShapePass, ShapePass
 from .ort_graph import fuse_ort
-from .ort_level1 import PadFusionPass
+from .ort_level1 import OrtLevel1Pass, PadFusionPass
 from .ort_rules import NchwcPass, QuickGeluPass, SliceSplitPass
 from .partition import Partition
 from .qdq import QdqPass
@@ -22,7 +22,8 @@ from .regions import AttentionPass, NormPass, OrtNormPass
 PASSES: dict[str, type[FusionPass]] = {p.name: p for p in (
     ShapePass, OrtShapePass, ConvBnPass, ConvMulAddPass, OperandPass, ActivationPass, EpiloguePass,
     ElementwisePass, NormPass, OrtNormPass, QuickGeluPass, NchwcPass, SliceSplitPass, QdqPass,
-    DynamicQuantPass, AttentionPass, AggressivePass, PadFusionPass)}
+    DynamicQuantPass, AttentionPass, AggressivePass, PadFusionPass,
+    OrtLevel1Pass)}
 PRESETS: dict[str, list[str]] = {
     "none": [],
     # What a default ONNX Runtime CPU session runs (ORT_ENABLE_ALL): folds shape math (never a
@@ -33,9 +34,10 @@ PRESETS: dict[str, list[str]] = {
     # (an activation after a MatMul only with its bias, as a Gemm; no Add into a Gemm or ConvTranspose),
     # (NCHWc, CPU only) a residual Add and its Relu, or a HardSwish, into a Conv, and Slices cutting one
     # tensor into adjacent pieces into one Split, and a zero constant Pad into the pads of the Conv or
-    # AveragePool reading it (checked by scripts/compare_fusion_ort.py).
-    "runtime": ["ort_shape", "pad_fusion", "conv_bn", "conv_mul_add", "qdq", "dynamic_quant", "ort_norm",
-                "quick_gelu", "operand", "activation", "nchwc", "slice_split"],
+    # AveragePool reading it; a Relu before a Clip, 1 / x before a Mul and a Not before Wheres dropped
+    # (checked by scripts/compare_fusion_ort.py).
+    "runtime": ["ort_shape", "pad_fusion", "ort_level1", "conv_bn", "conv_mul_add", "qdq", "dynamic_quant",
+                "ort_norm", "quick_gelu", "operand", "activation", "nchwc", "slice_split"],
     # TensorRT's build-time fusions (Layer Fusion Catalog, docs.nvidia.com/deeplearning/tensorrt/latest/
     # performance/fusion-catalog.html; Fused Attention, same site, inference-library/
     # transformers-fused-attention.html):

@@ -1,8 +1,9 @@
 """ONNX Runtime's basic-level rewrite rules that remove a node outright: PadFusion (a zero constant Pad
-taken into the pads of the Conv or AveragePool reading it). Each is a `Rule` named after the ORT transformer
-it mirrors, its conditions those onnxruntime 1.32 applies, checked on synthetic graphs
-(tests/test_fusion_ort_level1.py; onnxruntime/core/optimizer/pad_fusion.cc). The removed node is folded
-(`part.folded`) into the group of the node that takes its work, as BatchNormalization into its Conv."""
+taken into the pads of the Conv or AveragePool reading it), FuseReluClip, DivMulFusion and NotWhereFusion.
+Each is a `Rule` named after the ORT transformer it mirrors, its conditions those onnxruntime 1.32 applies,
+checked on synthetic graphs (tests/test_fusion_ort_level1.py; onnxruntime/core/optimizer/pad_fusion.cc,
+relu_clip_fusion.cc, div_mul_fusion.cc, not_where_fusion.cc). The removed node is folded (`part.folded`)
+into the group of the node that takes its work, as a BatchNormalization into its Conv."""
 
 from __future__ import annotations
 
@@ -127,3 +128,100 @@ class PadFusionPass(FusionPass):
                 part.folded.add(n.name)
             else:
                 self.reject(rule, n.name, CYCLE, anchor=taker)
+
+
+def _uses(ctx: Context, tensor: str) -> list[str]:
+    """The readers of a tensor, one entry per input that reads it (ORT's output edges)."""
+    readers = {c.name: c for c in ctx.graph.consumers.get(tensor, ())}.values()
+    return [c.name for c in readers for t in c.inputs if t == tensor]
+
+
+def _removable(ctx: Context, node: str, readers: int | None = 1) -> str | None:
+    out = ctx.graph.by_name[node].outputs[0]
+    if out in ctx.outputs:
+        return f"its result {out!r} is a graph output"
+    uses = _uses(ctx, out)
+    if readers is not None and len(uses) != readers:
+        return f"its result is read {len(uses)} times, not {readers}"
+    return None
+
+
+def _clip_min(ctx: Context, relu: str, clip: str) -> str | None:
+    """FuseReluClip: the Clip's min (raised to 0 where below) absent or known at load; its max may be
+    anything."""
+    n = ctx.graph.by_name[clip]
+    if n.inputs[0] != ctx.graph.by_name[relu].outputs[0]:
+        return "it reads the Relu's result as a bound, not as its data"
+    if len(n.inputs) > 1 and n.inputs[1] and load_time_value(ctx, n.inputs[1]) is None:
+        return "its min is known only at run time"
+    return None
+
+
+def _one_over(ctx: Context, mul: str, div: str) -> str | None:
+    """DivMulFusion: the Div computes 1 / x, its 1 a constant of one element."""
+    n = ctx.graph.by_name[div]
+    one = load_time_value(ctx, n.inputs[0])
+    if one is None:
+        return "its dividend is known only at run time"
+    if np.asarray(one).size != 1 or np.asarray(one).ravel()[0] != 1:
+        return f"its dividend {np.asarray(one).ravel()[:2].tolist()} is not a single 1"
+    return None
+
+
+def _condition(ctx: Context, where: str, nott: str) -> str | None:
+    """NotWhereFusion: every reader of the Not's result reads it as a Where's condition."""
+    out = ctx.graph.by_name[nott].outputs[0]
+    for c in ctx.graph.consumers.get(out, ()):
+        if c.op_type != "Where" or c.domain != "" or any(t == out for t in c.inputs[1:]):
+            return f"{c.name} ({c.op_type}) reads its result, not as a Where's condition"
+    return None
+
+
+RELU_CLIP = Rule("FuseReluClip", (
+    Step("relu", ops=frozenset({"Relu"}), check=lambda ctx, c, n: _removable(ctx, n)),
+    Step("clip", ops=frozenset({"Clip"}), check=_clip_min),
+), mirrors="ORT FuseReluClip (a Relu read only by a Clip is dropped, the Clip's min raised to 0: its work "
+           "disappears)")
+
+DIV_MUL = Rule("DivMulFusion", (
+    Step("div", ops=frozenset({"Div"}), check=lambda ctx, m, n: _removable(ctx, n) or _one_over(ctx, m, n)),
+    Step("mul", ops=frozenset({"Mul"})),
+), mirrors="ORT DivMulFusion (1 / x read only by a Mul: the Mul becomes y / x, one op's work disappears)")
+
+NOT_WHERE = Rule("NotWhereFusion", (
+    Step("not", ops=frozenset({"Not"}),
+         check=lambda ctx, w, n: _removable(ctx, n, None) or _condition(ctx, w, n)),
+    Step("where", ops=frozenset({"Where"})),
+), mirrors="ORT NotWhereFusion (a Not read only as Wheres' condition is dropped, their branches swapped: its "
+           "work disappears)")
+
+
+class OrtLevel1Pass(FusionPass):
+    name = "ort_level1"
+    help = ("drop what ORT's basic rewrite rules remove: a Relu before a Clip (FuseReluClip), 1 / x before a "
+            "Mul (DivMulFusion), a Not before Wheres (NotWhereFusion); their work disappears")
+    rules = (RELU_CLIP, DIV_MUL, NOT_WHERE)
+
+    def apply(self, ctx: Context, part: Partition) -> None:
+        for rule in self.rules:
+            first, second = rule.steps
+            for n in ctx.matching(first):
+                if n.name in part.folded or not ctx.real(n.name) or n.domain != "":
+                    continue
+                out = n.outputs[0]
+                readers = [c for c in ctx.graph.consumers.get(out, ()) if second.matches(ctx, c.name)]
+                if not readers:
+                    continue  # no candidate: its reader fits no step
+                into = readers[0].name
+                pg, tg = part.group_of[n.name], part.group_of[into]
+                if pg == tg:
+                    continue
+                reason = (first.refuses(ctx, into, n.name) or second.refuses(ctx, n.name, into)
+                          or (f"already fused with {len(ctx.real_members(part, pg)) - 1} other op(s)"
+                              if len(ctx.real_members(part, pg)) != 1 else None))
+                if reason:
+                    self.reject(rule, n.name, reason, anchor=into)
+                elif self.merge(part, {pg, tg}, rule.name, into, first.name) is not None:
+                    part.folded.add(n.name)
+                else:
+                    self.reject(rule, n.name, CYCLE, anchor=into)
