@@ -47,10 +47,11 @@ def test_a_node_left_alone_gives_each_rules_reason(resnet18):
     assert why == {
         "ConvBNFusion": (),  # anchored at BatchNormalizations: none reads this conv
         "ConvMulFusion": (), "ConvAddFusion": (),  # the Add it feeds is a residual: no candidate
+        "PadFusion": (),  # anchored at Pads: none feeds this conv
         "QDQSelectorActionTransformer": ("no input comes from a DequantizeLinear: a float op",),
         "BiasScaleActivation": ("at /layer1/layer1.0/Add: bias: no constant operand: a sum of two run-time "
                                 "tensors (a residual), not a bias",)}
-    assert e.lines()[5] == ("  rule BiasScaleActivation (pass activation; step matrix): at "
+    assert e.lines()[6] == ("  rule BiasScaleActivation (pass activation; step matrix): at "
                             "/layer1/layer1.0/Add: bias: no constant operand: a sum of two run-time tensors "
                             "(a residual), not a bias")
     assert "never reached it" in e.lines()[1]
@@ -121,9 +122,9 @@ def test_an_unknown_node_is_a_one_line_input_error_with_close_names(resnet18):
 
 def test_every_pass_reports_its_merges(resnet18):
     f = fuse(resnet18, "runtime")
-    assert f.pass_merges == {"ort_shape": 1, "conv_bn": 0, "conv_mul_add": 0, "qdq": 0, "dynamic_quant": 0,
-                             "ort_norm": 0, "quick_gelu": 0, "operand": 0, "activation": 9, "nchwc": 16,
-                             "slice_split": 0}
+    assert f.pass_merges == {"ort_shape": 1, "pad_fusion": 0, "ort_level1": 0, "conv_bn": 0,
+                             "conv_mul_add": 0, "qdq": 0, "dynamic_quant": 0, "ort_norm": 0, "quick_gelu": 0,
+                             "operand": 0, "activation": 9, "nchwc": 16, "slice_split": 0}
 
 
 # -- broken passes trip the postconditions ----------------------------------------------------------------

@@ -26,6 +26,11 @@ class Candidate:
     reasons: tuple[str, ...]  # "at NODE: reason" where the reason is about another node of the match
 
 
+# The folded ops that fold into no weights: rewrite rules drop them (PadFusion, FuseReluClip, DivMulFusion,
+# NotWhereFusion), the node they feed taking their part.
+DROPPED = frozenset({"Pad", "Relu", "Div", "Not"})
+
+
 @dataclass(frozen=True)
 class Explanation:
     node: str
@@ -52,7 +57,10 @@ class Explanation:
         else:
             what = "a kernel of its own" if self.kernel else "alone, and launches nothing (no run-time work)"
             out = [f"{self.node} ({self.op_type}) is {what}: {where} under preset {self.preset}"]
-        if self.folded:
+        if self.folded and self.op_type in DROPPED:
+            out.append("  dropped by an ORT rewrite rule, the node it feeds taking its part: its work "
+                       "disappears")
+        elif self.folded:
             out.append("  folded into the weights of the node it reads, at load: its work disappears")
         # a run of merges by one rule step (views joining one by one) reads as one line
         runs = [list(g) for _, g in groupby(self.merges, key=lambda pm: (pm[0], pm[1].rule, pm[1].step))]
