@@ -55,6 +55,7 @@ def _pad(tmp_path, op="Conv", pads=SPATIAL, opset=17, mode=None, value=None, att
     {"op": "AveragePool"},
     {"op": "AveragePool", "attrs": {"count_include_pad": 1}},
     {"opset": 10},  # pads and value as attributes
+    {"opset": 10, "value": -0.0},  # an attribute compared as a float
     {"opset": 21},
     {"cast": T.FLOAT},  # through a Cast (a no-op one here)
 ])
@@ -69,6 +70,7 @@ def test_a_zero_constant_pad_joins_the_pads_of_the_conv_or_pool_reading_it_as_in
 @pytest.mark.parametrize("kw", [
     {"op": "MaxPool"},  # a pool pads with -inf, the Pad with zeros: ORT leaves it
     {"value": 1.0},
+    {"value": -0.0},  # ORT compares the value's bytes with zeros
     {"opset": 10, "value": 1.0},
     {"mode": "reflect"},
     {"mode": "edge"},

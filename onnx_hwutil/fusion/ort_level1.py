@@ -50,11 +50,14 @@ def _zero_constant_pad(ctx: Context, taker: str, pad: str) -> str | None:
             if value is None:
                 return "its constant value is known only at run time"
     else:
-        pads, value = n.attr("pads"), n.attr("value", 0.0)
+        pads, value = n.attr("pads"), None
         if pads is None:
             return "no pads attribute"
-    if value is not None and np.any(np.asarray(value) != 0):
-        return f"it pads with {np.asarray(value).ravel()[:1].tolist()}, not zero"
+        if n.attr("value", 0.0) != 0.0:  # an attribute, compared as a float (-0.0 is zero here)
+            return f"it pads with {n.attr('value')}, not zero"
+    # ORT compares the value input's bytes with zeros: -0.0 is no zero to it
+    if value is not None and any(np.asarray(value).tobytes()):
+        return f"it pads with {np.asarray(value).ravel()[:1].tolist()}, not zero (all bytes 0)"
     pads = [int(p) for p in np.asarray(pads).ravel()]
     half = len(pads) // 2
     if len(pads) < 4 or any(pads[i] for i in (0, 1, half, half + 1)):
