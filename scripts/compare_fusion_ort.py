@@ -78,6 +78,9 @@ RULES = [
      "constant one, read by one QuantizeLinear"),
     ("nchwc.Conv", "Conv+<activation>", "NchwcTransformer (ALL only): Conv in the blocked layout, with a "
      "following Add (residual) and activation folded in; ReorderInput/ReorderOutput around it"),
+    ("FusedConv", "Conv+Add+<activation>", "ConvAddActivationFusion (ALL only, after NCHWc): a biased Conv "
+     "NCHWc leaves alone, a same-shaped residual Add (FusedConv's Z) and Relu/Sigmoid/Tanh/LeakyRelu/"
+     "HardSigmoid/constant Clip"),
 ]
 # Keys for the per-op-type differences: the main op of a kernel, on either side.
 _CLASS = {"FusedConv": "Conv", "FusedGemm": "MatMul/Gemm", "FusedMatMul": "MatMul/Gemm",

@@ -40,8 +40,9 @@ def test_a_fused_node_names_its_rule_and_its_subgraph(resnet18):
 
 
 def test_a_node_left_alone_gives_each_rules_reason(resnet18):
-    # at ORT_ENABLE_EXTENDED (the runtime preset less the NCHWc transformer) the residual Add stays apart
-    e = explain(resnet18, "/layer1/layer1.0/conv2/Conv", "runtime", disable=["nchwc"])
+    # at ORT_ENABLE_EXTENDED (the runtime preset less the NCHWc transformer and ConvAddActivationFusion, both
+    # ALL only) the residual Add stays apart
+    e = explain(resnet18, "/layer1/layer1.0/conv2/Conv", "runtime", disable=["nchwc", "conv_add_act"])
     assert e.members == ("/layer1/layer1.0/conv2/Conv",) and e.merges == ()
     why = {c.rule: c.reasons for c in e.candidates}
     assert why == {
@@ -124,7 +125,8 @@ def test_every_pass_reports_its_merges(resnet18):
     f = fuse(resnet18, "runtime")
     assert f.pass_merges == {"ort_shape": 1, "pad_fusion": 0, "ort_level1": 0, "conv_bn": 0,
                              "conv_mul_add": 0, "qdq": 0, "dynamic_quant": 0, "ort_norm": 0, "quick_gelu": 0,
-                             "operand": 0, "activation": 9, "nchwc": 16, "slice_split": 0}
+                             "operand": 0, "activation": 9, "nchwc": 16, "conv_add_act": 0,
+                             "slice_split": 0}
 
 
 # -- broken passes trip the postconditions ----------------------------------------------------------------
@@ -202,10 +204,10 @@ def test_fuse_explain_on_the_command_line():
 
     runner = CliRunner()
     r = runner.invoke(app, ["fuse", "models/resnet18.onnx", "--explain", "/layer1/layer1.0/conv2/Conv",
-                            "--disable", "nchwc"])
+                            "--disable", "nchwc", "--disable", "conv_add_act"])
     assert r.exit_code == 0, r.output
     assert r.output.splitlines()[0] == ("/layer1/layer1.0/conv2/Conv (Conv) is a kernel of its own: "
-                                        "subgraph 3 'Conv' under preset runtime-nchwc")
+                                        "subgraph 3 'Conv' under preset runtime-nchwc-conv_add_act")
     assert "at /layer1/layer1.0/Add: bias: no constant operand" in r.output
     r = runner.invoke(app, ["fuse", "models/resnet18.onnx", "--explain", "/relu/Relu", "-f", "json"])
     d = json.loads(r.output)

@@ -167,3 +167,86 @@ def test_a_keras_residual_block_folds_its_batchnorm_then_takes_the_residual_add(
     path = _keras_block(tmp_path, 32)
     ours, theirs = ort_kernels(path, tmp_path)
     assert ours == theirs == 2
+
+
+def _residual(tmp_path, cin=18, cout=16, bias=True, act="Relu", res=None, before=(), conv_out=False,
+              add_out=False, second_conv=None):
+    """Conv(cin -> cout, k3, pad 1) -> `before` (("BN",) or (op, per-channel constant)) -> Add(., r) -> act.
+    18 input channels: at least the NCHWc block (16) and no multiple of 4, so the NCHWc transformer leaves
+    the conv alone. `res`: the residual's shape (default the conv's); `second_conv`: the residual is another
+    Conv's result instead (its bias: True or False), read first by the Add."""
+    nodes = [helper.make_node("Conv", ["x", "w"] + (["b"] if bias else []), ["c"], kernel_shape=[3, 3],
+                              pads=[1] * 4, name="conv")]
+    inits = [init("w", (cout, cin, 3, 3), value=rand((cout, cin, 3, 3), 0))]
+    inits += [init("b", (cout,), value=rand(cout, 1))] if bias else []
+    cur = "c"
+    for i, (op, *_) in enumerate(before):
+        if op == "BN":
+            stats = [f"bn_{s}" for s in ("s", "b", "m", "v")]
+            inits += [init(s, (cout,), value=np.abs(rand(cout, j)) + 0.5) for j, s in enumerate(stats)]
+            nodes.append(helper.make_node("BatchNormalization", [cur, *stats], [f"t{i}"], name="bn"))
+        else:
+            inits.append(init(f"k{i}", (cout, 1, 1), value=rand((cout, 1, 1), i + 2)))
+            nodes.append(helper.make_node(op, [cur, f"k{i}"], [f"t{i}"], name=f"{op.lower()}{i}"))
+        cur = f"t{i}"
+    inputs = [vi("x", T.FLOAT, [1, cin, 16, 16])]
+    if second_conv is None:
+        inputs.append(vi("r", T.FLOAT, res or [1, cout, 16, 16]))
+        add_in = [cur, "r"]
+    else:
+        nodes.append(helper.make_node("Conv", ["x", "w2"] + (["b2"] if second_conv else []), ["r"],
+                                      kernel_shape=[1, 1], name="conv2"))
+        inits += [init("w2", (cout, cin, 1, 1), value=rand((cout, cin, 1, 1), 5))]
+        inits += [init("b2", (cout,), value=rand(cout, 6))] if second_conv else []
+        add_in = ["r", cur]
+    nodes.append(helper.make_node("Add", add_in, ["a"], name="add"))
+    outs = [vi("c", T.FLOAT, None)] if conv_out else []
+    if act:
+        nodes.append(helper.make_node(act, ["a"], ["y"], name="act"))
+        outs.append(vi("y", T.FLOAT, None))
+    if add_out or not act:
+        outs.append(vi("a", T.FLOAT, None))
+    return save(model(nodes, inputs, outs, inits), tmp_path / "residual.onnx")
+
+
+@pytest.mark.skipif(not AVX512, reason="MLAS picks its NCHWc block by the host's vector width")
+@pytest.mark.parametrize("kw, kernels", [
+    ({}, 1),  # Conv + residual Add + Relu: one FusedConv
+    ({"cout": 18}, 1),
+    ({"act": None}, 1),  # Conv + Add alone
+    ({"act": "Sigmoid"}, 1), ({"act": "Tanh"}, 1), ({"act": "LeakyRelu"}, 1), ({"act": "HardSigmoid"}, 1),
+    ({"act": "Clip"}, 1),
+    ({"act": "Elu"}, 2),  # not one of its activations: FusedConv(Conv + Add), Elu
+    ({"act": "Neg"}, 2),
+    ({"add_out": True}, 2),  # the Add's result has a second reader: no activation, FusedConv, Relu
+    ({"bias": False, "before": [("BN",)]}, 1),  # ConvBNFusion gave it a bias
+    ({"bias": False, "before": [("Add",)]}, 1),  # ConvAddFusion gave it one
+    ({"second_conv": False}, 2),  # the first Conv has no bias: the Add goes into the second
+    ({"second_conv": True}, 2),
+])
+def test_a_residual_add_and_its_activation_join_a_conv_nchwc_leaves_as_in_onnxruntime(tmp_path, kw, kernels):
+    path = _residual(tmp_path, **kw)
+    ours, theirs = ort_kernels(path, tmp_path)
+    assert ours == theirs == kernels
+    f = fuse(onnx_hwutil.profile(path), "runtime")
+    assert any(k.label.startswith("Conv+Add") for k in f.kernels), [k.label for k in f.kernels]
+
+
+@pytest.mark.skipif(not AVX512, reason="MLAS picks its NCHWc block by the host's vector width")
+@pytest.mark.parametrize("kw, kernels, why", [
+    ({"bias": False}, 3, "it has no bias"),
+    ({"bias": False, "act": None}, 2, "it has no bias"),
+    ({"bias": False, "before": [("Mul",)]}, 3, "it has no bias"),  # ConvMulFusion gives it none
+    ({"res": [1, 16, 1, 1]}, 3, "it broadcasts"),  # a broadcast Add: no residual
+    ({"res": [16, 16, 16]}, 3, "an operand is not of rank 4"),
+    ({"conv_out": True}, 3, "is a graph output"),
+    ({"cin": 3}, 3, "the NCHWc transformer rewrites it first"),  # NCHWc takes the conv, not the Add
+    ({"cin": 20}, 3, "the NCHWc transformer rewrites it first"),
+])
+def test_a_conv_add_onnxruntime_does_not_fuse_stays_apart(tmp_path, kw, kernels, why):
+    path = _residual(tmp_path, **kw)
+    ours, theirs = ort_kernels(path, tmp_path)
+    assert ours == theirs == kernels
+    e = explain(onnx_hwutil.profile(path), "add", "runtime")
+    reasons = [r for c in e.candidates if c.rule == "ConvAddActivationFusion" for r in c.reasons]
+    assert any(why in r for r in reasons), reasons

@@ -14,14 +14,14 @@ from .fused import FusedGraph
 from .kinds import AggressivePass, ElementwisePass, EpiloguePass, OrtShapePass, ShapePass
 from .ort_graph import fuse_ort
 from .ort_level1 import OrtLevel1Pass, PadFusionPass
-from .ort_rules import NchwcPass, QuickGeluPass, SliceSplitPass
+from .ort_rules import ConvAddActPass, NchwcPass, QuickGeluPass, SliceSplitPass
 from .partition import Partition
 from .qdq import QdqPass
 from .regions import AttentionPass, NormPass, OrtNormPass
 
 PASSES: dict[str, type[FusionPass]] = {p.name: p for p in (
     ShapePass, OrtShapePass, ConvBnPass, ConvMulAddPass, OperandPass, ActivationPass, EpiloguePass,
-    ElementwisePass, NormPass, OrtNormPass, QuickGeluPass, NchwcPass, SliceSplitPass, QdqPass,
+    ElementwisePass, NormPass, OrtNormPass, QuickGeluPass, NchwcPass, ConvAddActPass, SliceSplitPass, QdqPass,
     DynamicQuantPass, AttentionPass, AggressivePass, PadFusionPass,
     OrtLevel1Pass)}
 PRESETS: dict[str, list[str]] = {
@@ -32,12 +32,14 @@ PRESETS: dict[str, list[str]] = {
     # kernels, decomposed norms and GELU (ORT's own patterns only) and x*sigmoid(x) into
     # single kernels, transposes and scales into matmul operands, bias/scale/activation after matrix ops
     # (an activation after a MatMul only with its bias, as a Gemm; no Add into a Gemm or ConvTranspose),
-    # (NCHWc, CPU only) a residual Add and its Relu, or a HardSwish, into a Conv, and Slices cutting one
+    # (NCHWc, CPU only) a residual Add and its Relu, or a HardSwish, into a Conv, a residual Add and an
+    # activation into a biased Conv NCHWc leaves (ConvAddActivationFusion), and Slices cutting one
     # tensor into adjacent pieces into one Split, and a zero constant Pad into the pads of the Conv or
     # AveragePool reading it; a Relu before a Clip, 1 / x before a Mul and a Not before Wheres dropped
     # (checked by scripts/compare_fusion_ort.py).
     "runtime": ["ort_shape", "pad_fusion", "ort_level1", "conv_bn", "conv_mul_add", "qdq", "dynamic_quant",
-                "ort_norm", "quick_gelu", "operand", "activation", "nchwc", "slice_split"],
+                "ort_norm", "quick_gelu", "operand", "activation", "nchwc", "conv_add_act",
+                "slice_split"],
     # TensorRT's build-time fusions (Layer Fusion Catalog, docs.nvidia.com/deeplearning/tensorrt/latest/
     # performance/fusion-catalog.html; Fused Attention, same site, inference-library/
     # transformers-fused-attention.html):

@@ -10,7 +10,7 @@ import numpy as np
 from onnx import helper
 
 from ..shape_folding import evaluate
-from .chains import CYCLE, folded_source, kernel_output
+from .chains import CYCLE, _clip_bounds, folded_source, kernel_output
 from .context import Context, FusionPass, Rule, Step
 from .kinds import load_time
 from .partition import Partition
@@ -180,7 +180,9 @@ NCHWC_HARD_SWISH = Rule("NchwcTransformer", (
 
 class NchwcPass(FusionPass):
     # ORT registers the transformer only where MLAS has an NCHWc block (MlasNchwcGetBlockSize() > 1:
-    # x86 with AVX2 or AVX-512); a CPU without one runs the Add and the Relu apart: `--disable nchwc`.
+    # x86 with AVX2 or AVX-512); a CPU without one (`--disable nchwc`) leaves the Add and the Relu to
+    # ConvAddActivationFusion (the conv_add_act pass: a biased Conv only); ORT_ENABLE_EXTENDED runs neither
+    # (`--disable nchwc --disable conv_add_act`).
     name = "nchwc"
     help = ("CPU only, at ORT_ENABLE_ALL: ORT's NCHWc transformer folds a residual Add (both operands from "
             "NCHWc convolutions or pools) into the single-use Conv that feeds it, then a Relu after it, and "
@@ -188,6 +190,7 @@ class NchwcPass(FusionPass):
     rules = (NCHWC_ADD, NCHWC_HARD_SWISH)
 
     def apply(self, ctx: Context, part: Partition) -> None:
+        ctx.memo[NCHWC_ON] = True  # ConvAddActivationFusion, after this pass, leaves its convs alone
         self._hard_swish(ctx, part)
         rule = NCHWC_ADD
         memo: dict[str, bool] = {}
@@ -249,6 +252,105 @@ class NchwcPass(FusionPass):
             gids = {part.group_of[n] for n in (prod.name, h.name, muls[0])}
             if self.merge(part, gids, rule.name, h.name, "product") is None:
                 self.reject(rule, h.name, CYCLE)
+
+# Set by the NCHWc pass when it runs: the convs it rewrites are no plain Convs by the time
+# ConvAddActivationFusion looks.
+NCHWC_ON = "nchwc_on"
+# ConvAddActivationFusion's activations (SelectActivation; Clip with constant bounds only): no Elu, no
+# HardSwish, unlike ConvActivationFusion.
+CONV_ADD_ACTIVATIONS = frozenset({"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "HardSigmoid"})
+
+
+def _has_bias(ctx: Context, part: Partition, conv: str) -> bool:
+    """A bias input, or one the folds gave it at load: ConvBNFusion and ConvAddFusion write a bias where the
+    Conv had none (ConvMulFusion only scales one)."""
+    n = ctx.graph.by_name[conv]
+    if len(n.inputs) > 2 and n.inputs[2]:
+        return True
+    out = n.outputs[0]
+    while len(readers := ctx.graph.consumers.get(out, ())) == 1 and readers[0].name in part.folded:
+        if readers[0].op_type in ("BatchNormalization", "Add"):
+            return True
+        out = readers[0].outputs[0]
+    return False
+
+
+def _same_shape(ctx: Context, add: str) -> str | None:
+    """ORT's test on the Add: two operands of rank 4 whose dims are all known and equal (a broadcast Add, a
+    bias or a scale, is not the residual FusedConv's Z input takes)."""
+    n = ctx.graph.by_name[add]
+    if len(n.inputs) != 2:
+        return "not two operands"
+    shapes = [ctx.graph.tensor(t).shape for t in n.inputs]
+    if any(s is None or len(s) != 4 or None in s or 0 in s for s in shapes):
+        return "an operand is not of rank 4 with every dim known"
+    return None if shapes[0] == shapes[1] else f"it broadcasts {shapes[0]} with {shapes[1]}: not a residual"
+
+
+def _residual_conv(ctx: Context, part: Partition, conv: str) -> str | None:
+    """Why ORT's selector does not take this Conv as the one the Add goes into (None: it does)."""
+    if _conv_of(ctx, part, part.group_of[conv]) != conv:
+        return "it is fused with another op already"
+    if ctx.memo.get(NCHWC_ON) and nchwc_conv(ctx, conv) is None:
+        return "the NCHWc transformer rewrites it first (an NCHWc Conv is no Conv to this rule)"
+    if ctx.graph.tensor(ctx.graph.by_name[conv].inputs[0]).dtype != 1:
+        return "its input is not float32"
+    if not _has_bias(ctx, part, conv):
+        return "it has no bias (nor one from a folded BatchNormalization or Add)"
+    return _single_use_kernel(ctx, part, conv)
+
+
+CONV_ADD_ACT = Rule("ConvAddActivationFusion", (
+    Step("conv", ops=frozenset({"Conv"})),
+    Step("add", ops=frozenset({"Add"}), check=lambda ctx, a, n: _same_shape(ctx, n)),
+    Step("activation", ops=CONV_ADD_ACTIVATIONS, check=_clip_bounds),
+), mirrors="ORT ConvAddActivationFusion (ORT_ENABLE_ALL, CPU only, after the NCHWc transformer): a Conv with "
+           "a bias that the NCHWc layout does not take, its single reader an Add of a same-shaped run-time "
+           "tensor (a residual) and then Relu, Sigmoid, Tanh, LeakyRelu, HardSigmoid or a constant Clip, as "
+           "one FusedConv (the activation optional)")
+
+
+class ConvAddActPass(FusionPass):
+    # Checked with synthetic graphs against onnxruntime 1.32 (tests/test_fusion_ort_conv.py).
+    name = "conv_add_act"
+    help = ("a biased Conv the NCHWc layout leaves alone, the residual Add reading it and an activation "
+            "after it as one FusedConv: ORT's ConvAddActivationFusion")
+    rules = (CONV_ADD_ACT,)
+
+    def apply(self, ctx: Context, part: Partition) -> None:
+        rule = CONV_ADD_ACT
+        conv_step, add_step, act_step = rule.steps
+        for n in ctx.matching(add_step):
+            if not ctx.real(n.name) or len(ctx.real_members(part, part.group_of[n.name])) != 1:
+                continue
+            prods = [folded_source(ctx, part, t) for t in n.inputs]
+            convs = [p.name for p, t in zip(prods, n.inputs, strict=True) if p is not None
+                     and conv_step.matches(ctx, p.name) and kernel_output(ctx, part, p.name) == t]
+            if not convs:
+                continue
+            if reason := add_step.refuses(ctx, convs[0], n.name):
+                self.reject(rule, n.name, reason, anchor=convs[0])
+                continue
+            reasons = {c: _residual_conv(ctx, part, c) for c in convs}
+            conv = next((c for c in convs if reasons[c] is None), None)
+            if conv is None:
+                for c in convs:
+                    self.reject(rule, n.name, f"{c}: {reasons[c]}", anchor=c)
+                continue
+            merged = self.merge(part, {part.group_of[conv], part.group_of[n.name]}, rule.name, conv, "add")
+            if merged is None:
+                self.reject(rule, n.name, CYCLE, anchor=conv)
+                continue
+            readers = _readers(ctx, n.outputs[0])
+            if len(readers) != 1 or n.outputs[0] in ctx.outputs:
+                continue  # Conv + Add only
+            act = readers[0]
+            gids = {merged, part.group_of[act]}
+            if (act_step.matches(ctx, act) and len(ctx.real_members(part, part.group_of[act])) == 1
+                    and act_step.refuses(ctx, conv, act) is None
+                    and self.merge(part, gids, rule.name, conv, "activation") is None):
+                self.reject(rule, act, CYCLE, anchor=conv)
+
 
 # ORT's GatherSliceToSplitFusion leaves graphs below opset 13 alone (Slice, Split and Squeeze change schema
 # there): ShuffleNet's opset-11 channel split stays two Slices.
