@@ -138,15 +138,6 @@ def _per_channel(ctx: Context, conv: str, node: str, scalar: bool) -> str | None
     return None
 
 
-def _single_reader(ctx: Context, part: Partition, conv: str) -> str | None:
-    # ORT rewrites the Conv only where its result (BN, Mul or Add folded in already) has this one reader
-    out = kernel_output(ctx, part, conv)
-    if out in ctx.outputs:
-        return f"the conv's result {out!r} is a graph output"
-    readers = ctx.graph.consumers.get(out, ())
-    return None if len(readers) == 1 else f"the conv's result {out!r} has {len(readers)} readers, not one"
-
-
 CONV_MUL = Rule("ConvMulFusion", (
     Step("conv", ops=frozenset({"Conv"})),
     Step("mul", ops=frozenset({"Mul"}), check=lambda ctx, conv, n: _per_channel(ctx, conv, n, scalar=True)),
@@ -244,7 +235,8 @@ class ConvMulAddPass(FusionPass):
         if not ctx.const_input(node):
             return False  # a product or sum of two run-time tensors (a residual): no candidate
         gid, nid = part.group_of[conv], part.group_of[node]
-        reason = (_single_reader(ctx, part, conv) or rule.steps[1].refuses(ctx, conv, node)
+        reason = (ctx.single_use(kernel_output(ctx, part, conv), "the conv's result")
+                  or rule.steps[1].refuses(ctx, conv, node)
                   or (f"already fused into {group_name(part, nid)}" if len(ctx.real_members(part, nid)) > 1
                       else None))
         if reason:

@@ -124,6 +124,18 @@ class Context:
                 out.add(m)
         return out
 
+    def readers(self, tensor: str) -> list[str]:
+        """The nodes that read a tensor, by name."""
+        return [c.name for c in self.graph.consumers.get(tensor, ())]
+
+    def single_use(self, tensor: str, what: str = "its result") -> str | None:
+        """Why ORT's rewrite rules would not take the node writing `tensor` (None: they may): ORT rewrites a
+        node only where its result has one reader and is no graph output."""
+        if tensor in self.outputs:
+            return f"{what} {tensor!r} is a graph output"
+        n = len(self.graph.consumers.get(tensor, ()))
+        return None if n == 1 else f"{what} {tensor!r} has {n} readers, not one"
+
     def sole_consumer(self, part: Partition, gid: int) -> int | None:
         cons = self.data_consumers(part, gid)
         return next(iter(cons)) if cons and len(cons) == 1 else None

@@ -19,10 +19,6 @@ from .partition import Partition
 DQL = "DynamicQuantizeLinear"
 
 
-def _readers(ctx: Context, tensor: str) -> list[str]:
-    return [c.name for c in ctx.graph.consumers.get(tensor, ())]
-
-
 def _one_edge(ctx: Context, node: str) -> bool:
     """ORT's CheckOutputEdges(node, 1): one reader of its one output, which is no graph output."""
     outs = [t for t in ctx.graph.by_name[node].outputs if t]
@@ -33,7 +29,7 @@ def _one_edge(ctx: Context, node: str) -> bool:
 def _edges(ctx: Context, node: str) -> int:
     """How many node inputs read the node's outputs (a node reading one twice counts twice, as in ORT)."""
     return sum(sum(1 for i in ctx.graph.by_name[r].inputs if i == t)
-               for t in ctx.graph.by_name[node].outputs if t for r in set(_readers(ctx, t)))
+               for t in ctx.graph.by_name[node].outputs if t for r in set(ctx.readers(t)))
 
 
 def _parent(ctx: Context, node: str, op: str):
@@ -112,7 +108,7 @@ class DynamicQuantPass(FusionPass):
             self.reject(rule, lone, "its result has other readers, or is a graph output", anchor=mul)
             return None
         nodes = [mmi.name, cast.name, scale.name, mul]
-        readers = _readers(ctx, ctx.graph.by_name[mul].outputs[0])
+        readers = ctx.readers(ctx.graph.by_name[mul].outputs[0])
         if _one_edge(ctx, mul) and ctx.op(readers[0]) == "Add":
             if (reason := rule.steps[4].refuses(ctx, mul, readers[0])) is None:
                 nodes.append(readers[0])

@@ -12,9 +12,10 @@ from .contract import check_costs, check_fixpoint, check_partition
 from .dynamic_quant import DynamicQuantPass
 from .fused import FusedGraph
 from .kinds import AggressivePass, ElementwisePass, EpiloguePass, OrtShapePass, ShapePass
+from .ort_conv import ConvAddActPass, NchwcPass
 from .ort_graph import fuse_ort
 from .ort_level1 import OrtLevel1Pass, PadFusionPass
-from .ort_rules import ConvAddActPass, NchwcPass, QuickGeluPass, SliceSplitPass
+from .ort_rules import QuickGeluPass, SliceSplitPass
 from .partition import Partition
 from .qdq import QdqPass
 from .regions import AttentionPass, NormPass, OrtNormPass

@@ -19,18 +19,6 @@ from .partition import Partition
 PAD_TAKERS = frozenset({"Conv", "AveragePool"})
 
 
-def _readers(ctx: Context, tensor: str) -> list:
-    return list(ctx.graph.consumers.get(tensor, ()))
-
-
-def _single_reader(ctx: Context, node: str) -> str | None:
-    out = ctx.graph.by_name[node].outputs[0]
-    if out in ctx.outputs:
-        return f"its result {out!r} is a graph output"
-    readers = _readers(ctx, out)
-    return None if len(readers) == 1 else f"its result has {len(readers)} readers, not one"
-
-
 def _zero_constant_pad(ctx: Context, taker: str, pad: str) -> str | None:
     """ORT's PadFusion conditions on the Pad: constant mode, no axes input, pads and value known at load, the
     value zero, pads non-negative and on the spatial dims only (none on batch or channels)."""
@@ -81,8 +69,9 @@ def _explicit_pads(ctx: Context, pad: str, taker: str) -> str | None:
 
 
 def _cast_of(ctx: Context, pad: str) -> list[str]:
-    readers = _readers(ctx, ctx.graph.by_name[pad].outputs[0])
-    return [readers[0].outputs[0]] if len(readers) == 1 and readers[0].op_type == "Cast" else []
+    readers = ctx.readers(ctx.graph.by_name[pad].outputs[0])
+    return [ctx.graph.by_name[readers[0]].outputs[0]] if len(readers) == 1 and ctx.op(readers[0]) == "Cast" \
+        else []
 
 
 PAD_FUSION = Rule("PadFusion", (
@@ -103,19 +92,19 @@ class PadFusionPass(FusionPass):
         for n in ctx.matching(rule.steps[0]):
             if n.name in part.folded or not ctx.real(n.name):
                 continue
-            if reason := _single_reader(ctx, n.name):
+            if reason := ctx.single_use(n.outputs[0]):
                 self.reject(rule, n.name, reason)
                 continue
-            taker = into = _readers(ctx, n.outputs[0])[0].name
+            taker = into = ctx.readers(n.outputs[0])[0]
             if ctx.op(taker) == "Cast":
                 # ORT looks through one Cast (the Pad's value recast to its type), from opset 11 on: the
                 # Pad joins the Cast's kernel (or none, where the Cast is a no-op), not the conv's
-                if reason := _single_reader(ctx, taker) or (
+                if reason := ctx.single_use(ctx.graph.by_name[taker].outputs[0]) or (
                         "a Cast between them: ORT fuses through one from opset 11 on"
                         if ctx.graph.opsets.get("", 0) < 11 else None):
                     self.reject(rule, n.name, f"its reader {taker} (Cast): {reason}")
                     continue
-                taker = _readers(ctx, ctx.graph.by_name[taker].outputs[0])[0].name
+                taker = ctx.readers(ctx.graph.by_name[taker].outputs[0])[0]
             if not rule.steps[1].matches(ctx, taker):
                 self.reject(rule, n.name, f"its reader {taker} ({ctx.op(taker)}) is no Conv or AveragePool")
                 continue

@@ -30,10 +30,6 @@ DATA_MOVEMENT = frozenset({"MaxPool", "Transpose", "Reshape", "Resize", "Gather"
                            "SpaceToDepth"})
 
 
-def _readers(ctx: Context, tensor: str) -> list[str]:
-    return [c.name for c in ctx.graph.consumers.get(tensor, ())]
-
-
 def _dequantized(ctx: Context, tensor: str) -> bool:
     prod = ctx.graph.producer.get(tensor) if tensor else None
     return prod is not None and prod.op_type == DQ
@@ -46,7 +42,7 @@ def _dummy_dq(ctx: Context, n, i: int) -> bool:
     if n.op_type != "Where" or i not in (1, 2) or not _dequantized(ctx, n.inputs[3 - i]):
         return False
     t = ctx.graph.tensor(n.inputs[i])
-    readers = _readers(ctx, n.outputs[0])
+    readers = ctx.readers(n.outputs[0])
     return (ctx.constant(n.inputs[i]) and t.shape == () and t.dtype == 1 and len(readers) == 1
             and ctx.op(readers[0]) == Q)
 
@@ -62,7 +58,7 @@ def _node_unit(ctx: Context, anchor: str, node: str) -> str | None:
     out = n.outputs[0]
     if out in ctx.outputs:
         return f"its result {out!r} is a graph output"
-    readers = _readers(ctx, out)
+    readers = ctx.readers(out)
     if not readers or any(ctx.op(r) != Q for r in readers):
         odd = next((r for r in readers if ctx.op(r) != Q), None)
         return f"its reader {odd} ({ctx.op(odd)}) is not a QuantizeLinear" if odd else "nothing reads it"
@@ -81,7 +77,7 @@ def _dropped(ctx: Context, part: Partition, n) -> list[str]:
     dq = ctx.graph.producer[n.inputs[0]]  # a unit's: _node_unit checked it, and its quantization
     if part.group_of[dq.name] != gid:
         return []
-    return [dq.name, *(r for r in _readers(ctx, n.outputs[0]) if part.group_of[r] == gid)]
+    return [dq.name, *(r for r in ctx.readers(n.outputs[0]) if part.group_of[r] == gid)]
 
 
 def _same_quantization(ctx: Context, dq, q) -> bool:
@@ -147,7 +143,7 @@ class QdqPass(FusionPass):
         """The groups the node unit of `n` merges (its DQs, itself, its Qs; a view's source too), or why
         it cannot."""
         gid = part.group_of[n.name]
-        gids = {gid} | {part.group_of[r] for r in _readers(ctx, n.outputs[0])}
+        gids = {gid} | {part.group_of[r] for r in ctx.readers(n.outputs[0])}
         for t in n.inputs:
             prod = ctx.graph.producer.get(t) if t else None
             if prod is not None and prod.op_type == DQ and self._own(ctx, prod, units):
@@ -180,7 +176,7 @@ class QdqPass(FusionPass):
         out = dq.outputs[0]
         return (dq.name not in ctx.static and out not in ctx.outputs
                 and all(r in units or r in ctx.static or ctx.op(r) in METADATA_READERS
-                        for r in _readers(ctx, out)))  # a Shape of it is folded: no reader at run time
+                        for r in ctx.readers(out)))  # a Shape of it is folded: no reader at run time
 
     @staticmethod
     def _unit(ctx: Context, part: Partition, gid: int) -> bool:
