@@ -98,8 +98,20 @@ RULES: dict[str, Rule] = {
 }
 
 
-# Default-domain quantized ops, for when ONNX's own inference gives up on them.
+def _layer_norm(node: NodeProto, s: list) -> list:
+    """Y as X; Mean and InvStdDev as X with the normalized dims (axis on) kept as 1."""
+    x = s[0]
+    axis = _attr(node, "axis", -1) % len(x)
+    stat = (*x[:axis], *(1,) * (len(x) - axis))
+    return [x, stat, stat]
+
+
+# Default-domain ops ONNX's own inference gives up on: quantized ops, and the norms onnxruntime's optimizer
+# writes into the default domain at any opset (ONNX has LayerNormalization from 17 only, so an
+# ORT-optimized opset-14 BERT would lose every shape after its first norm).
 STANDARD: dict[str, Rule] = {
+    "LayerNormalization": _layer_norm,
+    "SimplifiedLayerNormalization": lambda n, s: _layer_norm(n, s)[:2],
     "QLinearMatMul": lambda n, s: [_matmul(s[0], s[3])],
     "MatMulInteger": lambda n, s: [_matmul(s[0], s[1])],
     "QLinearConv": lambda n, s: [_conv(n, s[0], s[3])],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import onnx
@@ -19,7 +19,7 @@ from .loader import load_model
 from .memory import peak_activation_bytes
 from .ops import GraphCosts, cost_graph
 from .rebatch import rebatch
-from .shapes import file_shapes, infer
+from .shapes import declared_dims, file_shapes, infer
 
 # The version of every JSON output's layout; onnx_hwutil/schemas/ holds the JSON Schema of each. Version 2:
 # energy named per batch and per inference, `coverage` and `calibrated` in analyze entries.
@@ -38,6 +38,9 @@ class BoundModel:
     shape_notes: tuple[str, ...]
     batch_defaulted: bool = False  # an unbound batch dim was taken as 1
     rebatch: tuple[int, int] | None = None  # (the file's fixed batch, the batch it was rewritten to)
+    # Per tensor the file declares a shape for (value_info, outputs): which of its dims it gives a value.
+    # ONNX Runtime starts from these (fusion/ort_fold.py); ours are inferred afresh (shapes.infer).
+    declared: Mapping[str, tuple[bool, ...]] = field(default_factory=dict)
 
 
 class BindCache:
@@ -82,13 +85,15 @@ def _bind(path: str | os.PathLike, bindings: Bindings, cache: BindCache | None) 
             else:
                 known = cache.file_shapes[path] = file_shapes(model)
             rebatch_notes = rebatch(model, b.rebatched, *b.rebatch, known=known)
+        declared = {} if b.rebatch else declared_dims(model)  # a re-batched file's are stale
         apply_bindings(model, b.shapes, b.values)
         opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
         inferred, infer_notes, known = infer(model)
-        hit = (Graph(inferred.graph, opsets, known=known), opsets, tuple(rebatch_notes), tuple(infer_notes))
+        hit = (Graph(inferred.graph, opsets, known=known), opsets, tuple(rebatch_notes), tuple(infer_notes),
+               declared)
         if cache is not None:
             cache.inferred[key] = hit
-    graph, opsets, rebatch_notes, infer_notes = hit
+    graph, opsets, rebatch_notes, infer_notes, declared = hit
     notes = [*b.notes, *rebatch_notes]
     if b.rebatch:  # a batch lost on the way (a constant we could not trace) must not pass silently
         kept = [o for o in graph.outputs
@@ -98,7 +103,7 @@ def _bind(path: str | os.PathLike, bindings: Bindings, cache: BindCache | None) 
                          "a node may fix the batch in a way re-batching cannot trace; their counts may be "
                          f"for batch {b.rebatch[0]}")
     return BoundModel(path, graph, b.shapes, b.values, opsets, (*notes, *infer_notes),
-                      b.batch_defaulted, b.rebatch)
+                      b.batch_defaulted, b.rebatch, declared)
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -153,6 +153,16 @@ def _restored(folded: onnx.ModelProto, model: onnx.ModelProto, prop: bool):
     return inferred, known, unresolved(inferred, known)
 
 
+def declared_dims(model: onnx.ModelProto) -> dict[str, tuple[bool, ...]]:
+    """Per tensor whose shape the file declares (value_info, outputs): which dims it gives a value."""
+    out = {}
+    for vi in (*model.graph.value_info, *model.graph.output):
+        t = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and t.HasField("shape"):
+            out[vi.name] = tuple(d.HasField("dim_value") for d in t.shape.dim)
+    return out
+
+
 def file_shapes(model: onnx.ModelProto) -> dict:
     """Every tensor's shape as the file itself has it (its own batch), by one ONNX inference."""
     return tensor_shapes(_onnx_infer(_without_declared(model)[0]).graph)

@@ -48,10 +48,11 @@ def test_a_dynamically_quantized_mlp_runs_one_kernel_per_layer_as_in_onnxruntime
     assert not f.totals["folded_nodes"]  # the kernel still quantizes, multiplies, rescales and adds
 
 
-def _pattern(tmp_path, n=1, bias_shape=(32,), dql=True, runtime=(), out_scale=False):
+def _pattern(tmp_path, n=1, bias_shape=(32,), dql=True, runtime=(), out_scale=False, bias_first=False):
     """x -> DynamicQuantizeLinear -> n MatMulIntegers sharing the quantized x, each -> Cast -> Mul by
     x_scale * w_scale -> Add bias. `runtime`: of "w", "ws", "b", the inputs given at run time;
-    `dql`: False for the quantized x, its scale and zero point as graph inputs."""
+    `dql`: False for the quantized x, its scale and zero point as graph inputs; `bias_first`: Add(b, x), as
+    quantize_dynamic writes a legacy export's `bias + x @ W`."""
     nodes, inits = [], []
     ins = [vi("x", T.FLOAT, [4, 16])]
     if dql:
@@ -77,7 +78,8 @@ def _pattern(tmp_path, n=1, bias_shape=(32,), dql=True, runtime=(), out_scale=Fa
                   helper.make_node("Mul", ["xs", f"ws{i}"], [f"s{i}"], name=f"scale{i}"),
                   helper.make_node("Mul", [f"c{i}", f"s{i}"], [f"r{i}"], name=f"rescale{i}")]
         tensor(f"b{i}", T.FLOAT, bias_shape, rand(bias_shape, 9))
-        nodes.append(helper.make_node("Add", [f"r{i}", f"b{i}"], [f"y{i}"], name=f"bias{i}"))
+        operands = [f"b{i}", f"r{i}"] if bias_first else [f"r{i}", f"b{i}"]
+        nodes.append(helper.make_node("Add", operands, [f"y{i}"], name=f"bias{i}"))
         outs.append(vi(f"y{i}", T.FLOAT, None))
     if out_scale:
         outs.append(vi("xs", T.FLOAT, None))
@@ -87,6 +89,7 @@ def _pattern(tmp_path, n=1, bias_shape=(32,), dql=True, runtime=(), out_scale=Fa
 @pytest.mark.parametrize("kw, labels", [
     ({}, ["DynamicQuantizeMatMul"]),
     ({"bias_shape": (1, 32)}, ["DynamicQuantizeMatMul"]),
+    ({"bias_first": True}, ["DynamicQuantizeMatMul"]),  # the bias on either side
     # onnxruntime 1.32 takes weights, their scale and the bias known only at run time as well
     ({"runtime": ("w", "ws")}, ["DynamicQuantizeMatMul"]),
     # the input quantized elsewhere: the MatMulInteger, Cast and Muls alone
@@ -106,7 +109,7 @@ def test_the_dynamic_quantization_pattern_fuses_as_in_onnxruntime(tmp_path, kw, 
     ({"out_scale": True}, ["DynamicQuantizeLinear", "MatMulIntegerToFloat"], "dql", "or a graph output"),
     # a bias that is not [..., 1, N] (a full [M, N] tensor), or one known only at run time, stays an Add
     ({"bias_shape": (4, 32)}, ["DynamicQuantizeMatMul", "Add"], "bias0", "not a bias [..., 1, N]"),
-    ({"runtime": ("b",)}, ["DynamicQuantizeMatMul", "Add"], "bias0", "its second operand is not a constant"),
+    ({"runtime": ("b",)}, ["DynamicQuantizeMatMul", "Add"], "bias0", "its other operand is not a constant"),
 ])
 def test_what_onnxruntime_leaves_out_of_the_dynamic_quantization_kernel(tmp_path, kw, labels, node, why):
     path = _pattern(tmp_path, **kw)

@@ -117,3 +117,21 @@ def test_a_topk_with_a_known_k_does_not_keep_onnxruntime_away(tmp_path):
     p = onnx_hwutil.profile(save(m, tmp_path / "topk.onnx"), batch=2)
     assert p.graph.tensor("v").shape == (2, 8) and p.graph.tensor("y").shape == (2, 4)
     assert any("onnxruntime symbolic shape inference resolved" in n for n in p.bound.shape_notes)
+
+
+@pytest.mark.parametrize("op", ["LayerNormalization", "SimplifiedLayerNormalization"])
+def test_norms_onnxruntime_writes_below_opset_17_keep_their_shapes(tmp_path, op, no_onnxruntime_layer):
+    """onnxruntime's optimizer writes LayerNormalization (and SimplifiedLayerNormalization) into the default
+    domain at any opset; ONNX knows the first from 17 on only. An ORT-optimized opset-14 encoder lost every
+    shape after its first norm (79 nodes unresolved, a tenth of its MACs): our rule gives Y the input's
+    shape and the statistics the input's with the normalized dims kept as 1."""
+    ins = ["x", "g"] + (["b"] if op == "LayerNormalization" else [])
+    m = model([helper.make_node(op, ins, ["y", "mean"], axis=-1, epsilon=1e-5),
+               helper.make_node("MatMul", ["y", "w"], ["out"])],
+              [vi("x", T.FLOAT, [2, 16, 64])], [vi("out", T.FLOAT, None)],
+              [init("g", (64,)), init("b", (64,)), init("w", (64, 32))], opset=[helper.make_opsetid("", 14)])
+    p = onnx_hwutil.profile(save(m, tmp_path / "ln.onnx"))
+    assert p.unresolved == []
+    assert p.graph.tensor("y").shape == (2, 16, 64)
+    assert p.graph.tensor("mean").shape == (2, 16, 1)
+    assert p.totals.macs == 2 * 16 * 64 * 32

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..ops.elementwise import FUSED_ACTIVATIONS
 from .context import MATMUL_OPS, MATRIX, Context, FusionPass, Rule, Step, group_name
+from .ort_fold import ort_known_dims
 from .partition import Partition
 
 CYCLE = "merging would close a cycle through another subgraph"
@@ -49,15 +50,31 @@ def _bias(ctx: Context, matrix: str, node: str) -> str | None:
 def _scale(ctx: Context, matrix: str, node: str) -> str | None:
     if ctx.op(matrix) not in MATMUL_OPS:
         return f"a scale folds into a MatMul's alpha, not into a {ctx.op(matrix)}"
+    # MatMulScaleFusion takes a scale right at the MatMul; after its bias Add the pair is a Gemm, which takes
+    # none (checked with onnxruntime 1.32 sessions, tests/test_fusion_ort_rules.py)
+    if _after_bias(ctx, node):
+        return "after the bias Add: ORT folds a scale into a MatMul, not into the Gemm it makes with its bias"
     return None if ctx.scalar_operand(node) else "no constant scalar operand: not a scale"
+
+
+def _after_bias(ctx: Context, node: str) -> bool:
+    prod = ctx.graph.producer.get(ctx.graph.by_name[node].inputs[0])
+    return prod is not None and prod.op_type == "Add"
 
 
 def _activation(ctx: Context, matrix: str, node: str) -> str | None:
     # ORT has no MatMul+activation fusion on the CPU: a MatMul takes its activation only as the Gemm that
     # MatMulAddFusion makes of it and its bias (GemmActivationFusion); a Conv or Gemm takes one directly
-    prod = ctx.graph.producer.get(ctx.graph.by_name[node].inputs[0])
-    if ctx.op(matrix) in MATMUL_OPS and (prod is None or prod.op_type != "Add"):
-        return f"no bias Add before it: ORT fuses an activation into a Gemm or a Conv, not a {ctx.op(matrix)}"
+    if ctx.op(matrix) in MATMUL_OPS:
+        if not _after_bias(ctx, node):
+            return (f"no bias Add before it: ORT fuses an activation into a Gemm or a Conv, not a "
+                    f"{ctx.op(matrix)}")
+        # MatMulAddFusion makes a Gemm of a MatMul of more than two dims between two Reshapes, and
+        # GemmActivationFusion does not look past the second (checked with sessions)
+        a = ctx.graph.tensor(ctx.graph.by_name[matrix].inputs[0]).shape
+        if a is not None and len(a) != 2:
+            return (f"its MatMul reads a {len(a)}-D input: ORT's Gemm of it sits between Reshapes, which "
+                    "keep the activation out")
     return _clip_bounds(ctx, matrix, node)
 
 
@@ -289,6 +306,16 @@ class ActivationPass(FusionPass):
                 gid, last, stage = merged, c, rule.steps.index(step) + 1
 
 
+def _split_axis_unseen(ctx: Context, tensor: str, gather) -> str | None:
+    # ORT's GatherToSplitFusion sizes the Split from the tensor's inferred shape: the axis must be known to
+    # its shape inference (a shape vector of a tensor it cannot see is not; checked with sessions)
+    known = ort_known_dims(ctx, tensor)
+    axis = gather.attr("axis", 0)
+    if known is None or not -len(known) <= axis < len(known) or not known[axis]:
+        return "onnxruntime's shape inference does not know the size it would split"
+    return None
+
+
 class OperandPass(FusionPass):
     name = "operand"
     help = ("what ONNX Runtime folds into a matmul's operands and siblings: a last-two-dims Transpose or a "
@@ -334,7 +361,7 @@ class OperandPass(FusionPass):
                 continue
             gathers, refused = [], []
             for r in readers:
-                reason = step.refuses(ctx, t, r.name)
+                reason = step.refuses(ctx, t, r.name) or _split_axis_unseen(ctx, t, r)
                 if reason:
                     refused.append((r.name, reason))
                 else:

@@ -30,8 +30,9 @@ MATMUL_OPS = frozenset({"MatMul", "FusedMatMul", "Einsum", "MatMulInteger", "QLi
 class Context:
     """What passes may look at: the graph, each node's cost, and derived structure, computed once."""
 
-    def __init__(self, graph, costs: list[NodeCost]):
+    def __init__(self, graph, costs: list[NodeCost], declared=None):
         self.graph = graph
+        self.declared = declared or {}  # the file's own shapes, as BoundModel.declared: what ORT starts from
         self.cost = {nc.node.name: nc for nc in costs}
         self.outputs = set(graph.outputs)
         self.static: set[str] = set()  # filled by the shape pass: nodes folded at load time

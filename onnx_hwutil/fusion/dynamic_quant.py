@@ -42,11 +42,13 @@ def _parent(ctx: Context, node: str, op: str):
 
 
 def _bias(ctx: Context, mul: str, node: str) -> str | None:
-    # the bias is the Add's second operand, a constant of shape [..., 1, N] with N > 1 (ORT's CheckBiasShape)
+    # the bias is the Add's other operand (either side: checked with a session), a constant of shape
+    # [..., 1, N] with N > 1 (ORT's CheckBiasShape)
     n = ctx.graph.by_name[node]
-    if len(n.inputs) != 2 or not ctx.constant(n.inputs[1]):
-        return "its second operand is not a constant: not a bias"
-    shape = ctx.graph.tensor(n.inputs[1]).shape
+    others = [t for t in n.inputs if t not in ctx.graph.by_name[mul].outputs]
+    if len(n.inputs) != 2 or len(others) != 1 or not ctx.constant(others[0]):
+        return "its other operand is not a constant: not a bias"
+    shape = ctx.graph.tensor(others[0]).shape
     if not shape or any(d != 1 for d in shape[:-1]) or not isinstance(shape[-1], int) or shape[-1] <= 1:
         return f"its constant of shape {list(shape or ())} is not a bias [..., 1, N] with N > 1"
     return None

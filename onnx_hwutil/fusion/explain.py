@@ -105,7 +105,7 @@ def explain(profile: Profile, node_name: str, preset: str | None = None, passes:
     fused, rounds = run_passes(profile, preset, passes, disable)
     sub = next(s for s in fused.subgraphs if node_name in s.nodes)
     merges = tuple((r.pass_name, m) for rs in rounds for r in rs for m in r.merges if node_name in m.nodes)
-    ctx = Context(graph, profile.costs.nodes)
+    ctx = Context(graph, profile.costs.nodes, profile.bound.declared)
     candidates = []
     for p in dict.fromkeys(fused.passes):
         for rule in PASSES[p].rules:

@@ -23,8 +23,11 @@ class ShapePass(FusionPass):
     help = "shape-only ops and static shape computations cost nothing and join their consumer"
     keep: frozenset[str] = frozenset()  # ops the runtime never computes at load, whatever their inputs
 
+    def load_time(self, ctx: Context) -> set[str]:
+        return load_time(ctx, self.keep)
+
     def apply(self, ctx: Context, part: Partition) -> None:
-        static = load_time(ctx, self.keep)
+        static = self.load_time(ctx)
         key = ("movable", self.keep)
         if key not in ctx.memo:  # load-time nodes and views
             ctx.memo[key] = static | {n.name for n in ctx.graph.nodes if ctx.kind(n.name) == SHAPE}
@@ -32,16 +35,6 @@ class ShapePass(FusionPass):
         part.static |= static
         join_consumers(ctx, part, ctx.memo[key],
                        lambda gids, node: self.merge(part, gids, self.name, node, "consumer"))
-
-
-class OrtShapePass(ShapePass):
-    # ORT's ConstantFolding leaves DequantizeLinear alone in a QDQ model (skip_dequantize_linear), so that
-    # its QDQ transformers still see the node units: a weight's DQ that no unit takes (a LayerNorm's gamma),
-    # and a Gather of the dequantized table (an embedding), run at every inference.
-    name = "ort_shape"
-    help = ("the shape pass as onnxruntime folds at load: every DequantizeLinear, of a constant too, is left "
-            "to run (or to a QDQ node unit)")
-    keep = frozenset({"DequantizeLinear"})
 
 
 def load_time(ctx: Context, keep: frozenset[str] = frozenset()) -> set[str]:

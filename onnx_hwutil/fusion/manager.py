@@ -11,8 +11,9 @@ from .context import Context, FusionPass, PassResult
 from .contract import check_costs, check_fixpoint, check_partition
 from .dynamic_quant import DynamicQuantPass
 from .fused import FusedGraph
-from .kinds import AggressivePass, ElementwisePass, EpiloguePass, OrtShapePass, ShapePass
+from .kinds import AggressivePass, ElementwisePass, EpiloguePass, ShapePass
 from .ort_conv import ConvAddActPass, NchwcPass
+from .ort_fold import OrtShapePass
 from .ort_graph import fuse_ort
 from .ort_level1 import OrtLevel1Pass, PadFusionPass
 from .ort_rules import QuickGeluPass, SliceSplitPass
@@ -118,7 +119,7 @@ def run_passes(profile: Profile, preset: str | None = None, passes: list[str] | 
     name, chosen = resolve_passes(preset, passes, disable)
     if name == ORT:
         return fuse_ort(profile), []
-    ctx = Context(profile.graph, profile.costs.nodes)
+    ctx = Context(profile.graph, profile.costs.nodes, profile.bound.declared)
     part = Partition.singletons(profile.graph)
     rounds: list[list[PassResult]] = []
     checked = None

@@ -98,6 +98,29 @@ NCHWC_HARD_SWISH = Rule("NchwcTransformer", (
            "by a conv or pool that stays in the blocked layout, becomes the Conv's HardSwish activation")
 
 
+# The activations the NCHWc transformer folds into an NCHWc conv it made (checked with sessions: LeakyRelu
+# and Clip stay apart, in the plain layout).
+NCHWC_ACTIVATIONS = frozenset({"Relu", "Sigmoid", "Tanh", "HardSigmoid"})
+
+
+def _nchwc_batchnorm(ctx: Context, anchor: str, node: str) -> str | None:
+    n = ctx.graph.by_name[node]
+    shape = ctx.graph.tensor(n.inputs[0]).shape
+    if not shape or len(shape) != 4:
+        return "not a 4-D BatchNormalization"
+    if not all(ctx.constant(t) for t in n.inputs[1:5] if t) or (len(n.outputs) > 1 and any(n.outputs[1:])):
+        return "its scale, bias, mean or variance is computed at run time, or it has training outputs"
+    return None
+
+
+NCHWC_BATCHNORM = Rule("NchwcTransformer", (
+    Step("batchnorm", ops=frozenset({"BatchNormalization"}), check=_nchwc_batchnorm),
+    Step("activation", ops=NCHWC_ACTIVATIONS),
+), mirrors="ORT NchwcTransformer: a BatchNormalization reading the blocked layout (a pre-activation "
+           "network's BN -> Relu -> Conv after a Concat of convs: DenseNet) runs as a depthwise NCHWc Conv, "
+           "and the Relu, Sigmoid, Tanh or HardSigmoid after it as that Conv's activation")
+
+
 class NchwcPass(FusionPass):
     # ORT registers the transformer only where MLAS has an NCHWc block (MlasNchwcGetBlockSize() > 1:
     # x86 with AVX2 or AVX-512); a CPU without one (`--disable nchwc`) leaves the Add and the Relu to
@@ -107,11 +130,12 @@ class NchwcPass(FusionPass):
     help = ("CPU only, at ORT_ENABLE_ALL: ORT's NCHWc transformer folds a residual Add (both operands from "
             "NCHWc convolutions or pools) into the single-use Conv that feeds it, then a Relu after it, and "
             "x * HardSigmoid(x) on a Conv's output into that Conv (HardSwish)")
-    rules = (NCHWC_ADD, NCHWC_HARD_SWISH)
+    rules = (NCHWC_ADD, NCHWC_HARD_SWISH, NCHWC_BATCHNORM)
 
     def apply(self, ctx: Context, part: Partition) -> None:
         ctx.memo[NCHWC_ON] = True  # ConvAddActivationFusion, after this pass, leaves its convs alone
         self._hard_swish(ctx, part)
+        self._batchnorm(ctx, part)
         rule = NCHWC_ADD
         memo: dict[str, bool] = {}
         for n in ctx.matching(rule.steps[1]):
@@ -144,6 +168,27 @@ class NchwcPass(FusionPass):
                     and len(ctx.real_members(part, part.group_of[readers[0]])) == 1):
                 self.merge(part, {merged, part.group_of[readers[0]]}, rule.name, n.name, "relu")
 
+
+    def _batchnorm(self, ctx: Context, part: Partition) -> None:
+        rule = NCHWC_BATCHNORM
+        bn_step, act_step = rule.steps
+        memo: dict[str, bool] = {}
+        for n in ctx.matching(bn_step):
+            if not ctx.real(n.name) or len(ctx.real_members(part, part.group_of[n.name])) != 1:
+                continue  # folded into its Conv (ConvBNFusion) or taken already
+            readers = ctx.readers(n.outputs[0])
+            if len(readers) != 1 or n.outputs[0] in ctx.outputs or not act_step.matches(ctx, readers[0]):
+                continue  # no activation to take: the BN runs as one NCHWc conv either way
+            if reason := bn_step.refuses(ctx, n.name, n.name):
+                self.reject(rule, n.name, reason)
+            elif not _nchwc_tensor(ctx, part, n.inputs[0], memo):
+                self.reject(rule, n.name, "its input is not in the blocked layout (not from an NCHWc conv, "
+                            "pool, Add, Concat or Relu)")
+            elif len(ctx.real_members(part, part.group_of[readers[0]])) != 1:
+                self.reject(rule, readers[0], "the activation is taken already", anchor=n.name)
+            elif self.merge(part, {part.group_of[n.name], part.group_of[readers[0]]}, rule.name, n.name,
+                            "activation") is None:
+                self.reject(rule, n.name, CYCLE)
 
     def _hard_swish(self, ctx: Context, part: Partition) -> None:
         rule = NCHWC_HARD_SWISH

@@ -11,7 +11,7 @@ import numpy as np
 
 from .chains import CYCLE
 from .context import Context, FusionPass, Rule, Step
-from .ort_rules import load_time_value
+from .ort_fold import load_time_value
 from .partition import Partition
 
 # The ops whose pads a Pad joins in onnxruntime 1.32 (not MaxPool: a pool pads with -inf, a Pad with zeros;

@@ -5,13 +5,9 @@ transformer it mirrors, with that transformer's conditions as its steps' checks
 
 from __future__ import annotations
 
-import numpy as np
-from onnx import helper
-
-from ..shape_folding import evaluate
 from .chains import CYCLE
 from .context import Context, FusionPass, Rule, Step
-from .kinds import load_time
+from .ort_fold import load_time_value
 from .partition import Partition
 
 
@@ -75,34 +71,6 @@ class QuickGeluPass(FusionPass):
 # ORT's GatherSliceToSplitFusion leaves graphs below opset 13 alone (Slice, Split and Squeeze change schema
 # there): ShuffleNet's opset-11 channel split stays two Slices.
 SLICE_SPLIT_OPSET = 13
-
-
-def load_time_value(ctx: Context, tensor: str, depth: int = 0) -> np.ndarray | None:
-    """The value of a tensor known once shapes are: a constant, or shape math on constants and on the shapes
-    of tensors (`x.shape[-1] // 2`), as ORT's constant folding computes it before its fusions look at it.
-    None where it is computed from data at run time."""
-    memo = ctx.memo.setdefault("load_time_values", {})
-    if tensor in memo:
-        return memo[tensor]
-    value = ctx.graph.constant_value(tensor)
-    prod = ctx.graph.producer.get(tensor)
-    static = ctx.static or load_time(ctx)  # what the shape pass folded, where one ran
-    if value is None and prod is not None and prod.name in static and depth < 32:
-        if prod.op_type in ("Shape", "Size"):
-            shape = ctx.graph.tensor(prod.inputs[0]).shape
-            if shape is not None and all(isinstance(d, int) for d in shape):
-                dims = np.array(shape, dtype=np.int64)
-                value = (np.array(dims.prod(), dtype=np.int64) if prod.op_type == "Size"
-                         else dims[prod.attr("start", 0):prod.attr("end", None)])
-        else:
-            feeds = {t: load_time_value(ctx, t, depth + 1) for t in prod.inputs if t}
-            if all(v is not None for v in feeds.values()):
-                opset = [helper.make_opsetid(d, v) for d, v in ctx.graph.opsets.items()]
-                outs = evaluate(prod.proto, feeds, opset, tuple(o.SerializeToString() for o in opset))
-                if outs is not None and tensor in prod.outputs:
-                    value = outs[[o for o in prod.outputs if o].index(tensor)]
-    memo[tensor] = value
-    return value
 
 
 def _cut(ctx: Context, node: str, rank: int) -> tuple[int, int, int] | str:

@@ -17,6 +17,7 @@ from .context import (
     group_name,
 )
 from .norms import FAST_GELU, GELU, GELU_ORT, LAYER_NORM, RMS_NORM, RMS_NORM_ORT, Family, family_rule
+from .ort_fold import ort_known_dims
 from .partition import Partition
 
 # Ops only a norm, GELU or softmax written out op by op has between a fan-out and where its readers meet.
@@ -29,6 +30,7 @@ FAMILIES: tuple[tuple[str, tuple[frozenset[str], ...]], ...] = (
     ("LayerNorm", (frozenset({"Sub"}), frozenset({"ReduceMean"}))),
     ("RMSNorm", (frozenset({"ReduceMean", "ReduceSumSquare"}),)),
 )
+_MEAN_HALF = frozenset({"ReduceMean", "Sub"})  # x - mean(x): where a decomposed LayerNorm starts
 LAYER_NORM_OPS = frozenset({"LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization"})
 SOFTMAX_OPS = frozenset({"Softmax", "LogSoftmax"})
 _POINTWISE = frozenset({SHAPE, ELEMENTWISE, BROADCAST})
@@ -73,6 +75,18 @@ def _read_through_views(ctx: Context, node: str) -> set[str]:
                     stack.append(c.name)
                 out.add(c.name)
     return out
+
+
+def _operands_unlike_to_ort(ctx: Context, add) -> str | None:
+    """ORT's SkipLayerNormFusion compares the Add's operands dim by dim as its shape inference knows them (an
+    unknown dim reads as 0): both of known rank, each dim known on both sides or on neither. Checked with
+    sessions (tests/test_ort_fold.py)."""
+    a, b = (ort_known_dims(ctx, t) for t in add.inputs[:2])
+    if a is None or b is None:
+        return "onnxruntime's shape inference does not know an operand's rank"
+    if len(a) != len(b) or any(x != y for x, y in zip(a, b, strict=True)):
+        return "onnxruntime's shape inference knows a dim of one operand that it does not of the other"
+    return None
 
 
 def family(ops: set[str]) -> str:
@@ -147,7 +161,9 @@ class NormPass(FusionPass):
         idx = ctx.graph.index
         for r in sorted(readers, key=idx.__getitem__):
             inner = ctx.between(start, r, 16)
-            if not inner or len(inner) < 3:
+            # two nodes only as a pre-norm LayerNorm's mean half (GPT-2: the residual reads x too), which
+            # is judged with its variance half (_refused)
+            if not inner or (len(inner) < 3 and {ctx.op(m) for m in inner} != _MEAN_HALF):
                 continue
             ops = {ctx.op(m) for m in inner}
             if ops & signature.ops and all(body.matches(ctx, m) for m in inner):
@@ -220,6 +236,8 @@ class NormPass(FusionPass):
                 continue  # the norm's own Add (its epsilon), or a residual it took already
             if reason := residual.refuses(ctx, n.name, prod.name):
                 self.reject(rule, prod.name, reason, anchor=n.name)
+            elif self.exact and (why := _operands_unlike_to_ort(ctx, prod)):
+                self.reject(rule, prod.name, why, anchor=n.name)
             elif len(ctx.real_members(part, pg)) != 1:
                 self.reject(rule, prod.name, f"already fused into {group_name(part, pg)}", anchor=n.name)
             elif _read_through_views(ctx, prod.name) - set(part.members[gid]):
