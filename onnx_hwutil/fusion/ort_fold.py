@@ -8,12 +8,16 @@ GPT-2 export's causal mask runs through LessOrEqual, ORT infers no shape past it
 of the attention and of the layers after it (Shape -> Gather -> Unsqueeze -> Concat -> Reshape) runs at
 every inference, about half of that model's kernels.
 
-Checked against onnxruntime 1.32 with small synthetic sessions (tests/test_ort_fold.py): LessOrEqual and
-GreaterOrEqual outputs get no inferred shape (neither a Shape of them nor they, of constants, are folded);
-Less, Greater and Equal do. Data-dependent ops (NonZero...) have no static output shape. An op whose output
-shape is set by an input's value (a Reshape target, Slice bounds...) has a known shape only if that value
-is folded; every other op needs known input shapes. A Reshape whose target names every dim (no -1, no 0)
-gives its output a shape whatever its input's.
+What ORT's inference knows is tracked per dim (`_rule`: ONNX's rules, so a MatMul recovers its last dim from
+the weight and a Reshape target with no -1 names every dim), merged with the shapes the file declares
+(ORT starts from the value_info: a quantizer's output declares every shape). ReshapeFusion, which ORT runs
+before it needs those shapes, turns a target computed from the Reshape input's own dims into a constant.
+
+Checked against onnxruntime 1.32 with small synthetic sessions (tests/test_ort_fold.py): below opset 16,
+LessOrEqual and GreaterOrEqual outputs get no inferred shape (neither a Shape of them nor they, of
+constants, are folded); from 16 on they do, and Less, Greater and Equal always do. Data-dependent ops
+(NonZero...) have no static output shape. An op whose output shape is set by an input's value (a Reshape
+target, Slice bounds...) has a known shape only if that value is folded.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ _SAME_SHAPE = frozenset({
 _BROADCAST = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Where", "And", "Or", "Xor", "Equal", "Less",
                         "Greater", "Max", "Min", "Mod", "BitShift", "Sum", "Mean"})
 
-Known = "tuple[bool, ...] | None"  # per dim of a tensor: does ORT's inference know it? None: not its rank
+Known = tuple[bool, ...] | None  # per dim of a tensor: does ORT's inference know it? None: not its rank
 
 
 class OrtShapePass(ShapePass):
@@ -81,7 +85,7 @@ def ort_load_time(ctx: Context, keep: frozenset[str]) -> set[str]:
     blind = NO_SHAPE if opset < NO_SHAPE_BEFORE else frozenset()
     fused: dict[str, list[int]] = {}  # Reshape -> the target ReshapeFusion gave it
     for n in graph.nodes:  # in execution order
-        if n.op_type == "Reshape" and not _value_known(ctx, n.inputs[1], static):
+        if n.op_type == "Reshape" and len(n.inputs) > 1 and not _value_known(ctx, n.inputs[1], static):
             match = _reshape_fusion(ctx, n, static)
             if match is not None:
                 static |= match[0]
@@ -126,10 +130,9 @@ def _with_declared(mask: Known, declared: tuple[bool, ...] | None) -> Known | bo
     file's value_info: a quantizer's or optimizer's output declares every shape)."""
     if declared is None:
         return mask
-    if mask is None or len(mask) != len(declared):
-        mask = (False,) * len(declared) if mask is None else mask
-        if len(mask) != len(declared):
-            return mask
+    mask = (False,) * len(declared) if mask is None else mask
+    if len(mask) != len(declared):
+        return mask  # the file contradicts itself: trust neither
     merged = tuple(a or b for a, b in zip(mask, declared, strict=True))
     return True if all(merged) else merged
 
@@ -162,7 +165,7 @@ def _infer(ctx: Context, n, known: dict[str, Known], static: set[str], blind: fr
         return {o: None for o in outs}
     try:
         mask = _rule(ctx, n, of, static, target)
-    except (IndexError, KeyError, TypeError, ValueError, ZeroDivisionError):
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError, ZeroDivisionError):
         mask = _GENERIC
     if mask is not _GENERIC:
         shape = graph.tensor(outs[0]).shape if outs else None
@@ -287,17 +290,19 @@ def _shape_dim(ctx: Context, t: str, root: str, static: set[str]) -> tuple[set[s
     """Unsqueeze(axes 0) <- Gather(scalar constant i) <- Shape(root): (those nodes, i), else None."""
     graph = ctx.graph
     unsq = graph.producer.get(t)
-    if unsq is None or unsq.op_type != "Unsqueeze":
+    if unsq is None or unsq.op_type != "Unsqueeze" or not unsq.inputs:
         return None
     axes = unsq.attr("axes")
     if axes is None and len(unsq.inputs) > 1 and _value_known(ctx, unsq.inputs[1], static):
-        axes = load_time_value(ctx, unsq.inputs[1]).tolist()
+        value = load_time_value(ctx, unsq.inputs[1])
+        axes = None if value is None else value.tolist()
     gather = graph.producer.get(unsq.inputs[0])
-    if list(axes or ()) != [0] or gather is None or gather.op_type != "Gather" or gather.attr("axis", 0) != 0:
+    if axes != [0] or gather is None or gather.op_type != "Gather" or gather.attr("axis", 0) != 0 \
+            or len(gather.inputs) < 2:
         return None
     shape = graph.producer.get(gather.inputs[0])
     index = load_time_value(ctx, gather.inputs[1]) if _value_known(ctx, gather.inputs[1], static) else None
-    if shape is None or shape.op_type != "Shape" or shape.inputs[0] != root or index is None \
+    if shape is None or shape.op_type != "Shape" or shape.inputs[:1] != (root,) or index is None \
             or index.ndim != 0 or shape.attr("start", 0) != 0 or shape.attr("end") is not None:
         return None
     return {unsq.name, gather.name, shape.name}, int(index)
