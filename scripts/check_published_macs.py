@@ -49,6 +49,7 @@ PUBLISHED = {  # family: (GMACs, where)
     "convnext_tiny": (4.456, "torchvision ConvNeXt_Tiny_Weights.IMAGENET1K_V1"),
     "swin_t": (4.491, "torchvision Swin_T_Weights.IMAGENET1K_V1"),
     "maxvit_t": (5.558, "torchvision MaxVit_T_Weights.IMAGENET1K_V1"),
+    "vit_b_16": (17.564, "torchvision ViT_B_16_Weights.IMAGENET1K_V1"),
     "ssdlite320_mobilenet_v3_large": (0.583, "torchvision SSDLite320_MobileNet_V3_Large_Weights.COCO_V1"),
 }
 
