@@ -51,7 +51,7 @@ def _scale(ctx: Context, matrix: str, node: str) -> str | None:
     if ctx.op(matrix) not in MATMUL_OPS:
         return f"a scale folds into a MatMul's alpha, not into a {ctx.op(matrix)}"
     # MatMulScaleFusion takes a scale right at the MatMul; after its bias Add the pair is a Gemm, which takes
-    # none (checked with onnxruntime 1.32 sessions, tests/test_fusion_ort_rules.py)
+    # none (checked with onnxruntime 1.32 sessions, tests/test_ort_fold.py)
     if _after_bias(ctx, node):
         return "after the bias Add: ORT folds a scale into a MatMul, not into the Gemm it makes with its bias"
     return None if ctx.scalar_operand(node) else "no constant scalar operand: not a scale"
@@ -70,7 +70,7 @@ def _activation(ctx: Context, matrix: str, node: str) -> str | None:
             return (f"no bias Add before it: ORT fuses an activation into a Gemm or a Conv, not a "
                     f"{ctx.op(matrix)}")
         # MatMulAddFusion makes a Gemm of a MatMul of more than two dims between two Reshapes, and
-        # GemmActivationFusion does not look past the second (checked with sessions)
+        # GemmActivationFusion does not look past the second (checked with sessions, tests/test_ort_fold.py)
         a = ctx.graph.tensor(ctx.graph.by_name[matrix].inputs[0]).shape
         if a is not None and len(a) != 2:
             return (f"its MatMul reads a {len(a)}-D input: ORT's Gemm of it sits between Reshapes, which "
