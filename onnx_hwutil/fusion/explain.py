@@ -12,6 +12,7 @@ from ..errors import HwUtilError
 from ..profile import Profile
 from .context import Context, Merge
 from .manager import PASSES, run_passes
+from .ort_fold import why_it_runs
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Explanation:
     folded: bool  # its work is folded into another node's weights at load
     merges: tuple[tuple[str, Merge], ...]  # (pass, merge) that built its subgraph, in the order they ran
     candidates: tuple[Candidate, ...]
+    runs: str | None = None  # why ORT runs shape math another runtime would fold at load (ort_fold)
 
     @property
     def fused(self) -> bool:
@@ -62,6 +64,8 @@ class Explanation:
                        "disappears")
         elif self.folded:
             out.append("  folded into the weights of the node it reads, at load: its work disappears")
+        if self.runs:
+            out.append(f"  {self.runs}")
         # a run of merges by one rule step (views joining one by one) reads as one line
         runs = [list(g) for _, g in groupby(self.merges, key=lambda pm: (pm[0], pm[1].rule, pm[1].step))]
         for i, run in enumerate(runs):
@@ -117,6 +121,7 @@ def explain(profile: Profile, node_name: str, preset: str | None = None, passes:
                                           if j.rule == rule.name and node_name in (j.node, j.anchor)))
             took = any(m.rule == rule.name for _, m in merges)
             candidates.append(Candidate(rule.name, p, rule.mirrors, steps, took, reasons))
+    runs = why_it_runs(ctx, node_name) if "ort_shape" in fused.passes else None
     return Explanation(node_name, graph.by_name[node_name].op_type, fused.preset, tuple(fused.passes),
                        sub.id, sub.label, sub.nodes, sub.is_kernel, node_name in sub.folded, merges,
-                       tuple(candidates))
+                       tuple(candidates), runs)

@@ -125,6 +125,33 @@ def ort_known_dims(ctx: Context, tensor: str) -> Known:
     return None if shape is None else (True,) * len(shape)
 
 
+def why_it_runs(ctx: Context, node: str) -> str | None:
+    """For shape math a runtime could fold at load (kinds.load_time) that ORT runs at every inference: why,
+    naming the tensor whose shape ORT's inference does not see. None for any other node."""
+    keep = OrtShapePass.keep
+    if node in ort_load_time(ctx, keep) or node not in load_time(ctx, keep):
+        return None
+    partial = ctx.memo[("ort_partial_shapes", keep)]
+    graph, seen, stack = ctx.graph, set(), [node]
+    while stack:  # back through the shape math to a Shape (or Size) of a tensor ORT cannot see
+        n = graph.by_name[stack.pop()]
+        if n.op_type in METADATA_READERS and n.inputs and n.inputs[0] in partial:
+            known = partial[n.inputs[0]]
+            dims = "rank" if known is None else \
+                "dims " + ", ".join(str(i) for i, k in enumerate(known) if not k)
+            return (f"it computes from the shape of {n.inputs[0]!r}, whose {dims} onnxruntime's shape "
+                    "inference does not know (it infers none past a data-dependent op, nor below opset 16 "
+                    "past LessOrEqual or GreaterOrEqual), so onnxruntime cannot fold it at load: it runs at "
+                    "every inference")
+        for t in n.inputs:
+            prod = graph.producer.get(t)
+            if prod is not None and prod.name not in seen:
+                seen.add(prod.name)
+                stack.append(prod.name)
+    return ("onnxruntime cannot estimate its output's size at load, so it does not fold it: it runs at every "
+            "inference")
+
+
 def _with_declared(mask: Known, declared: tuple[bool, ...] | None) -> Known | bool:
     """What ORT knows of a tensor: what it infers merged with what the file declares (ORT starts from the
     file's value_info: a quantizer's or optimizer's output declares every shape)."""
