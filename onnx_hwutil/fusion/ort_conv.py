@@ -128,8 +128,9 @@ class NchwcPass(FusionPass):
     # (`--disable nchwc --disable conv_add_act`).
     name = "nchwc"
     help = ("CPU only, at ORT_ENABLE_ALL: ORT's NCHWc transformer folds a residual Add (both operands from "
-            "NCHWc convolutions or pools) into the single-use Conv that feeds it, then a Relu after it, and "
-            "x * HardSigmoid(x) on a Conv's output into that Conv (HardSwish)")
+            "NCHWc convolutions or pools) into the single-use Conv that feeds it, then a Relu after it, "
+            "x * HardSigmoid(x) on a Conv's output into that Conv (HardSwish), and runs a BatchNormalization "
+            "in the blocked layout as a conv that takes the activation after it")
     rules = (NCHWC_ADD, NCHWC_HARD_SWISH, NCHWC_BATCHNORM)
 
     def apply(self, ctx: Context, part: Partition) -> None:
@@ -137,7 +138,7 @@ class NchwcPass(FusionPass):
         self._hard_swish(ctx, part)
         self._batchnorm(ctx, part)
         rule = NCHWC_ADD
-        memo: dict[str, bool] = {}
+        memo: dict[str, bool] = {}  # read after the BN merges: a layout answer may depend on the partition
         for n in ctx.matching(rule.steps[1]):
             if len(n.inputs) != 2 or not ctx.real(n.name):
                 continue
@@ -167,7 +168,6 @@ class NchwcPass(FusionPass):
                     and rule.steps[2].matches(ctx, readers[0])
                     and len(ctx.real_members(part, part.group_of[readers[0]])) == 1):
                 self.merge(part, {merged, part.group_of[readers[0]]}, rule.name, n.name, "relu")
-
 
     def _batchnorm(self, ctx: Context, part: Partition) -> None:
         rule = NCHWC_BATCHNORM

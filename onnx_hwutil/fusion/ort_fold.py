@@ -83,6 +83,7 @@ def ort_load_time(ctx: Context, keep: frozenset[str]) -> set[str]:
     graph = ctx.graph
     opset = graph.opsets.get("", graph.opsets.get("ai.onnx", 0))
     blind = NO_SHAPE if opset < NO_SHAPE_BEFORE else frozenset()
+    opaque = blind | DATA_DEPENDENT
     fused: dict[str, list[int]] = {}  # Reshape -> the target ReshapeFusion gave it
     for n in graph.nodes:  # in execution order
         if n.op_type == "Reshape" and len(n.inputs) > 1 and not _value_known(ctx, n.inputs[1], static):
@@ -90,7 +91,7 @@ def ort_load_time(ctx: Context, keep: frozenset[str]) -> set[str]:
             if match is not None:
                 static |= match[0]
                 fused[n.name] = match[1]
-        if n.domain in ("", "ai.onnx") and n.op_type not in blind | DATA_DEPENDENT and \
+        if n.domain in ("", "ai.onnx") and n.op_type not in opaque and \
                 not any(t in known for t in n.inputs if t) and \
                 all(_value_known(ctx, t, static) for i, t in enumerate(n.inputs)
                     if t and i in VALUE_INPUTS.get(n.op_type, ())):
@@ -291,7 +292,7 @@ def _reshape_fusion(ctx: Context, reshape, static: set[str]) -> tuple[set[str], 
     graph = ctx.graph
     concat = graph.producer.get(reshape.inputs[1])
     if concat is None or concat.op_type != "Concat" or concat.attr("axis") != 0 \
-            or len(graph.consumers.get(concat.outputs[0], ())) != 1 or concat.outputs[0] in ctx.outputs:
+            or ctx.single_use(concat.outputs[0]) is not None:
         return None  # a target another node reads too stays (checked with a session)
     root = reshape.inputs[0]
     target: list[int] = []
@@ -310,7 +311,8 @@ def _reshape_fusion(ctx: Context, reshape, static: set[str]) -> tuple[set[str], 
     if target.count(-1) > 1:
         return None
     # what else reads a piece of the shape math keeps it (the Concat becomes the constant either way)
-    return {r for r in removed if r == concat.name or _read_only_within(graph, r, removed)}, target
+    return {r for r in removed if r == concat.name
+            or all(c in removed for o in graph.by_name[r].outputs for c in ctx.readers(o))}, target
 
 
 def _shape_dim(ctx: Context, t: str, root: str, static: set[str]) -> tuple[set[str], int] | None:
@@ -333,10 +335,6 @@ def _shape_dim(ctx: Context, t: str, root: str, static: set[str]) -> tuple[set[s
             or index.ndim != 0 or shape.attr("start", 0) != 0 or shape.attr("end") is not None:
         return None
     return {unsq.name, gather.name, shape.name}, int(index)
-
-
-def _read_only_within(graph, node: str, within: set[str]) -> bool:
-    return all(c.name in within for o in graph.by_name[node].outputs for c in graph.consumers.get(o, ()))
 
 
 def _broadcast(ctx: Context, ins: list[str], of, out: str) -> Known:
