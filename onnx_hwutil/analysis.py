@@ -20,6 +20,7 @@ from .gcpause import paused_gc
 from .hardware import HardwareSpec, load_spec
 from .hardware.mapping import Schedule, schedule
 from .hardware.rates import default_precision
+from .kernel_line import KernelLine, PeakLine, kernel_line, peak_line
 from .profile import BindCache, BoundModel, Profile, Totals, bind
 from .rescale import PROBE_BATCH, checked, extrapolate
 from .units import size
@@ -54,6 +55,8 @@ class Analyzer:
         self._spec = cache(load_spec)
         self._affine = cache(self._affine_in_batch)
         self._same_kernels = cache(self._same_kernels_at_batches)
+        self._kernel_line = cache(self._kernel_line_at)
+        self._peak_line = cache(self._peak_line_at)
         # (graph, preset) -> the graphs the passes ran on (each holds its graph: the id stays its own)
         self._partitions: dict[tuple[int, str], list[FusedGraph]] = {}
 
@@ -61,8 +64,12 @@ class Analyzer:
         with paused_gc():
             return self._bind_at(model, batch)
 
+    def _extrapolated(self, model: str, batch: int | None) -> bool:
+        """Is `model` at `batch` taken from batches 1 and 2 (rescale.py) rather than inferred?"""
+        return batch is not None and batch > 2 and batch != PROBE_BATCH and self._affine(model)
+
     def _bind_at(self, model: str, batch: int | None) -> BoundModel:
-        if batch is not None and batch > 2 and batch != PROBE_BATCH and self._affine(model):
+        if self._extrapolated(model, batch):
             scaled = extrapolate(self._bound(model, 1), self._bound(model, 2), batch)
             if scaled is not None:
                 return scaled
@@ -75,6 +82,11 @@ class Analyzer:
             return checked(self._bound(model, 1), self._bound(model, 2), self._bound(model, PROBE_BATCH))
         except HwUtilError:
             return False
+
+    def affine_in_batch(self, model: str) -> bool:
+        """May `model` at other batches be extrapolated (rescale.py)? Binds it at batches 1, 2 and
+        PROBE_BATCH to know, as the first search for a larger batch does."""
+        return self._affine(model)
 
     def bound(self, model: str, batch: int | None) -> BoundModel:
         return self._bound(model, batch)
@@ -92,8 +104,7 @@ class Analyzer:
 
     def _fuse_at(self, model: str, batch: int, precision: str, fusion: str) -> FusedGraph:
         profile = self._profile(model, batch, precision)
-        if batch is not None and batch > 2 and batch != PROBE_BATCH and self._affine(model) \
-                and self._same_kernels(model, precision, fusion):
+        if self._extrapolated(model, batch) and self._same_kernels(model, precision, fusion):
             # The passes chose the same kernels at batches 1, 2 and PROBE_BATCH: at a batch extrapolated
             # from those, they are those kernels, costed at this batch.
             one = self._fused(model, 1, precision, fusion)
@@ -113,6 +124,24 @@ class Analyzer:
     def _same_kernels_at_batches(self, model: str, precision: str, fusion: str) -> bool:
         return len({_partition_key(self._fused(model, b, precision, fusion).partition)
                     for b in (1, 2, PROBE_BATCH)}) == 1
+
+    def _kernel_line_at(self, model: str, precision: str, fusion: str) -> KernelLine | None:
+        if not self._affine(model) or not self._same_kernels(model, precision, fusion):
+            return None
+        return kernel_line([self._fused(model, b, precision, fusion) for b in (1, 2, PROBE_BATCH)])
+
+    def _peak_line_at(self, model: str, precision: str) -> PeakLine | None:
+        if not self._affine(model):
+            return None
+        return peak_line([self._profile(model, b, precision) for b in (1, 2, PROBE_BATCH)])
+
+    def peak_memory_bytes(self, model: str, batch: int | None, precision: str) -> int:
+        """The model's peak memory at `batch` (its Profile's, from the line through batches 1, 2 and
+        PROBE_BATCH where there is one: kernel_line.py)."""
+        if self._extrapolated(model, batch) and (line := self._peak_line(model, precision)) is not None \
+                and (peak := line.peak_memory_bytes(batch)) is not None:
+            return peak
+        return self._profile(model, batch, precision).totals.peak_memory_bytes
 
     def spec(self, hw: str) -> HardwareSpec:
         return self._spec(hw)
@@ -168,6 +197,9 @@ class Analyzer:
             shape = next(iter(self.bound(p.model, None).inputs.values()), ())
             batch = shape[0] if shape and shape[0] > 0 else 1
         fusion = for_chip(p.fusion, spec.kind)
+        if self._extrapolated(p.model, p.batch) and (line := self._kernel_line(p.model, prec, fusion)) \
+                and (kernels := line.at(p.batch)) is not None:
+            return schedule(kernels, spec, prec, batch, p.threads)  # as the fused graph at p.batch would be
         return schedule(self._fused(p.model, p.batch, prec, fusion), spec, prec, batch, p.threads)
 
 
@@ -279,7 +311,7 @@ class WhatIf:
 
     def _try(self, r: BatchSearch, batch: int) -> Schedule | None:
         try:
-            peak = self.totals(batch).peak_memory_bytes
+            peak = self.a.peak_memory_bytes(self.p.model, batch, self.s.precision)
             if peak > self.s.spec.dram_capacity:
                 r.stopped = (f"at batch {batch}: it needs {size(peak)}, more than the chip's "
                              f"{size(self.s.spec.dram_capacity)}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from .analysis import MAX_BATCH, Analyzer, Point, WhatIf
 from .dtypes import PRECISIONS
+from .forked import map_forked
 from .fusion import PRESETS, what_ifs
 from .hardware.mapping import Schedule
 from .units import ms, pct, si, size
@@ -324,7 +325,28 @@ def finding(rule: Rule, w: WhatIf) -> Finding | None:
 
 def findings(a: Analyzer, p: Point, s: Schedule) -> list[Finding]:
     """Every rule's finding for point `p`, whose schedule `s` the Analyzer `a` produced."""
-    if not s.kernels or not s.flops or not s.latency_s:
-        return []  # nothing computes: no utilization to explain
-    w = WhatIf(a, p, s)
-    return [f for rule in RULE_TABLE if (f := finding(rule, w)) is not None]
+    w = _what_if(a, p, s)
+    return [f for rule in RULE_TABLE if w and (f := finding(rule, w)) is not None]
+
+
+def _what_if(a: Analyzer, p: Point, s: Schedule) -> WhatIf | None:
+    """The point's what-ifs, or None where nothing computes: no utilization to explain."""
+    return WhatIf(a, p, s) if s.kernels and s.flops and s.latency_s else None
+
+
+def findings_of(a: Analyzer, points: list[tuple[Point, Schedule]],
+                jobs: int | None = None) -> list[list[dict]]:
+    """Every point's findings (as dicts, in RULE_TABLE's order), the rules that fire worked out at once in
+    forked workers (forked.py), batch searches first: they take longest. The batches a search binds first
+    (rescale.py) are bound before the workers fork, so that no two of them infer the same shapes."""
+    whatifs = [_what_if(a, p, s) for p, s in points]
+    work = [(i, rule) for rule in RULE_TABLE for i, w in enumerate(whatifs) if w and rule.fires(w)]
+    work.sort(key=lambda ir: ir[1].id != "low_utilization")  # stable: the rest keep their order
+    if any(rule.id == "low_utilization" for _, rule in work) and len(work) > 1:
+        for model in dict.fromkeys(p.model for p, _ in points):
+            a.affine_in_batch(model)
+    done = map_forked(lambda ir: finding(ir[1], whatifs[ir[0]]).to_dict(), work, jobs)
+    by_point: list[list[tuple[int, dict]]] = [[] for _ in points]
+    for (i, rule), d in zip(work, done, strict=True):
+        by_point[i].append((RULE_TABLE.index(rule), d))
+    return [[d for _, d in sorted(found, key=lambda x: x[0])] for found in by_point]

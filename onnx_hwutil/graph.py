@@ -79,12 +79,22 @@ class Graph:
     """One (sub)graph with every tensor's shape and dtype, in execution order."""
 
     def __init__(self, proto: onnx.GraphProto, opsets: dict[str, int], outer: Graph | None = None,
-                 known: dict | None = None):
+                 known: dict | None = None, like: Graph | None = None):
+        """`like`: a top-level graph of the same nodes, inputs, outputs and initializers (the same file
+        bound otherwise): its structure (nodes, DAG, execution order, post-dominators) is shared and only
+        the tensors are this graph's own."""
         self.proto = proto
         self.opsets = opsets
         self.outer = outer
         self.depth = 0 if outer is None else outer.depth + 1
         known = tensor_shapes(proto) if known is None else known
+        if like is not None and outer is None and like.outer is None and like.opsets == opsets \
+                and _signature(proto) == like.signature:
+            for k in _SHARED:
+                if k in vars(like):
+                    setattr(self, k, getattr(like, k))
+            self.tensors = _tensors(known, self.constants, self.nodes)
+            return
         init_names = {i.name for i in proto.initializer} | {s.values.name for s in proto.sparse_initializer}
         self.inputs = [v.name for v in (graph_inputs(proto) if outer is None else proto.input)]
         self.outputs = [v.name for v in proto.output]
@@ -127,24 +137,9 @@ class Graph:
             if n.domain == "" and n.op_type in VIEW_OPS and n.inputs and n.inputs[0] in const \
                     and all(i in const for i in n.inputs if i):
                 const.update(o for o in n.outputs[:1] if o)
+        self.constants = const
 
-        tensors: dict[str, Tensor] = {}
-        for name, (shape, dtype) in known.items():
-            t = tensors[name] = Tensor(name, shape, dtype, name in const)
-            if t.numel > MAX_ELEMENTS:
-                dims = "x".join(map(str, shape))
-                raise HwUtilError(f"tensor {name!r} has {t.numel:.3g} elements ({dims}), beyond any real "
-                                  "model; check its dims or the --shape/--dim bindings")
-        for n in nodes:
-            if n.domain == "" and n.op_type == "Constant" and n.outputs and n.outputs[0]:
-                shape, dtype = _constant_meta(n)
-                prev = tensors.get(n.outputs[0])
-                if shape is not None or prev is None:
-                    tensors[n.outputs[0]] = Tensor(n.outputs[0], shape, dtype, True)
-            for o in n.outputs:
-                if o and o not in tensors:
-                    tensors[o] = Tensor(o, None, 0, o in const)
-        self.tensors = tensors
+        self.tensors = _tensors(known, const, nodes)
 
         graph_level = set(self.inputs) | init_names
         edges: dict[tuple[str, str], list[str]] = {}  # built first, added in bulk: 100k-node graphs
@@ -165,6 +160,11 @@ class Graph:
         self.dag = dag
         self.nodes = _execution_order(nodes, dag)
         self.by_name = {n.name: n for n in self.nodes}
+
+    @cached_property
+    def signature(self) -> tuple:
+        """What `like` must match: _signature of this graph's proto."""
+        return _signature(self.proto)
 
     def lookup(self, name: str) -> Tensor | None:
         """A tensor visible in this scope: this graph's, or an enclosing graph's."""
@@ -197,6 +197,22 @@ class Graph:
                 out.setdefault(t, []).append(n)
         return out
 
+    @cached_property
+    def post_dominators(self) -> dict[str, str]:
+        """Immediate post-dominator of every node, a virtual sink after the graph outputs left out: what
+        fusion's region rules read, the same for every preset and precision the graph is fused at."""
+        dag, outputs = self.dag, set(self.outputs)
+        rev = nx.DiGraph()  # names only: dag.reverse(copy=True) would deep-copy every edge's tensor list
+        rev.add_nodes_from(dag)
+        rev.add_edges_from((v, u) for u, v in dag.edges)
+        sink = "\0sink"
+        rev.add_node(sink)
+        for n in self.nodes:
+            if dag.out_degree(n.name) == 0 or any(o in outputs for o in n.outputs):
+                rev.add_edge(sink, n.name)
+        dom = nx.immediate_dominators(rev, sink)
+        return {k: v for k, v in dom.items() if k != sink and v != sink}
+
     def reads(self, n: Node) -> list[str]:
         """Every tensor a node reads: its inputs, and what its subgraphs read from this scope."""
         return _all_inputs(n) if n.subgraphs() else [t for t in n.inputs if t]
@@ -223,6 +239,43 @@ class Graph:
                 return g.small_constants[name]
             g = g.outer
         return None
+
+
+# What a graph shares with a `like` of the same signature: everything its proto's nodes decide, cached
+# properties included. Not `small_constants`: those come from the proto's initializers, which inference
+# may have written.
+_SHARED = ("inputs", "outputs", "producer", "param_roots", "constants", "dag", "nodes", "by_name",
+           "signature", "index", "consumers", "post_dominators")
+
+
+def _signature(proto: onnx.GraphProto) -> tuple:
+    """The structure a Graph builds from a proto: its nodes (name, op, domain, inputs, outputs), inputs,
+    outputs and initializer names. Two protos of one file bound at two batches have the same."""
+    return (tuple((p.name, p.op_type, p.domain, tuple(p.input), tuple(p.output)) for p in proto.node),
+            tuple(v.name for v in proto.input), tuple(v.name for v in proto.output),
+            tuple(i.name for i in proto.initializer), tuple(s.values.name for s in proto.sparse_initializer))
+
+
+def _tensors(known: dict, const: set[str], nodes: list[Node]) -> dict[str, Tensor]:
+    """Every tensor of a graph: those `known` gives a shape, Constant outputs from their own values, and
+    the other outputs of `nodes` with no shape known."""
+    tensors: dict[str, Tensor] = {}
+    for name, (shape, dtype) in known.items():
+        t = tensors[name] = Tensor(name, shape, dtype, name in const)
+        if t.numel > MAX_ELEMENTS:
+            dims = "x".join(map(str, shape))
+            raise HwUtilError(f"tensor {name!r} has {t.numel:.3g} elements ({dims}), beyond any real "
+                              "model; check its dims or the --shape/--dim bindings")
+    for n in nodes:
+        if n.domain == "" and n.op_type == "Constant" and n.outputs and n.outputs[0]:
+            shape, dtype = _constant_meta(n)
+            prev = tensors.get(n.outputs[0])
+            if shape is not None or prev is None:
+                tensors[n.outputs[0]] = Tensor(n.outputs[0], shape, dtype, True)
+        for o in n.outputs:
+            if o and o not in tensors:
+                tensors[o] = Tensor(o, None, 0, o in const)
+    return tensors
 
 
 def _all_inputs(n: Node) -> list[str]:

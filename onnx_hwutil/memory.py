@@ -42,9 +42,10 @@ def activation_buffers(graph: Graph, costs: GraphCosts, precision: str,
     return size, root
 
 
-def peak_activation_bytes(graph: Graph, costs: GraphCosts, precision: str,
-                          stored: Mapping[str, float] | None = None) -> tuple[int, int]:
-    """(peak bytes of live activations, total bytes of all activation buffers)."""
+def live_activation_bytes(graph: Graph, costs: GraphCosts, precision: str,
+                          stored: Mapping[str, float] | None = None) -> tuple[list[int], int]:
+    """(bytes of activations alive at each step, the graph's inputs first, then each node's; total bytes of
+    all activation buffers). The peak is the largest of the former."""
     size, root = activation_buffers(graph, costs, precision, stored)
     n = len(graph.nodes)
     start: dict[str, int] = dict.fromkeys(graph.inputs, 0)
@@ -66,9 +67,10 @@ def peak_activation_bytes(graph: Graph, costs: GraphCosts, precision: str,
     for r, b in size.items():
         alloc[start.get(r, 0)] += b
         free[end.get(r, start.get(r, 0))] += b
-    live = peak = 0
+    live = 0
+    at = [0] * (n + 1)
     for i in range(n + 1):
         live += alloc[i]
-        peak = max(peak, live)
+        at[i] = live
         live -= free[i]
-    return peak, sum(size.values())
+    return at, sum(size.values())

@@ -16,7 +16,7 @@ from .errors import HwUtilError
 from .gcpause import paused_gc
 from .graph import Graph
 from .loader import load_model
-from .memory import peak_activation_bytes
+from .memory import live_activation_bytes
 from .ops import GraphCosts, cost_graph
 from .rebatch import rebatch
 from .shapes import declared_dims, file_shapes, infer
@@ -89,8 +89,11 @@ def _bind(path: str | os.PathLike, bindings: Bindings, cache: BindCache | None) 
         apply_bindings(model, b.shapes, b.values)
         opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
         inferred, infer_notes, known = infer(model)
-        hit = (Graph(inferred.graph, opsets, known=known), opsets, tuple(rebatch_notes), tuple(infer_notes),
-               declared)
+        # another binding of this file: a graph of the same nodes, whose structure the new one shares
+        like = None if cache is None else next((g for k, (g, *_) in cache.inferred.items() if k[0] == path),
+                                                None)
+        hit = (Graph(inferred.graph, opsets, known=known, like=like), opsets, tuple(rebatch_notes),
+               tuple(infer_notes), declared)
         if cache is not None:
             cache.inferred[key] = hit
     graph, opsets, rebatch_notes, infer_notes, declared = hit
@@ -155,9 +158,15 @@ class Profile:
         return count, size
 
     @cached_property
+    def live_activation_bytes(self) -> tuple[list[int], int]:
+        """(activation bytes alive at each step, bytes of all activation buffers): memory.py."""
+        return live_activation_bytes(self.graph, self.costs, self.precision, self.stored)
+
+    @cached_property
     def totals(self) -> Totals:
         total = self.costs.total
-        peak_act, act_bytes = peak_activation_bytes(self.graph, self.costs, self.precision, self.stored)
+        live, act_bytes = self.live_activation_bytes
+        peak_act = max(live)
         params, weight_bytes = self.params
         return Totals(
             macs=total.macs,

@@ -56,8 +56,9 @@ def extrapolate(one: BoundModel, two: BoundModel, batch: int) -> BoundModel | No
 # What a top-level Graph holds (graph.py): all of it but `tensors` follows from the proto alone (cached
 # properties included), so a graph at another batch shares it. A Graph that holds anything else is built
 # afresh: what it is is not known here.
-_STRUCTURE = {"proto", "opsets", "outer", "depth", "inputs", "outputs", "producer", "param_roots", "dag",
-              "nodes", "by_name", "index", "consumers", "small_constants"}
+_STRUCTURE = {"proto", "opsets", "outer", "depth", "inputs", "outputs", "producer", "param_roots",
+              "constants", "dag", "nodes", "by_name", "index", "consumers", "small_constants",
+              "post_dominators", "signature"}
 
 
 def _with_shapes(graph: Graph, known: dict) -> Graph:

@@ -3,7 +3,8 @@
 What it measures: wall time and peak RSS of a *fresh subprocess* per run (so interpreter start-up and
 imports count), via ``/usr/bin/time -f "%e %M"`` around each child:
 
-* start-up: ``onnx-hwutil --version`` against ``python -c "import onnx"``;
+* start-up: ``onnx-hwutil --version`` against ``python -c "import onnx"``; and ``python -c "import onnx,
+  networkx"``, the floor under any ``profile`` built on those two (printed against onnx-tool's runs);
 * ``onnx-hwutil profile`` on ``models/resnet50.onnx`` and ``models/bert_base.onnx`` (and any ``--extra
   NAME=PATH`` full model, e.g. EfficientNet-B0 and GPT-2 from the corpus, its other dims bound as
   corpus/manifest.json says), and ``onnx_tool.model_profile``
@@ -301,6 +302,10 @@ def main() -> int:
         cases = {
             "version": Case("onnx-hwutil --version", [*hw_cmd, "--version"]),
             "import_onnx": Case("python -c 'import onnx'", [sys.executable, "-c", "import onnx"]),
+            # The floor under any `profile`: the libraries the brief builds it on (the ONNX parser and the
+            # networkx DAG), imported and nothing else
+            "floor": Case("python -c 'import onnx, networkx'",
+                          [sys.executable, "-c", "import onnx, networkx"]),
             "hw_resnet50": Case("onnx-hwutil profile resnet50", hw(MODELS / "resnet50.onnx")),
             "hw_bert": Case("onnx-hwutil profile bert_base", hw(MODELS / "bert_base.onnx")),
             "an_vit": Case("analyze vit_b_16 (2 chips) --no-findings",
@@ -381,6 +386,10 @@ def main() -> int:
     print()
     print(f"ResNet-50: onnx-hwutil / onnx-tool time = {fmt(r_resnet, '.2f')}x (no target; BERT's is "
           f"{fmt(r_bert, '.2f')}x)")
+    for stem in extra:  # what no profile built on onnx and networkx can go below
+        floor = ratio(c["floor"], c.get(f"ot_{stem}"))
+        print(f"floor, {stem}: importing onnx and networkx alone takes {fmt(floor, '.2f')}x "
+              "onnx-tool's whole run")
     for note in notes:
         print(f"note: {note}")
     n_pass = sum(t["result"] == "PASS" for t in targets)

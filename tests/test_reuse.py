@@ -56,3 +56,31 @@ def test_an_analyzer_with_warm_caches_answers_as_a_fresh_one():
     t = [Analyzer().run(Point(path, "h100-sxm5", b, p, "runtime")) for b in (None, 1, 2)
          for p in ("fp16", "int8")]
     assert [x.to_dict(True) for x in s] == [x.to_dict(True) for x in t]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "bert_base"])
+def test_another_batch_of_a_file_shares_its_structure_and_has_its_own_tensors(name):
+    path = f"models/{name}.onnx"
+    c = BindCache()
+    one = bind(path, Bindings({}, {}, 1), c)
+    pdom = one.graph.post_dominators
+    three = bind(path, Bindings({}, {}, 3), c)
+    assert three.graph.dag is one.graph.dag and three.graph.nodes is one.graph.nodes
+    assert three.graph.post_dominators is pdom  # fusion's region rules: worked out once per file
+    alone = bind(path, Bindings({}, {}, 3))  # no other binding to share with
+    assert _shapes(three) == _shapes(alone) != _shapes(one)
+    assert [n.name for n in three.graph.nodes] == [n.name for n in alone.graph.nodes]
+    assert three.graph.post_dominators == alone.graph.post_dominators
+    assert Profile(three).totals == Profile(alone).totals
+
+
+def test_a_graph_of_other_nodes_shares_nothing(tmp_path):
+    from builders import conv_relu, save
+
+    from onnx_hwutil.graph import Graph
+
+    a = bind(save(conv_relu(), tmp_path / "a.onnx"), Bindings({}, {}, 1))
+    other = conv_relu()
+    other.graph.node[1].op_type = "Sigmoid"  # the same names and edges, another op
+    b = Graph(other.graph, a.graph.opsets, like=a.graph)
+    assert b.dag is not a.graph.dag and b.by_name[b.nodes[1].name].op_type == "Sigmoid"

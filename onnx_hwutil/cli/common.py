@@ -225,3 +225,6 @@ FusionOpt = Annotated[str, typer.Option("--fusion", help=(
     "XLA-like on TPUs and NPUs), runtime, tensorrt, xla, ort (onnxruntime's own optimized graph), none or "
     "aggressive."))]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="CPU: cores (threads) to use.")]
+JobsOpt = Annotated[int | None, typer.Option(
+    "--jobs", "-j", min=1, help="Findings worked out at once, in forked workers (default: the CPUs "
+                                "available; 1: in order, in this process).")]

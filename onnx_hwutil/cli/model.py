@@ -18,6 +18,7 @@ from .common import (
     FormatOpt,
     FusionOpt,
     HwOpt,
+    JobsOpt,
     OutputOpt,
     PrecisionOpt,
     ShapeOpt,
@@ -138,6 +139,7 @@ def analyze(
     threads: ThreadsOpt = None,
     fail_if: Annotated[list[str] | None, typer.Option(
         "--fail-if", help='Exit 1 if this holds for any result, e.g. "latency_ms>5" (repeatable).')] = None,
+    jobs: JobsOpt = None,
     with_findings: Annotated[bool, typer.Option(
         "--findings/--no-findings", help="Computed observations with evidence and a mitigation.")] = True,
     plot: Annotated[str | None, typer.Option(
@@ -151,7 +153,7 @@ def analyze(
 ) -> None:
     """Utilization, latency, throughput, units allocated, energy and findings of a model on chips."""
     from ..analysis import Analyzer, plan
-    from ..findings import findings
+    from ..findings import findings_of
     from ..gates import failures, match_baseline, parse_gate
     from ..report import analysis_view
 
@@ -164,8 +166,8 @@ def analyze(
     pts = plan(a, model, csv_list(hw) or ["h100-sxm5"], ints(batch, "--batch") or None,
                csv_list(precision) or ["auto"], fusion, threads)
     schedules = [a.run(p) for p in pts]
-    found = [[f.to_dict() for f in findings(a, p, s)] if with_findings else None
-             for p, s in zip(pts, schedules, strict=True)]
+    points = list(zip(pts, schedules, strict=True))
+    found = findings_of(a, points, jobs) if with_findings else [None] * len(pts)
     entries = [s.to_dict(per_subgraph) | ({"findings": f} if f is not None else {})
                for s, f in zip(schedules, found, strict=True)]
     gates = [parse_gate(g, entries[0], baseline is not None) for g in fail_if or []]

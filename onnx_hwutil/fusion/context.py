@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import networkx as nx
-
 from ..ops import NodeCost, OpKind
 from .partition import Partition
 
@@ -169,17 +167,10 @@ class Context:
         ins = self.graph.by_name[node].inputs
         return any(t and self.constant(t) and self.graph.tensor(t).numel == 1 for t in ins)
 
-    @cached_property
+    @property
     def ipdom(self) -> dict[str, str]:
-        """Immediate post-dominator of every node (a virtual sink after the graph outputs)."""
-        rev = self.graph.dag.reverse(copy=True)
-        sink = "\0sink"
-        rev.add_node(sink)
-        for n in self.graph.nodes:
-            if self.graph.dag.out_degree(n.name) == 0 or any(o in self.outputs for o in n.outputs):
-                rev.add_edge(sink, n.name)
-        dom = nx.immediate_dominators(rev, sink)
-        return {k: v for k, v in dom.items() if k != sink and v != sink}
+        """Immediate post-dominator of every node (graph.py: one per graph, whatever the preset)."""
+        return self.graph.post_dominators
 
     def region(self, start: str, end: str, limit: int = 64) -> list[str] | None:
         """Nodes on paths from `start` (excluded) to its post-dominator `end` (included)."""

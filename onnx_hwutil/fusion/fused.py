@@ -10,13 +10,13 @@ opaque op reads whole count; a tiled subgraph (fused attention) streams even tho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import networkx as nx
 
 from ..graph import VIEW_OPS
-from ..ops import NodeCost, OpKind
+from ..ops import Gemm, NodeCost, OpKind
 from ..profile import SCHEMA, Profile
 from .context import METADATA_READERS
 from .partition import Partition
@@ -39,6 +39,12 @@ class Subgraph:
     # Boundary traffic per buffer, for cache modeling.
     reads: tuple[tuple[str, int, bool], ...] = ()
     writes: tuple[tuple[str, int], ...] = ()
+    # What the matrix units do: each member's GEMMs (of folded members none), the MACs of the members that
+    # have them, how many of those have no geometry we know, and whether the operands are 8-bit integers.
+    gemms: tuple[Gemm, ...] = ()
+    matrix_macs: int = 0
+    approx_nodes: int = 0
+    int8: bool = False
 
     @property
     def dram_bytes(self) -> int:
@@ -79,8 +85,9 @@ class FusedGraph:
         inside = set(members)
         root, producer = self._root, self._producer
         out_roots, readers = self._output_roots, self._data_readers
-        macs = flops = internal = 0
+        macs = flops = internal = matrix_macs = approx = 0
         kind = OpKind.SHAPE
+        gemms: list[Gemm] = []
         real: list[str] = []
         nested: list[str] = []
         read: dict[str, int] = {}
@@ -93,6 +100,10 @@ class FusedGraph:
             cost = nc.cost
             macs += cost.macs
             flops += cost.flops
+            if nc.gemms:
+                gemms.extend(nc.gemms)
+                matrix_macs += cost.macs
+                approx += any(g.approx for g in nc.gemms)
             if cost.kind == OpKind.SHAPE or m in static:
                 continue
             real.append(m)
@@ -133,10 +144,14 @@ class FusedGraph:
                       if x.bytes_read]
             reads += [(f"{m} (body weights)", x.weight_bytes, True) for m, x in zip(nested, c, strict=True)
                       if x.weight_bytes]
+        int8 = label.startswith(("QLinear", "QGemm")) or any(
+            graph.by_name[m].op_type in INT8_MATRIX_OPS for m in members)
         return Subgraph(sid, tuple(members), label, kind, macs, flops, rd, wr, wb,
                         working_set_bytes=rd + wr + wb + (0 if tiled else internal),
                         folded=tuple(m for m in members if m in folded) if folded else (), tiled=tiled,
-                        reads=tuple(reads), writes=tuple(writes))
+                        reads=tuple(reads), writes=tuple(writes),
+                        gemms=tuple(replace(g, int8=True) for g in gemms) if int8 else tuple(gemms),
+                        matrix_macs=matrix_macs, approx_nodes=approx, int8=int8)
 
     @cached_property
     def _producer(self) -> dict[str, str]:
@@ -169,6 +184,14 @@ class FusedGraph:
     # -- views -----------------------------------------------------------------------------------------
     def kernel(self, sid: int) -> Subgraph:
         return next(s for s in self.subgraphs if s.id == sid)
+
+    @property
+    def coverage_notes(self) -> list[str]:
+        return self.profile.coverage_notes
+
+    @property
+    def coverage(self) -> dict:
+        return self.profile.costs.coverage
 
     @property
     def kernels(self) -> list[Subgraph]:
@@ -216,6 +239,11 @@ class FusedGraph:
 
 
 _NONE: frozenset[str] = frozenset()
+
+# Matrix ops whose operands are 8-bit integers as they run: the quantized ops themselves, and a QDQ node
+# unit that fusion turned into one (labelled QLinear*, as ORT's QDQ selectors make it).
+INT8_MATRIX_OPS = frozenset({"QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "QGemm",
+                             "DynamicQuantizeMatMul", "MatMulIntegerToFloat"})
 
 
 def _default_label(graph, members: list[str]) -> str:

@@ -13,16 +13,19 @@ Kernels run one after another on one stream: throughput = batch / latency.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from ..dtypes import element_bits
 from ..fusion import FusedGraph
-from ..ops import Gemm
 from ..profile import SCHEMA
 from .backends import BACKENDS
 from .rates import CALIBRATED_PRECISION, Rates, rates
 from .spec import HardwareSpec
+
+if TYPE_CHECKING:
+    from ..kernel_line import Kernels
 
 
 @dataclass(frozen=True)
@@ -202,30 +205,24 @@ class Schedule:
         return d
 
 
-def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int,
+def schedule(fused: FusedGraph | Kernels, spec: HardwareSpec, precision: str, batch: int,
              threads: int | None = None) -> Schedule:
-    """Map every kernel of a fused graph onto `spec` at `precision` (the fused graph's bytes must already be
-    priced at that precision); `threads` limits a CPU to that many cores."""
+    """Map every kernel of a fused graph (or of its extrapolation to another batch: kernel_line.py) onto
+    `spec` at `precision` (the fused graph's bytes must already be priced at that precision); `threads`
+    limits a CPU to that many cores."""
     r = rates(spec, precision)
     backend = BACKENDS[spec.kind](spec, r, threads)
-    costs = {nc.node.name: nc for nc in fused.profile.costs.nodes}
     elem = element_bits(1, precision) / 8  # bytes of one float element at this precision
     window = _Window(spec.onchip_bytes)
-    notes = fused.profile.coverage_notes + list(r.notes)
+    notes = fused.coverage_notes + list(r.notes)
     kernels: list[KernelTime] = []
     approx = 0
     for sub in fused.subgraphs:
         if not sub.is_kernel:
             continue
-        gemms: list[Gemm] = []
-        matrix_flops = 0
-        int8 = _quantized(sub, costs)
-        for name in sub.nodes:
-            nc = costs[name]
-            if nc.gemms and name not in sub.folded:
-                gemms.extend(replace(g, int8=True) if int8 else g for g in nc.gemms)
-                approx += any(g.approx for g in nc.gemms)
-                matrix_flops += 2 * nc.cost.macs
+        gemms, int8 = sub.gemms, sub.int8
+        matrix_flops = 2 * sub.matrix_macs
+        approx += sub.approx_nodes
         vector_flops = max(sub.flops - matrix_flops, 0)
         onchip = dram = 0
         for buf, b, is_weight in sub.reads:
@@ -267,15 +264,5 @@ def schedule(fused: FusedGraph, spec: HardwareSpec, precision: str, batch: int,
     elif spec.calibration:
         notes.append(f"{spec.name}: uncalibrated at {precision}: its calibration measured "
                      f"{CALIBRATED_PRECISION} only, so {precision} uses the datasheet peaks")
-    return Schedule(spec, r, batch, fused.preset, kernels, notes, calibrated, fused.profile.costs.coverage)
+    return Schedule(spec, r, batch, fused.preset, kernels, notes, calibrated, fused.coverage)
 
-
-# Matrix ops whose operands are 8-bit integers as they run: the quantized ops themselves, and a QDQ node
-# unit that fusion turned into one (labelled QLinear*, as ORT's QDQ selectors make it).
-INT8_MATRIX_OPS = frozenset({"QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "QGemm",
-                             "DynamicQuantizeMatMul", "MatMulIntegerToFloat"})
-
-
-def _quantized(sub, costs) -> bool:
-    return sub.label.startswith(("QLinear", "QGemm")) or any(
-        costs[n].node.op_type in INT8_MATRIX_OPS for n in sub.nodes)
