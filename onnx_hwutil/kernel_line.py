@@ -70,11 +70,11 @@ class PeakLine:
 def kernel_line(fused: list[FusedGraph]) -> KernelLine | None:
     """The line through fused graphs at batches 1, 2 and PROBE_BATCH (in that order, one partition), or
     None where the third is not on it, number for number. What is not a number (a kernel's label, its
-    op kind...) comes from PROBE_BATCH and must be the same at batch 2: batch 1 may differ there (an Add
-    of a batch-1 tensor to one of the same shape broadcasts nothing), the batches past 2 not."""
-    one, two, probe = fused
-    if one.coverage_notes != two.coverage_notes or one.coverage_notes != probe.coverage_notes \
-            or one.coverage != two.coverage or one.coverage != probe.coverage:
+    op kind, the notes...) comes from PROBE_BATCH and must be the same at batch 2: batch 1 may differ
+    there (an Add of a batch-1 tensor to one of the same shape broadcasts nothing), the batches past 2
+    not."""
+    _, two, probe = fused
+    if two.coverage_notes != probe.coverage_notes or two.coverage != probe.coverage:
         return None
     slots = [[_slots(s) for s in f.subgraphs] for f in fused]
     if slots[0] != slots[1] or slots[0] != slots[2] \

@@ -22,8 +22,11 @@ PROBE_BATCH = 4
 
 def extrapolate(one: BoundModel, two: BoundModel, batch: int) -> BoundModel | None:
     """`one` and `two` bound at batches 1 and 2; the model at `batch`, or None where a tensor's shape is
-    not an affine function of the batch we can see (unknown dims, another rank, a negative result)."""
-    if one.graph.outer is not None or one.rebatch or two.rebatch or one.shape_notes != two.shape_notes:
+    not an affine function of the batch we can see (unknown dims, another rank, a negative result). All
+    but the shapes (the notes on which inference layers resolved what, above all) are batch 2's: at batch 1
+    a dim of 1 can take inference another way (ONNX's own inference resolves fewer of a legacy GPT-2's
+    tensors there), and `checked` holds batch 2's notes to the probe's."""
+    if one.graph.outer is not None or one.rebatch or two.rebatch:
         return None
     known = {}
     for name, t1 in one.graph.tensors.items():
@@ -50,7 +53,7 @@ def extrapolate(one: BoundModel, two: BoundModel, batch: int) -> BoundModel | No
         if v is False or v is None:
             return None
         symbols[k] = v[0]
-    return replace(one, graph=_with_shapes(one.graph, known), inputs=inputs, symbols=symbols)
+    return replace(two, graph=_with_shapes(two.graph, known), inputs=inputs, symbols=symbols)
 
 
 # What a top-level Graph holds (graph.py): all of it but `tensors` follows from the proto alone (cached
