@@ -122,9 +122,10 @@ class QdqPass(FusionPass):
     def apply(self, ctx: Context, part: Partition) -> None:
         rule = QDQ
         units = self._candidates(ctx)
+        whys = ctx.memo["qdq_whys"]
         for n in ctx.matching(rule.steps[1]):
             if n.name not in units:
-                if why := _why_not(ctx, n):
+                if why := whys[n.name]:
                     self.reject(rule, n.name, why)
                 continue
             gids = self._unit_groups(ctx, part, n, units)
@@ -166,7 +167,8 @@ class QdqPass(FusionPass):
     def _candidates(ctx: Context) -> set[str]:
         """The nodes that are node units by their own inputs and readers (a property of the graph alone)."""
         if "qdq_units" not in ctx.memo:
-            ctx.memo["qdq_units"] = {n.name for n in ctx.matching(QDQ.steps[1]) if _why_not(ctx, n) is None}
+            whys = ctx.memo["qdq_whys"] = {n.name: _why_not(ctx, n) for n in ctx.matching(QDQ.steps[1])}
+            ctx.memo["qdq_units"] = {name for name, why in whys.items() if why is None}
         return ctx.memo["qdq_units"]
 
     @staticmethod
