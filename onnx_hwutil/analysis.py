@@ -1,7 +1,9 @@
 """Whole-model analysis over hardware x batch x precision x fusion, reusing each stage's work.
 
-A batch change re-binds and re-infers shapes; a precision change re-prices bytes; a fusion preset change
-re-fuses; a hardware change only re-maps (DESIGN.md: each arrow is a pure function of its inputs).
+A batch change re-binds and re-infers shapes (past batch 4, where the model is affine in the batch, its
+shapes, kernels and peak memory come off lines through batches 1, 2 and 4: rescale.py, kernel_line.py); a
+precision change re-prices bytes; a fusion preset change re-fuses; a hardware change only re-maps
+(DESIGN.md: each arrow is a pure function of its inputs).
 """
 
 from __future__ import annotations
