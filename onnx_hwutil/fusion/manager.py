@@ -24,8 +24,7 @@ from .regions import AttentionPass, NormPass, OrtNormPass
 PASSES: dict[str, type[FusionPass]] = {p.name: p for p in (
     ShapePass, OrtShapePass, ConvBnPass, ConvMulAddPass, OperandPass, ActivationPass, EpiloguePass,
     ElementwisePass, NormPass, OrtNormPass, QuickGeluPass, NchwcPass, ConvAddActPass, SliceSplitPass, QdqPass,
-    DynamicQuantPass, AttentionPass, AggressivePass, PadFusionPass,
-    OrtLevel1Pass)}
+    DynamicQuantPass, AttentionPass, AggressivePass, PadFusionPass, OrtLevel1Pass)}
 PRESETS: dict[str, list[str]] = {
     "none": [],
     # What a default ONNX Runtime CPU session runs (ORT_ENABLE_ALL): folds shape math (never a
